@@ -1,0 +1,275 @@
+"""serve, stdio, wallet, usage, requests, db, ledger."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import anyio
+import typer
+from rich.table import Table
+
+from lava_mcp.cli import app, emit, fail, settings, stderr, stdout
+from lava_mcp.core import usage, verify, wallet
+from lava_mcp.errors import LavaError
+from lava_mcp.money import format_dollars
+from lava_mcp.runtime import Runtime
+from lava_mcp.store.db import Database
+from lava_mcp.transports import render
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+wallet_app = typer.Typer(no_args_is_help=True, help="Wallets: create, show, credit.")
+db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's invariants.")
+app.add_typer(wallet_app, name="wallet")
+app.add_typer(db_app, name="db")
+app.add_typer(ledger_app, name="ledger")
+
+
+def _database() -> Database:
+    config = settings()
+    database = Database(config.database_url, sqlite_synchronous=config.sqlite_synchronous)
+    database.upgrade()
+    return database
+
+
+def _wallet_id(database: Database, wallet_id: str | None) -> str:
+    """The wallet named, or the one LAVA_WALLET_KEY opens."""
+    if wallet_id:
+        return wallet_id
+    return wallet.authenticate(database, settings().wallet_key).id
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Default LAVA_HOST (127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Default LAVA_PORT (8787).")] = None,
+) -> None:
+    """One HTTP server: MCP at /mcp and /sse, gateway and REST at /v1/…, dashboard at /."""
+    import uvicorn
+
+    from lava_mcp.transports.app import build_app
+
+    config = settings()
+    if host:
+        config.host = host
+    if port:
+        config.port = port
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    runtime = Runtime.build(config)
+    runtime.db.upgrade()
+    mode = config.payments_mode
+    if not runtime.db.has_wallets():
+        created = wallet.create_wallet(
+            runtime.db, name="default", mode="live" if mode == "stripe" else "sandbox"
+        )
+        stderr.print(
+            f"Created wallet {created.wallet_id}. Its key is shown once; keep it:\n\n"
+            f"    LAVA_WALLET_KEY={created.wallet_key}\n"
+        )
+    if mode == "sandbox":
+        stderr.print("[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards.")
+    stderr.print(
+        f"lava-mcp on {config.base_url}  (MCP {config.base_url}/mcp · REST and gateway {config.base_url}/v1)"
+    )
+    uvicorn.run(build_app(runtime, migrate=False), host=config.host, port=config.port, log_level="warning")
+
+
+@app.command()
+def stdio() -> None:
+    """The MCP server over stdio (as Claude Desktop runs it); identity from LAVA_WALLET_KEY."""
+    from lava_mcp.runtime import running
+    from lava_mcp.transports.mcp_server import build_server
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    config = settings()
+    runtime = Runtime.build(config)
+    runtime.db.upgrade()
+    try:
+        owner = wallet.authenticate(runtime.db, config.wallet_key)
+    except LavaError as error:
+        raise fail(error) from error
+    server = build_server(runtime, default_wallet_id=owner.id)
+
+    async def main() -> None:
+        async with running(runtime, migrate=False):
+            await server.run_stdio_async()
+
+    anyio.run(main)
+
+
+@wallet_app.command("create")
+def wallet_create(
+    name: Annotated[str, typer.Option(help="A name for the wallet.")] = "",
+    sandbox: Annotated[
+        bool | None,
+        typer.Option("--sandbox/--live", help="Default: sandbox unless Stripe is configured."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a wallet and print its key (shown once)."""
+    database = _database()
+    mode = (
+        ("sandbox" if sandbox else "live")
+        if sandbox is not None
+        else ("live" if settings().payments_mode == "stripe" else "sandbox")
+    )
+    try:
+        created = wallet.create_wallet(database, name=name, mode=mode)
+    except LavaError as error:
+        raise fail(error, as_json) from error
+    body = {"wallet_id": created.wallet_id, "wallet_key": created.wallet_key, "mode": mode}
+    emit(
+        as_json,
+        body,
+        lambda: stdout.print(
+            f"wallet_id  {created.wallet_id}\nwallet_key {created.wallet_key}   (shown once: keep it)\nmode       {mode}"
+        ),
+    )
+
+
+@wallet_app.command("show")
+def wallet_show(
+    wallet_id: Annotated[str | None, typer.Argument(help="Default: the wallet of LAVA_WALLET_KEY.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """The wallet's balance."""
+    database = _database()
+    try:
+        balance = wallet.get_balance(database, _wallet_id(database, wallet_id))
+    except LavaError as error:
+        raise fail(error, as_json) from error
+    body = {
+        "wallet_id": balance.wallet_id,
+        **render.balance_json(balance.balance_micros, balance.held_micros, balance.mode),
+    }
+    emit(
+        as_json,
+        body,
+        lambda: stdout.print(
+            f"{balance.wallet_id}: ${body['balance']} available, ${body['held']} held"
+            + ("  [yellow](sandbox)[/]" if balance.mode == "sandbox" else "")
+        ),
+    )
+
+
+@wallet_app.command("credit")
+def wallet_credit(
+    wallet_id: Annotated[str, typer.Argument()],
+    amount: Annotated[str, typer.Argument(help="Dollars, e.g. 25.00 (negative to debit).")],
+    reason: Annotated[str, typer.Option(help="Why (kept in the ledger).")],
+    as_json: JsonFlag = False,
+) -> None:
+    """An operator's adjustment entry (support credits, tests)."""
+    database = _database()
+    try:
+        balance = wallet.adjust(database, wallet_id, amount, reason=reason)
+    except LavaError as error:
+        raise fail(error, as_json) from error
+    body = {
+        "wallet_id": wallet_id,
+        **render.balance_json(balance.balance_micros, balance.held_micros, balance.mode),
+    }
+    emit(
+        as_json,
+        body,
+        lambda: stdout.print(f"{wallet_id}: balance now ${format_dollars(balance.available_micros)}"),
+    )
+
+
+@app.command("usage")
+def usage_command(
+    since: Annotated[str | None, typer.Option(help="First day (ISO date).")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day (ISO date).")] = None,
+    wallet_id: Annotated[str | None, typer.Option("--wallet", help="Default: LAVA_WALLET_KEY's.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Spend per day, every day of the window."""
+    database = _database()
+    try:
+        summary = usage.summary(database, _wallet_id(database, wallet_id), since=since, until=until)
+    except LavaError as error:
+        raise fail(error, as_json) from error
+    body = render.usage_summary_json(summary)
+
+    def table() -> None:
+        view = Table("date", "requests", "spend (USD)", "by service")
+        for day in body["days"]:
+            services = ", ".join(f"{name} {total['spend']}" for name, total in day["by_service"].items())
+            view.add_row(day["date"], str(day["requests"]), day["spend"], services)
+        view.add_row("total", str(body["total_requests"]), body["total_spend"], "", style="bold")
+        stdout.print(view)
+
+    emit(as_json, body, table)
+
+
+@app.command("requests")
+def requests_command(
+    limit: Annotated[int, typer.Option(help="1 to 100.")] = 20,
+    before: Annotated[str | None, typer.Option(help="A next_cursor.")] = None,
+    wallet_id: Annotated[str | None, typer.Option("--wallet", help="Default: LAVA_WALLET_KEY's.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recent requests, newest first."""
+    database = _database()
+    try:
+        page = usage.list_requests(database, _wallet_id(database, wallet_id), limit=limit, before=before)
+    except LavaError as error:
+        raise fail(error, as_json) from error
+    body = render.request_page_json(page)
+
+    def table() -> None:
+        view = Table("id", "created", "service", "model", "cost", "ok", "tokens in/out", "error")
+        for item in body["requests"]:
+            view.add_row(
+                item["id"],
+                item["created_at"],
+                item["service"],
+                item["model"] or "",
+                item["cost"],
+                "yes" if item["succeeded"] else "no",
+                f"{item['input_tokens']}/{item['output_tokens']}",
+                item.get("error") or "",
+            )
+        stdout.print(view)
+        if body["next_cursor"]:
+            stdout.print(f"more: --before {body['next_cursor']}")
+
+    emit(as_json, body, table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonFlag = False) -> None:
+    """Apply the database migrations."""
+    config = settings()
+    Database(config.database_url).upgrade()
+    emit(
+        as_json,
+        {"status": "ok", "database_url": _redacted(config.database_url)},
+        lambda: stdout.print(f"database is up to date: {_redacted(config.database_url)}"),
+    )
+
+
+@ledger_app.command("verify")
+def ledger_verify(as_json: JsonFlag = False) -> None:
+    """Check the ledger's invariants; exit 1 with a report if any fails."""
+    database = _database()
+    database_expired = verify.verify(database)
+    body = {"ok": not database_expired, "problems": database_expired}
+    emit(
+        as_json,
+        body,
+        lambda: stdout.print(
+            "ledger ok" if not database_expired else "ledger problems:\n  " + "\n  ".join(database_expired)
+        ),
+    )
+    if database_expired:
+        raise typer.Exit(1)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

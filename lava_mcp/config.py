@@ -1,0 +1,58 @@
+"""Settings from the environment (and a `.env` file), one object for the whole process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    data_dir = Path(platformdirs.user_data_dir("lava-mcp", appauthor=False))
+    return f"sqlite:///{data_dir / 'lava.db'}"
+
+
+class Settings(BaseSettings):
+    """Every variable is listed, with its default, in `.env.example`."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(default_factory=default_database_url, alias="LAVA_DATABASE_URL")
+    wallet_key: str | None = Field(default=None, alias="LAVA_WALLET_KEY")
+    host: str = Field(default="127.0.0.1", alias="LAVA_HOST")
+    port: int = Field(default=8787, alias="LAVA_PORT")
+    public_url: str | None = Field(default=None, alias="LAVA_PUBLIC_URL")
+
+    payments: Literal["auto", "stripe", "sandbox"] = Field(default="auto", alias="LAVA_PAYMENTS")
+    stripe_secret_key: str | None = Field(default=None, alias="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: str | None = Field(default=None, alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
+
+    openai_api_key: str | None = Field(default=None, alias="OPENAI_API_KEY")
+    openai_base_url: str = Field(default="https://api.openai.com/v1", alias="OPENAI_BASE_URL")
+    anthropic_api_key: str | None = Field(default=None, alias="ANTHROPIC_API_KEY")
+    anthropic_base_url: str = Field(default="https://api.anthropic.com", alias="ANTHROPIC_BASE_URL")
+    ollama_base_url: str = Field(default="http://127.0.0.1:11434/v1", alias="OLLAMA_BASE_URL")
+    catalog_path: Path | None = Field(default=None, alias="LAVA_CATALOG")
+    upstream_timeout_s: float = Field(default=120.0, alias="LAVA_UPSTREAM_TIMEOUT_S")
+
+    redis_url: str | None = Field(default=None, alias="LAVA_REDIS_URL")
+
+    hold_ttl_s: int = Field(default=600, alias="LAVA_HOLD_TTL_S", ge=10)
+    default_max_tokens: int = Field(default=4096, alias="LAVA_DEFAULT_MAX_TOKENS", ge=1)
+    # FULL: every commit reaches the disk before the caller hears "ok". NORMAL in WAL mode
+    # stays consistent but may lose the last commits on power loss.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(default="FULL", alias="LAVA_SQLITE_SYNCHRONOUS")
+
+    @property
+    def payments_mode(self) -> Literal["stripe", "sandbox"]:
+        if self.payments == "auto":
+            return "stripe" if self.stripe_secret_key else "sandbox"
+        return self.payments
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -1,0 +1,100 @@
+"""Ledger entries: append-only, signed, each naming what caused it.
+
+Every function here runs inside a caller's write transaction (`Database.write()`), so an
+entry and the wallet's running balance change together or not at all. Invariants, checked
+by `lava-mcp ledger verify`:
+  wallet.balance_micros == sum(entries.amount_micros) >= 0
+  wallet.held_micros    == sum(pending holds)  and  held_micros <= balance_micros
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from lava_mcp.errors import BadRequest, NotFound
+from lava_mcp.store.models import LedgerEntry, Wallet
+
+ENTRY_KINDS = ("deposit", "charge", "refund", "adjustment")
+
+
+def find(session: Session, *, wallet_id: str, kind: str, reference: str) -> LedgerEntry | None:
+    return session.exec(
+        select(LedgerEntry).where(
+            LedgerEntry.wallet_id == wallet_id,
+            LedgerEntry.kind == kind,
+            LedgerEntry.reference == reference,
+        )
+    ).first()
+
+
+def credit(
+    session: Session,
+    *,
+    wallet_id: str,
+    kind: str,
+    amount_micros: int,
+    reference: str,
+    memo: str = "",
+) -> tuple[LedgerEntry, bool]:
+    """Append a deposit, refund or adjustment and move the running balance with it.
+
+    Idempotent on (wallet, kind, reference): the same deposit twice returns the first
+    entry and `False`, and moves no money. A negative adjustment may not take the balance
+    below what is held.
+
+    Raises: NotFound for an unknown wallet; BadRequest for an adjustment that would
+    overdraw the wallet.
+    """
+    assert kind in ("deposit", "refund", "adjustment"), kind
+    assert amount_micros != 0, "an entry moves money"
+    assert kind == "adjustment" or amount_micros > 0, (kind, amount_micros)
+    existing = find(session, wallet_id=wallet_id, kind=kind, reference=reference)
+    if existing is not None:
+        return existing, False
+    balance_after = session.execute(
+        update(Wallet)
+        .where(Wallet.id == wallet_id)  # type: ignore[arg-type]
+        .where(Wallet.balance_micros + amount_micros >= Wallet.held_micros)  # type: ignore[operator]
+        .values(balance_micros=Wallet.balance_micros + amount_micros)
+        .returning(Wallet.balance_micros)
+    ).scalar_one_or_none()
+    if balance_after is None:
+        if session.get(Wallet, wallet_id) is None:
+            raise NotFound(f"unknown wallet {wallet_id!r}")
+        raise BadRequest("that adjustment would take the wallet below zero (or below its holds)")
+    return insert_entry(
+        session,
+        wallet_id=wallet_id,
+        kind=kind,
+        amount_micros=amount_micros,
+        balance_after_micros=balance_after,
+        reference=reference,
+        memo=memo,
+    ), True
+
+
+def insert_entry(
+    session: Session,
+    *,
+    wallet_id: str,
+    kind: str,
+    amount_micros: int,
+    balance_after_micros: int,
+    reference: str,
+    memo: str = "",
+) -> LedgerEntry:
+    """Record an entry whose balance move the caller has already made in this transaction."""
+    assert kind in ENTRY_KINDS, kind
+    assert balance_after_micros >= 0, balance_after_micros
+    entry = LedgerEntry(
+        wallet_id=wallet_id,
+        kind=kind,
+        amount_micros=amount_micros,
+        balance_after_micros=balance_after_micros,
+        reference=reference,
+        memo=memo,
+    )
+    session.add(entry)
+    session.flush()
+    return entry

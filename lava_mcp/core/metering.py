@@ -1,0 +1,292 @@
+"""Metering: hold → call → settle. Every paid call, from any surface, runs through here.
+
+    open()    validate, price the upper bound, take the hold (wallet and spend key, one
+              transaction) and record the request as pending. A refusal (402/403/429)
+              is recorded as a request that did not run, and raised.
+    settle()  post the hold at the actual cost, release the rest, complete the record.
+    fail()    void the hold (nothing charged) and record why the call failed.
+
+`call()` does all three around one non-streaming upstream request. The gateway streams
+between `open()` and `settle()` itself and calls `keep_alive()` while a stream lives.
+Database work runs in worker threads so the event loop never waits on a commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import anyio.to_thread
+import httpx
+
+from lava_mcp.core import holds, spend_keys
+from lava_mcp.errors import BadRequest, Forbidden, LavaError, PaymentRequired, RateLimited
+from lava_mcp.ids import new_id
+from lava_mcp.money import format_cost
+from lava_mcp.providers import prices, shapes, upstream
+from lava_mcp.providers.catalog import Catalog, Service
+from lava_mcp.store.db import Database
+from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A call that holds money and may now run."""
+
+    request_id: str
+    wallet_id: str
+    service: Service
+    model: str | None
+    body: dict[str, Any]  # what to send upstream
+    hold_id: str
+    hold_micros: int
+    spend_key_id: str | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    request_id: str
+    usage: shapes.Usage
+    cost: prices.Cost
+    available_micros: int  # the wallet's balance after, less what other calls hold
+
+
+@dataclass(frozen=True)
+class CallResult:
+    result: Any
+    settlement: Settlement
+
+
+class Metering:
+    def __init__(
+        self,
+        db: Database,
+        catalog: Catalog,
+        http_client: httpx.AsyncClient,
+        *,
+        hold_ttl_s: int = 600,
+        default_max_tokens: int = 4096,
+    ) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.http_client = http_client
+        self.hold_ttl_s = hold_ttl_s
+        self.default_max_tokens = default_max_tokens
+
+    async def call(
+        self,
+        *,
+        wallet_id: str,
+        service_id: object,
+        model: object,
+        body: object,
+        endpoint: str = "call_paid_service",
+        max_cost_micros: int | None = None,
+        spend_key: SpendKey | None = None,
+    ) -> CallResult:
+        """Run one non-streaming call through hold → call → settle.
+
+        Raises: any LavaError; a 502 or upstream 400 after the hold means nothing was charged.
+        """
+        ticket = await self.open(
+            wallet_id=wallet_id,
+            service_id=service_id,
+            model=model,
+            body=body,
+            endpoint=endpoint,
+            max_cost_micros=max_cost_micros,
+            spend_key=spend_key,
+        )
+        try:
+            result = await upstream.post_json(self.http_client, ticket.service, ticket.body)
+        except LavaError as error:
+            await self.fail(ticket, error)
+            raise
+        except BaseException as error:  # cancelled mid-call: release, never charge blind
+            await anyio.to_thread.run_sync(
+                self._fail_sync, ticket, "call cancelled", 499, abandon_on_cancel=False
+            )
+            raise error
+        usage = _usage(ticket.service, result)
+        settlement = await self.settle(ticket, usage)
+        return CallResult(result, settlement)
+
+    async def open(
+        self,
+        *,
+        wallet_id: str,
+        service_id: object,
+        model: object,
+        body: object,
+        endpoint: str,
+        max_cost_micros: int | None = None,
+        spend_key: SpendKey | None = None,
+    ) -> Ticket:
+        """Validate and price the call, then hold its upper bound.
+
+        Raises: BadRequest/NotFound (nothing recorded); InsufficientBalance,
+        SpendLimitReached, Forbidden, RateLimited (recorded as a refused request).
+        """
+        service = self.catalog.get(service_id)
+        model_name = _model_name(service, model, body)
+        prices.require_price(service, model_name)
+        prepared = self._prepare(service, model_name, body)
+        bound = prices.cost_of(service, model_name, prepared.input_tokens_bound, prepared.output_tokens_bound)
+        ticket = Ticket(
+            request_id=new_id("req"),
+            wallet_id=wallet_id,
+            service=service,
+            model=model_name,
+            body=prepared.body,
+            hold_id="",
+            hold_micros=bound.total_micros,
+            spend_key_id=spend_key.id if spend_key else None,
+        )
+        try:
+            if spend_key is not None:
+                spend_keys.check_allowed(spend_key, service_id=service.id, model=model_name, now=utc_now())
+            if max_cost_micros is not None and bound.total_micros > max_cost_micros:
+                raise PaymentRequired(
+                    f"this call could cost up to {format_cost(bound.total_micros)} USD, more than max_cost",
+                    next_step="raise max_cost or lower max_tokens",
+                )
+            return await anyio.to_thread.run_sync(self._open_sync, ticket, endpoint, spend_key)
+        except (PaymentRequired, Forbidden, RateLimited) as error:
+            await anyio.to_thread.run_sync(self._record_refusal, ticket, endpoint, error)
+            raise
+
+    async def settle(self, ticket: Ticket, usage: shapes.Usage) -> Settlement:
+        """Post the hold at the cost of `usage` (capped at the hold) and complete the record."""
+        cost = prices.cost_of(ticket.service, ticket.model, usage.input_tokens, usage.output_tokens)
+        if cost.total_micros > ticket.hold_micros:
+            # The provider reported more than the bound allowed; the hold caps the charge.
+            cost = prices.Cost(min(cost.input_micros, ticket.hold_micros), ticket.hold_micros)
+        return await anyio.to_thread.run_sync(self._settle_sync, ticket, usage, cost, abandon_on_cancel=False)
+
+    async def fail(self, ticket: Ticket, error: LavaError) -> None:
+        """Void the hold and record the failure: nothing is charged."""
+        await anyio.to_thread.run_sync(
+            self._fail_sync, ticket, error.message, error.code, abandon_on_cancel=False
+        )
+
+    async def keep_alive(self, ticket: Ticket) -> None:
+        """Push the hold's expiry forward while its stream is still alive."""
+
+        def extend() -> None:
+            with self.db.write() as session:
+                holds.extend(session, ticket.hold_id, self.hold_ttl_s)
+
+        await anyio.to_thread.run_sync(extend)
+
+    def expire_holds(self) -> int:
+        """Release every hold past its expiry (a crash between hold and settle loses nothing)."""
+        with self.db.write() as session:
+            return holds.expire_due(session)
+
+    # -- the transactions ---------------------------------------------------------------
+
+    def _prepare(self, service: Service, model: str | None, body: object) -> shapes.Prepared:
+        upstream_model = service.upstream_model(model) if model else ""
+        if service.shape == "openai":
+            return shapes.prepare_openai(
+                body, upstream_model=upstream_model, default_max_tokens=self.default_max_tokens
+            )
+        if service.shape == "anthropic":
+            return shapes.prepare_anthropic(
+                body, upstream_model=upstream_model, default_max_tokens=self.default_max_tokens
+            )
+        if not isinstance(body, dict):
+            raise BadRequest("input must be a JSON object of the service's parameters")
+        return shapes.Prepared(dict(body), 0, 0)
+
+    def _open_sync(self, ticket: Ticket, endpoint: str, spend_key: SpendKey | None) -> Ticket:
+        now = utc_now()
+        with self.db.write() as session:
+            if spend_key is not None:
+                spend_keys.reserve(session, spend_key, hold_micros=ticket.hold_micros, now=now)
+            hold = holds.reserve(
+                session,
+                wallet_id=ticket.wallet_id,
+                amount_micros=ticket.hold_micros,
+                request_id=ticket.request_id,
+                ttl_s=self.hold_ttl_s,
+                spend_key_id=ticket.spend_key_id,
+            )
+            session.add(
+                RequestRecord(
+                    id=ticket.request_id,
+                    wallet_id=ticket.wallet_id,
+                    spend_key_id=ticket.spend_key_id,
+                    service=ticket.service.id,
+                    model=ticket.model,
+                    endpoint=endpoint,
+                    status="pending",
+                    ran=True,
+                    hold_micros=ticket.hold_micros,
+                    created_at=now,
+                )
+            )
+        return replace(ticket, hold_id=hold.id)
+
+    def _settle_sync(self, ticket: Ticket, usage: shapes.Usage, cost: prices.Cost) -> Settlement:
+        with self.db.write() as session:
+            available = holds.post(session, ticket.hold_id, cost.total_micros)
+            record = session.get(RequestRecord, ticket.request_id)
+            assert record is not None
+            record.status = "completed"
+            record.input_tokens = usage.input_tokens
+            record.output_tokens = usage.output_tokens
+            record.input_cost_micros = cost.input_micros
+            record.cost_micros = cost.total_micros
+            record.completed_at = utc_now()
+            session.add(record)
+        return Settlement(ticket.request_id, usage, cost, available)
+
+    def _fail_sync(self, ticket: Ticket, message: str, code: int) -> None:
+        with self.db.write() as session:
+            holds.void(session, ticket.hold_id)
+            record = session.get(RequestRecord, ticket.request_id)
+            assert record is not None
+            record.status = "error"
+            record.error = message[:500]
+            record.error_code = code
+            record.completed_at = utc_now()
+            session.add(record)
+
+    def _record_refusal(self, ticket: Ticket, endpoint: str, error: LavaError) -> None:
+        with self.db.write() as session:
+            if session.get(Wallet, ticket.wallet_id) is None:
+                return
+            session.add(
+                RequestRecord(
+                    id=ticket.request_id,
+                    wallet_id=ticket.wallet_id,
+                    spend_key_id=ticket.spend_key_id,
+                    service=ticket.service.id,
+                    model=ticket.model,
+                    endpoint=endpoint,
+                    status="error",
+                    ran=False,
+                    error=error.message[:500],
+                    error_code=error.code,
+                    completed_at=utc_now(),
+                )
+            )
+
+
+def _model_name(service: Service, model: object, body: object) -> str | None:
+    if model is None and isinstance(body, dict):
+        model = body.get("model")
+    if model is None:
+        return None
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise BadRequest("model must be a non-empty string")
+    return model
+
+
+def _usage(service: Service, result: Any) -> shapes.Usage:
+    if service.shape == "openai":
+        return shapes.openai_usage(result)
+    if service.shape == "anthropic":
+        return shapes.anthropic_usage(result)
+    return shapes.Usage(0, 0)

@@ -1,0 +1,101 @@
+"""Wallets: create, authenticate, read the balance, operator credits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import select
+
+from lava_mcp.core import ledger
+from lava_mcp.errors import BadRequest, NotFound, Unauthorized
+from lava_mcp.ids import WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
+from lava_mcp.money import parse_amount
+from lava_mcp.store.db import Database
+from lava_mcp.store.models import Wallet
+
+
+@dataclass(frozen=True)
+class NewWallet:
+    wallet_id: str
+    wallet_key: str  # shown once, never stored
+
+
+@dataclass(frozen=True)
+class Balance:
+    wallet_id: str
+    balance_micros: int
+    held_micros: int
+    mode: str
+
+    @property
+    def available_micros(self) -> int:
+        return self.balance_micros - self.held_micros
+
+
+def create_wallet(db: Database, *, name: str = "", mode: str = "sandbox") -> NewWallet:
+    """Create a wallet; its key is returned once and stored only as a hash."""
+    if mode not in ("sandbox", "live"):
+        raise BadRequest("mode must be 'sandbox' or 'live'")
+    key = new_secret(WALLET_KEY_PREFIX)
+    wallet = Wallet(
+        id=new_id("wal"),
+        name=name[:200],
+        key_hash=hash_secret(key),
+        key_preview=preview(key),
+        mode=mode,
+    )
+    with db.write() as session:
+        session.add(wallet)
+    return NewWallet(wallet_id=wallet.id, wallet_key=key)
+
+
+def authenticate(db: Database, wallet_key: str | None) -> Wallet:
+    """The wallet a key belongs to.
+
+    Lookup is by the key's SHA-256 (an index seek on a hash leaks nothing useful about
+    the key, so no constant-time scan is needed).
+    Raises: Unauthorized for a missing, malformed or unknown key.
+    """
+    if not wallet_key or not wallet_key.startswith(WALLET_KEY_PREFIX):
+        raise Unauthorized(
+            "a wallet key (lava_wk_…) is required",
+            next_step="set LAVA_WALLET_KEY, or run `lava-mcp wallet create`",
+        )
+    with db.read() as session:
+        wallet = session.exec(select(Wallet).where(Wallet.key_hash == hash_secret(wallet_key))).first()
+    if wallet is None:
+        raise Unauthorized("unknown wallet key")
+    return wallet
+
+
+def get_balance(db: Database, wallet_id: str) -> Balance:
+    """Raises: NotFound for an unknown wallet."""
+    with db.read() as session:
+        wallet = session.get(Wallet, wallet_id)
+    if wallet is None:
+        raise NotFound(f"unknown wallet {wallet_id!r}")
+    return Balance(wallet.id, wallet.balance_micros, wallet.held_micros, wallet.mode)
+
+
+def adjust(
+    db: Database, wallet_id: str, amount: object, *, reason: str, reference: str | None = None
+) -> Balance:
+    """An operator's `adjustment` entry (support credits, tests). Positive or negative.
+
+    Raises: BadRequest for a malformed amount or a missing reason; NotFound.
+    """
+    if not reason.strip():
+        raise BadRequest("an adjustment needs a reason")
+    text = str(amount).strip()
+    negative = text.startswith("-")
+    micros = parse_amount(text[1:] if negative else amount)
+    with db.write() as session:
+        ledger.credit(
+            session,
+            wallet_id=wallet_id,
+            kind="adjustment",
+            amount_micros=-micros if negative else micros,
+            reference=reference or new_id("adj"),
+            memo=reason[:500],
+        )
+    return get_balance(db, wallet_id)

@@ -1,0 +1,105 @@
+"""The one error hierarchy. Every surface renders these; none invents its own.
+
+    LavaError                       code  (http-like status)
+    ├── BadRequest                  400   malformed or out-of-range input; nothing changed
+    ├── Unauthorized                401   unknown, revoked or missing key
+    ├── PaymentRequired             402
+    │   ├── InsufficientBalance     402   exactly {"error": "Insufficient wallet balance", "code": 402}
+    │   ├── SpendLimitReached       402   a spend key's cycle limit; message names the reset time
+    │   └── PaymentDeclined         402   the card was declined; carries decline_code and next_step
+    ├── Forbidden                   403   not allowed: model, provider, paused, expired, org gate
+    ├── NotFound                    404   unknown id (or one that belongs to another wallet)
+    ├── Conflict                    409   idempotency key reused with a different request
+    ├── RateLimited                 429   rate or request limit; carries retry_after_s
+    └── UpstreamError               502   the provider failed; nothing was charged
+
+`to_dict()` is the flat JSON every non-gateway surface returns: `{"error", "code"}` plus
+any extra fields (`next_step`, `decline_code`, `retry_after_s`, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class LavaError(Exception):
+    """Base of every error a caller of lava-mcp can see."""
+
+    code: ClassVar[int] = 500
+    kind: ClassVar[str] = "api_error"
+
+    def __init__(
+        self, message: str, *, next_step: str | None = None, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.next_step = next_step
+        self.extra: dict[str, Any] = dict(extra or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.next_step:
+            body["next_step"] = self.next_step
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(LavaError):
+    code = 400
+    kind = "invalid_request_error"
+
+
+class Unauthorized(LavaError):
+    code = 401
+    kind = "authentication_error"
+
+
+class PaymentRequired(LavaError):
+    code = 402
+    kind = "insufficient_quota"
+
+
+class InsufficientBalance(PaymentRequired):
+    """The wallet's available balance (balance minus open holds) can't cover the hold."""
+
+    MESSAGE: ClassVar[str] = "Insufficient wallet balance"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
+class SpendLimitReached(PaymentRequired):
+    pass
+
+
+class PaymentDeclined(PaymentRequired):
+    kind = "card_error"
+
+
+class Forbidden(LavaError):
+    code = 403
+    kind = "permission_error"
+
+
+class NotFound(LavaError):
+    code = 404
+    kind = "not_found_error"
+
+
+class Conflict(LavaError):
+    code = 409
+    kind = "conflict_error"
+
+
+class RateLimited(LavaError):
+    code = 429
+    kind = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message, extra={"retry_after_s": max(1, retry_after_s)})
+        self.retry_after_s = max(1, retry_after_s)
+
+
+class UpstreamError(LavaError):
+    code = 502
+    kind = "api_error"

@@ -1,0 +1,110 @@
+"""Money: integer micro-dollars inside, decimal strings at the edges.
+
+1 USD = 1_000_000 micro-dollars. Nothing in lava-mcp holds money as a float: amounts
+arrive as JSON numbers or strings, are parsed here into integers, and leave as strings
+with 2 decimals (balances, funding amounts) or 6 (costs, spend figures).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
+
+from lava_mcp.errors import BadRequest
+
+MICROS_PER_DOLLAR = 1_000_000
+MICROS_PER_CENT = 10_000
+
+MIN_FUNDING_MICROS = 10 * MICROS_PER_DOLLAR
+MAX_FUNDING_MICROS = 10_000 * MICROS_PER_DOLLAR
+
+# "25", "25.5", "25.00", "$25", "$1,000.00" is not accepted: one plain form only.
+_AMOUNT_PATTERN = re.compile(r"^\$?(\d{1,12})(?:\.(\d{1,2}))?$")
+
+
+def parse_amount(value: object, *, field: str = "amount") -> int:
+    """Parse a user-given dollar amount into micro-dollars.
+
+    Accepts an int, a finite float with at most 2 decimals, or a string like `25`,
+    `"25.00"`, `"$25"`. The result is always positive.
+
+    Raises:
+        BadRequest: on anything else (negative, zero, NaN, exponent, >2 decimals, text, bool).
+    """
+    if isinstance(value, bool) or value is None:
+        raise BadRequest(f'{field} must be a positive dollar amount like 25 or "25.00"')
+    if isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadRequest(f"{field} must be a finite dollar amount")
+        # repr() is the shortest text that round-trips, i.e. what the JSON said.
+        text = repr(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise BadRequest(f'{field} must be a number or a string like "25.00"')
+    match = _AMOUNT_PATTERN.match(text)
+    if match is None:
+        raise BadRequest(
+            f"{field} {text[:40]!r} is not a dollar amount: use a positive number with at "
+            'most 2 decimals, like 25 or "25.00"'
+        )
+    dollars, cents = match.group(1), (match.group(2) or "").ljust(2, "0")
+    micros = int(dollars) * MICROS_PER_DOLLAR + int(cents) * MICROS_PER_CENT
+    if micros <= 0:
+        raise BadRequest(f"{field} must be greater than zero")
+    return micros
+
+
+def parse_funding_amount(value: object) -> int:
+    """Parse an amount to add to a wallet and check the funding bounds.
+
+    Raises:
+        BadRequest: malformed, or outside $10.00 .. $10,000.00.
+    """
+    micros = parse_amount(value)
+    if not MIN_FUNDING_MICROS <= micros <= MAX_FUNDING_MICROS:
+        raise BadRequest(
+            f"amount must be between {format_dollars(MIN_FUNDING_MICROS)} and "
+            f"{format_dollars(MAX_FUNDING_MICROS)} USD",
+            extra={
+                "min": format_dollars(MIN_FUNDING_MICROS),
+                "max": format_dollars(MAX_FUNDING_MICROS),
+            },
+        )
+    return micros
+
+
+def format_dollars(micros: int) -> str:
+    """Two decimals, rounded down to the cent: never show money that isn't there."""
+    cents = micros // MICROS_PER_CENT  # floor division rounds toward -inf: down for negatives too
+    sign = "-" if cents < 0 else ""
+    cents = abs(cents)
+    return f"{sign}{cents // 100}.{cents % 100:02d}"
+
+
+def format_cost(micros: int) -> str:
+    """Six decimals, exact (costs and spend figures are whole micro-dollars)."""
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    return f"{sign}{micros // MICROS_PER_DOLLAR}.{micros % MICROS_PER_DOLLAR:06d}"
+
+
+def dollars_to_micros_ceil(dollars: Decimal) -> int:
+    """A price in dollars (exact Decimal) to micro-dollars, rounded up."""
+    if not dollars.is_finite() or dollars < 0:
+        raise ValueError(f"price must be a finite non-negative Decimal, got {dollars!r}")
+    return int((dollars * MICROS_PER_DOLLAR).to_integral_value(rounding=ROUND_CEILING))
+
+
+def parse_decimal_price(text: str) -> Decimal:
+    """A price from configuration (e.g. `"0.15"` dollars per million tokens)."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation as error:
+        raise ValueError(f"not a decimal price: {text!r}") from error
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"price must be finite and non-negative: {text!r}")
+    return value

@@ -1,0 +1,111 @@
+"""The wire formats lava-mcp meters: what to send upstream, how to bound and read usage.
+
+The hold's upper bound must really bound: a byte-level BPE token is at least one byte of
+UTF-8, so a request's input tokens are at most the bytes of its JSON body plus a small
+per-message allowance for the role markers the provider adds; its output tokens are at
+most `max_tokens` (set here when the caller gave none) times the number of choices.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lava_mcp.errors import BadRequest
+
+PER_MESSAGE_ALLOWANCE_TOKENS = 16
+PER_REQUEST_ALLOWANCE_TOKENS = 64
+MAX_CHOICES = 8
+
+
+@dataclass(frozen=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to send upstream, with the token bounds its hold is priced at."""
+
+    body: dict[str, Any]
+    input_tokens_bound: int
+    output_tokens_bound: int
+
+
+def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -> Prepared:
+    """Raises: BadRequest for a body that isn't a chat completion request."""
+    body = _require_messages(body)
+    body["model"] = upstream_model
+    choices = body.get("n", 1)
+    if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= MAX_CHOICES:
+        raise BadRequest(f"n must be an integer from 1 to {MAX_CHOICES}")
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is None:
+        limit = default_max_tokens
+        body["max_completion_tokens"] = limit
+    _check_max_tokens(limit)
+    if body.get("stream"):
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict):
+            raise BadRequest("stream_options must be an object")
+        body["stream_options"] = {**options, "include_usage": True}
+    return Prepared(body, _input_bound(body), limit * choices)
+
+
+def prepare_anthropic(body: Any, *, upstream_model: str, default_max_tokens: int) -> Prepared:
+    """Raises: BadRequest for a body that isn't a Messages API request."""
+    body = _require_messages(body)
+    body["model"] = upstream_model
+    limit = body.get("max_tokens")
+    if limit is None:
+        limit = default_max_tokens
+        body["max_tokens"] = limit
+    _check_max_tokens(limit)
+    return Prepared(body, _input_bound(body), limit)
+
+
+def openai_usage(response: Any) -> Usage:
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return Usage(0, 0)
+    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def anthropic_usage(response: Any) -> Usage:
+    """Cache reads and writes count as input (never below the real price: cache reads are
+    cheaper, writes cost 1.25x input and are rare through a metered gateway)."""
+    usage = response.get("usage") if isinstance(response, dict) else None
+    if not isinstance(usage, dict):
+        return Usage(0, 0)
+    input_tokens = (
+        _count(usage.get("input_tokens"))
+        + _count(usage.get("cache_creation_input_tokens"))
+        + _count(usage.get("cache_read_input_tokens"))
+    )
+    return Usage(input_tokens, _count(usage.get("output_tokens")))
+
+
+def _require_messages(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("input must be a JSON object in the provider's request shape")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("input.messages must be a non-empty list")
+    return dict(body)
+
+
+def _check_max_tokens(limit: Any) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
+        raise BadRequest("max_tokens must be an integer from 1 to 1000000")
+
+
+def _input_bound(body: dict[str, Any]) -> int:
+    size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    messages = body.get("messages") or []
+    return size + PER_MESSAGE_ALLOWANCE_TOKENS * len(messages) + PER_REQUEST_ALLOWANCE_TOKENS
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -1,0 +1,98 @@
+"""The composition root: settings → database, catalog, upstream client, metering, payments.
+
+Every transport (MCP server, HTTP app, CLI) builds one `Runtime` and calls the core
+through it; nothing else holds process-wide state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from lava_mcp.config import Settings
+from lava_mcp.core.metering import Metering
+from lava_mcp.providers import upstream
+from lava_mcp.providers.catalog import Catalog, load_catalog
+from lava_mcp.store.db import Database
+
+logger = logging.getLogger("lava_mcp")
+
+HOLD_SWEEP_INTERVAL_S = 30.0
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    catalog: Catalog
+    http_client: httpx.AsyncClient
+    metering: Metering
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+        catalog = load_catalog(settings.catalog_path, environment=catalog_environment(settings))
+        http_client = upstream.new_client(settings.upstream_timeout_s)
+        metering = Metering(
+            db,
+            catalog,
+            http_client,
+            hold_ttl_s=settings.hold_ttl_s,
+            default_max_tokens=settings.default_max_tokens,
+        )
+        return cls(settings, db, catalog, http_client, metering)
+
+    async def aclose(self) -> None:
+        await self.http_client.aclose()
+        self.db.dispose()
+
+
+def catalog_environment(settings: Settings) -> dict[str, str | None]:
+    """The variables catalog entries may name: the process environment, with the values
+    pydantic-settings read (including from `.env`) taking precedence for the known ones."""
+    import os
+
+    environment: dict[str, str | None] = dict(os.environ)
+    environment.update(
+        {
+            "OPENAI_API_KEY": settings.openai_api_key,
+            "OPENAI_BASE_URL": settings.openai_base_url,
+            "ANTHROPIC_API_KEY": settings.anthropic_api_key,
+            "ANTHROPIC_BASE_URL": settings.anthropic_base_url,
+            "OLLAMA_BASE_URL": settings.ollama_base_url,
+        }
+    )
+    return environment
+
+
+@asynccontextmanager
+async def running(runtime: Runtime, *, migrate: bool = True) -> AsyncIterator[Runtime]:
+    """A started runtime: migrated database, and a background sweep of expired holds.
+
+    Closes the runtime on exit."""
+    if migrate:
+        await anyio.to_thread.run_sync(runtime.db.upgrade)
+    try:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_sweep_expired_holds, runtime)
+            yield runtime
+            tasks.cancel_scope.cancel()
+    finally:
+        await runtime.aclose()
+
+
+async def _sweep_expired_holds(runtime: Runtime) -> None:
+    while True:
+        try:
+            released = await anyio.to_thread.run_sync(runtime.metering.expire_holds)
+            if released:
+                logger.info("released %d expired holds", released)
+        except Exception:  # keep sweeping; the next pass retries
+            logger.exception("expired-hold sweep failed")
+        await anyio.sleep(HOLD_SWEEP_INTERVAL_S)

@@ -1,0 +1,110 @@
+"""Engines, SQLite pragmas, transactions and migrations.
+
+Writes go through `Database.write()`: one transaction that, on SQLite, starts with
+`BEGIN IMMEDIATE` (take the write lock up front, so a read-then-write can't fail with
+SQLITE_BUSY halfway) and, inside one process, is serialised by a lock so that threads
+queue in Python instead of in SQLite's sleeping busy handler. On PostgreSQL every
+check-and-debit is one conditional UPDATE, so READ COMMITTED is enough.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Database:
+    """One ledger database: a write path and a read path over the same URL."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            database = parsed.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                pool_size=8,
+                max_overflow=8,
+            )
+            _configure_sqlite(self.engine, sqlite_synchronous)
+        else:
+            self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self._write_engine = self.engine.execution_options(lava_write=True)
+        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: commits on success, rolls back on any exception."""
+        with (
+            self._write_lock or nullcontext(),
+            Session(self._write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session (a snapshot per statement on PostgreSQL, per transaction on SQLite)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session  # closing ends the transaction and detaches (without expiring) rows
+
+    def upgrade(self) -> None:
+        """Apply every Alembic migration not yet applied."""
+        with self.engine.begin() as connection:
+            config = alembic_config(self.url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, "heads")
+
+    def has_wallets(self) -> bool:
+        from sqlalchemy import text
+
+        with self.read() as session:
+            return session.execute(text("SELECT 1 FROM wallet LIMIT 1")).first() is not None
+
+    def has_schema(self) -> bool:
+        return inspect(self.engine).has_table("wallet")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event decide how each transaction starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get("lava_write"):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")

@@ -1,0 +1,195 @@
+"""The ledger's tables. Money columns are integer micro-dollars (`*_micros`).
+
+Wallet rows keep two running figures updated in the same transaction as the rows they
+summarise, so that a hold is one conditional UPDATE:
+  balance_micros = sum(ledger_entry.amount_micros)            (checked by `ledger verify`)
+  held_micros    = sum(hold.amount_micros where status=pending)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _micros(default: int = 0) -> Any:
+    return Field(default=default, sa_type=BigInteger)
+
+
+class Wallet(SQLModel, table=True):
+    id: str = Field(primary_key=True)  # wal_…
+    name: str = ""
+    key_hash: str = Field(unique=True, index=True)  # sha256 hex of the wallet key
+    key_preview: str = ""
+    mode: str = "sandbox"  # sandbox | live: sandbox money never mixes with live money
+    balance_micros: int = _micros()
+    held_micros: int = _micros()
+    stripe_customer_id: str | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """Append-only. A correction is a new entry, never an edit."""
+
+    __tablename__ = "ledger_entry"
+    __table_args__ = (UniqueConstraint("wallet_id", "kind", "reference"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    kind: str  # deposit | charge | refund | adjustment
+    amount_micros: int = _micros()  # signed: deposits > 0, charges < 0
+    balance_after_micros: int = _micros()
+    reference: str  # what caused it: payment id, request id, operator reason id
+    memo: str = ""
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class Hold(SQLModel, table=True):
+    """pending → posted (settled at the actual cost ≤ amount) | voided | expired."""
+
+    __table_args__ = (Index("ix_hold_status_expires", "status", "expires_at"),)
+
+    id: str = Field(primary_key=True)  # hold_…
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    spend_key_id: str | None = Field(default=None, index=True)
+    request_id: str = Field(index=True)
+    amount_micros: int = _micros()
+    settled_micros: int = _micros()
+    status: str = "pending"
+    expires_at: datetime
+    created_at: datetime = Field(default_factory=utc_now)
+    resolved_at: datetime | None = None
+
+
+class RequestRecord(SQLModel, table=True):
+    """One metered call: ran (completed or error) or refused before it ran."""
+
+    __tablename__ = "request_record"
+    __table_args__ = (Index("ix_request_wallet_id", "wallet_id", "id"),)
+
+    id: str = Field(primary_key=True)  # req_… (sortable: time-ordered)
+    wallet_id: str = Field(foreign_key="wallet.id")
+    spend_key_id: str | None = Field(default=None, index=True)
+    service: str
+    model: str | None = None
+    endpoint: str = "call_paid_service"
+    status: str = "pending"  # pending | completed | error
+    ran: bool = False  # False: refused before any upstream traffic (not in usage totals)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    input_cost_micros: int = _micros()
+    cost_micros: int = _micros()
+    hold_micros: int = _micros()
+    error: str | None = None
+    error_code: int | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+    completed_at: datetime | None = None
+
+
+class SpendKey(SQLModel, table=True):
+    __tablename__ = "spend_key"
+
+    id: str = Field(primary_key=True)  # sk_id_…
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    name: str = ""
+    key_hash: str = Field(unique=True, index=True)
+    key_preview: str = ""
+    allowed_providers: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    allowed_models: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    request_shape: str = "openai"  # openai | anthropic
+    spend_limit_micros: int | None = Field(default=None, sa_type=BigInteger)
+    spend_cycle: str | None = None  # daily | weekly | monthly | total
+    request_limit_count: int | None = None
+    request_cycle: str | None = None
+    rate_rpm: int | None = None
+    rate_burst: int | None = None
+    expires_at: datetime | None = None
+    status: str = "active"  # active | paused | revoked
+    # Running figures for the current cycle; a cycle that has ended reads as zero.
+    cycle_started_at: datetime | None = None
+    cycle_spend_micros: int = _micros()
+    held_micros: int = _micros()
+    request_cycle_started_at: datetime | None = None
+    cycle_requests: int = 0
+    held_requests: int = 0
+    total_spend_micros: int = _micros()
+    total_requests: int = 0
+    last_used_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class Org(SQLModel, table=True):
+    id: str = Field(primary_key=True)  # org_…
+    name: str
+    plan: str = "individual"  # individual | team | enterprise
+    enabled: bool = False
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class OrgMember(SQLModel, table=True):
+    __tablename__ = "org_member"
+
+    org_id: str = Field(foreign_key="org.id", primary_key=True)
+    wallet_id: str = Field(foreign_key="wallet.id", primary_key=True, unique=True)
+    role: str = "member"  # admin | member
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class PaymentMethod(SQLModel, table=True):
+    __tablename__ = "payment_method"
+
+    id: str = Field(primary_key=True)  # Stripe pm_… (or sandbox pm_sbx_…)
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    brand: str = ""
+    last4: str = ""
+    exp_month: int = 0
+    exp_year: int = 0
+    is_default: bool = False
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class Payment(SQLModel, table=True):
+    """Every funding attempt, whatever became of it."""
+
+    id: str = Field(primary_key=True)  # pay_…
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    amount_micros: int = _micros()
+    method: str = "card"  # card | checkout
+    status: str = "pending"  # pending | requires_action | checkout_pending | succeeded | failed
+    payment_method_id: str | None = None
+    stripe_payment_intent_id: str | None = Field(default=None, index=True)
+    stripe_checkout_session_id: str | None = Field(default=None, index=True)
+    redirect_url: str | None = None
+    failure_code: str | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+    mode: str = "sandbox"
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_record"
+
+    wallet_id: str = Field(primary_key=True)
+    scope: str = Field(primary_key=True)  # e.g. "wallet.fund"
+    key: str = Field(primary_key=True)
+    request_hash: str
+    status_code: int | None = None  # None while the first attempt is in flight
+    response: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class WebhookEvent(SQLModel, table=True):
+    __tablename__ = "webhook_event"
+
+    id: str = Field(primary_key=True)  # Stripe evt_…
+    type: str
+    received_at: datetime = Field(default_factory=utc_now)

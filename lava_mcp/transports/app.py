@@ -1,0 +1,90 @@
+"""One ASGI app: MCP (/mcp, /sse), the gateway and REST API (/v1/…), webhooks, dashboard.
+
+A small dispatcher sends /mcp and /sse traffic to the MCP SDK's own apps (with wallet-key
+bearer auth) and everything else to the Starlette app, whose lifespan starts the runtime
+and the MCP session manager (a mounted app's own lifespan never runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from lava_mcp import __version__
+from lava_mcp.core.stats import snapshot
+from lava_mcp.runtime import Runtime, running
+from lava_mcp.transports import rest
+from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
+
+
+def extra_routes() -> list[BaseRoute]:
+    """Route modules of the other surfaces register here."""
+    return []
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": __version__})
+
+
+async def metrics(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    return PlainTextResponse(snapshot(runtime.db))
+
+
+def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
+    settings = runtime.settings
+    base_url = settings.base_url
+    allowed_hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    allowed_origins = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+    if settings.public_url:
+        public_host = settings.public_url.split("://", 1)[-1].rstrip("/")
+        allowed_hosts.append(public_host)
+        allowed_origins.append(settings.public_url.rstrip("/"))
+    mcp = build_server(
+        runtime,
+        token_verifier=WalletKeyVerifier(runtime),
+        auth=AuthSettings(
+            issuer_url=base_url,  # type: ignore[arg-type]
+            resource_server_url=f"{base_url}/mcp",  # type: ignore[arg-type]
+            required_scopes=["wallet"],
+            validate_token_resource=False,
+        ),
+    )
+    security = TransportSecuritySettings(allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
+    streamable = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
+    sse = mcp.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with running(runtime, migrate=migrate), mcp.session_manager.run():
+            yield
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *rest.routes,
+        *extra_routes(),
+    ]
+    main = Starlette(routes=routes, lifespan=lifespan)
+    main.state.runtime = runtime
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            path: str = scope["path"]
+            if path == "/mcp" or path.startswith("/mcp/"):
+                await streamable(scope, receive, send)
+                return
+            if path == "/sse" or path.startswith("/messages/"):
+                await sse(scope, receive, send)
+                return
+        await main(scope, receive, send)
+
+    return dispatch

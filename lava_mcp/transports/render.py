@@ -1,0 +1,70 @@
+"""Rendering core results and errors into JSON: the one mapping every surface uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lava_mcp.core.usage import Page, Summary
+from lava_mcp.money import format_cost, format_dollars
+from lava_mcp.store.models import RequestRecord
+
+
+def balance_json(balance_micros: int, held_micros: int, mode: str) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "balance": format_dollars(balance_micros - held_micros),
+        "currency": "USD",
+        "held": format_dollars(held_micros),
+    }
+    if mode == "sandbox":
+        body["sandbox"] = True
+    return body
+
+
+def usage_summary_json(summary: Summary) -> dict[str, Any]:
+    return {
+        "since": summary.since.isoformat(),
+        "until": summary.until.isoformat(),
+        "days": [
+            {
+                "date": day.day.isoformat(),
+                "spend": format_cost(day.spend_micros),
+                "requests": day.requests,
+                "by_service": {
+                    service: {"spend": format_cost(total.spend_micros), "requests": total.requests}
+                    for service, total in sorted(day.by_service.items())
+                },
+            }
+            for day in summary.days
+        ],
+        "total_spend": format_cost(summary.total_spend_micros),
+        "total_requests": summary.total_requests,
+    }
+
+
+def request_json(record: RequestRecord) -> dict[str, Any]:
+    """A request in the MCP tool's shape (`list_requests`)."""
+    body: dict[str, Any] = {
+        "id": record.id,
+        "created_at": iso(record.created_at),
+        "service": record.service,
+        "model": record.model,
+        "cost": format_cost(record.cost_micros),
+        "succeeded": record.status == "completed",
+        "status": record.status,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+    }
+    if record.error:
+        body["error"] = record.error
+    return body
+
+
+def request_page_json(page: Page) -> dict[str, Any]:
+    return {"requests": [request_json(r) for r in page.records], "next_cursor": page.next_cursor}
+
+
+def iso(moment: Any) -> str | None:
+    if moment is None:
+        return None
+    text: str = moment.isoformat().replace("+00:00", "Z")
+    return text

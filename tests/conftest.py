@@ -1,0 +1,89 @@
+"""Shared fixtures: a fake upstream provider on loopback, a fresh ledger, a runtime, and
+the whole HTTP app served on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from lava_mcp.config import Settings
+from lava_mcp.core import wallet
+from lava_mcp.runtime import Runtime
+from tests.fake_provider import FakeProvider, serve_in_thread
+
+CATALOG_EXTRA = """
+[services.weather]
+shape = "http"
+pricing = "per_call"
+price_per_call = "0.002"
+base_url_env = "FAKE_DATA_URL"
+description = "A data service priced per call (the fake provider echoes its input)."
+
+[services.cheapchat]
+shape = "openai"
+pricing = "per_token"
+base_url_env = "OPENAI_BASE_URL"
+api_key_env = "OPENAI_API_KEY"
+model_prefixes = ["cheap-"]
+[services.cheapchat.models."cheap-1"]
+input_per_mtok = "1.00"
+output_per_mtok = "2.00"
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_provider() -> Iterator[FakeProvider]:
+    provider = FakeProvider()
+    with serve_in_thread(provider.app()) as url:
+        provider.url = url
+        yield provider
+
+
+@pytest.fixture
+def fake(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
+    """The session's fake provider, reset for each test."""
+    fake_provider.received.clear()
+    fake_provider.fail_status = None
+    fake_provider.chunk_delay_s = 0.0
+    fake_provider.overreport_tokens = 0
+    yield fake_provider
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text(CATALOG_EXTRA)
+    monkeypatch.setenv("FAKE_DATA_URL", f"{fake.url}/data")
+    return Settings(
+        LAVA_DATABASE_URL=f"sqlite:///{tmp_path / 'lava.db'}",
+        LAVA_CATALOG=catalog,
+        LAVA_PAYMENTS="sandbox",
+        OPENAI_API_KEY="sk-upstream-openai",
+        OPENAI_BASE_URL=f"{fake.url}/v1",
+        ANTHROPIC_API_KEY="sk-upstream-anthropic",
+        ANTHROPIC_BASE_URL=fake.url,
+        OLLAMA_BASE_URL=f"{fake.url}/v1",
+        LAVA_SQLITE_SYNCHRONOUS="NORMAL",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """A migrated runtime (no background sweep: tests call `expire_holds` themselves)."""
+    built = Runtime.build(settings)
+    built.db.upgrade()
+    yield built
+    await built.aclose()
+
+
+@pytest.fixture
+def new_wallet(runtime: Runtime) -> wallet.NewWallet:
+    return wallet.create_wallet(runtime.db, name="test")
+
+
+def fund(runtime: Runtime, wallet_id: str, amount: str) -> None:
+    """Credit a wallet through the operator's adjustment entry (no payments involved)."""
+    wallet.adjust(runtime.db, wallet_id, amount, reason="test funding")

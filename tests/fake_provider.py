@@ -1,0 +1,181 @@
+"""A small fake of the upstream providers on loopback: OpenAI chat completions and
+Anthropic messages, streaming and not. It records every request it receives.
+
+Usage it reports is deterministic and within the bounds real tokenizers respect:
+input tokens = UTF-8 bytes of the message contents // 4 + 1, output tokens = the words
+it sends (at most max_tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+REPLY_WORDS = ["Hello", " from", " the", " fake", " provider", "."]
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeProvider:
+    """Controls: `fail_status` (answer every call with this HTTP status), `reply_words`,
+    `chunk_delay_s` (pause between stream chunks), `overreport_tokens` (report more usage
+    than sent, to test the hold's cap)."""
+
+    received: list[Received] = field(default_factory=list)
+    fail_status: int | None = None
+    reply_words: list[str] = field(default_factory=lambda: list(REPLY_WORDS))
+    chunk_delay_s: float = 0.0
+    overreport_tokens: int = 0
+    url: str = ""
+
+    def input_tokens(self, body: dict[str, Any]) -> int:
+        text = "".join(_text(message.get("content")) for message in body.get("messages", []))
+        system = _text(body.get("system"))
+        return len((system + text).encode()) // 4 + 1
+
+    def words(self, body: dict[str, Any]) -> list[str]:
+        limit = body.get("max_completion_tokens") or body.get("max_tokens") or len(self.reply_words)
+        return self.reply_words[: int(limit)]
+
+    def app(self) -> Starlette:
+        async def record(request: Request) -> dict[str, Any]:
+            body = await request.json()
+            self.received.append(Received(request.url.path, dict(request.headers), body))
+            return body  # type: ignore[no-any-return]
+
+        async def chat(request: Request) -> Response:
+            body = await record(request)
+            if self.fail_status:
+                return JSONResponse({"error": {"message": "fake failure", "type": "server_error"}}, self.fail_status)
+            words = self.words(body)
+            usage = {
+                "prompt_tokens": self.input_tokens(body),
+                "completion_tokens": len(words) + self.overreport_tokens,
+            }
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
+            if not body.get("stream"):
+                return JSONResponse({
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": "".join(words)}}],
+                    "usage": usage,
+                })
+
+            async def events() -> AsyncIterator[bytes]:
+                for word in words:
+                    chunk = {**base, "object": "chat.completion.chunk",
+                             "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                    yield f"data: {json.dumps(chunk)}\n\n".encode()
+                    if self.chunk_delay_s:
+                        await asyncio.sleep(self.chunk_delay_s)
+                final = {**base, "object": "chat.completion.chunk",
+                         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                yield f"data: {json.dumps(final)}\n\n".encode()
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode()
+                yield b"data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        async def messages(request: Request) -> Response:
+            body = await record(request)
+            if self.fail_status:
+                return JSONResponse({"type": "error", "error": {"type": "api_error", "message": "fake failure"}},
+                                    self.fail_status)
+            words = self.words(body)
+            input_tokens = self.input_tokens(body)
+            output_tokens = len(words) + self.overreport_tokens
+            message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
+                       "stop_reason": "end_turn", "stop_sequence": None}
+            if not body.get("stream"):
+                return JSONResponse({
+                    **message,
+                    "content": [{"type": "text", "text": "".join(words)}],
+                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                })
+
+            async def events() -> AsyncIterator[bytes]:
+                def event(name: str, data: dict[str, Any]) -> bytes:
+                    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
+
+                start = {**message, "content": [], "stop_reason": None,
+                         "usage": {"input_tokens": input_tokens, "output_tokens": 1}}
+                yield event("message_start", {"message": start})
+                yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+                for word in words:
+                    yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}})
+                    if self.chunk_delay_s:
+                        await asyncio.sleep(self.chunk_delay_s)
+                yield event("content_block_stop", {"index": 0})
+                yield event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                              "usage": {"output_tokens": output_tokens}})
+                yield event("message_stop", {})
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        async def data(request: Request) -> Response:
+            body = await record(request)
+            if self.fail_status:
+                return JSONResponse({"error": "fake failure"}, self.fail_status)
+            return JSONResponse({"echo": body, "source": "fake data service"})
+
+        return Starlette(routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/messages", messages, methods=["POST"]),
+            Route("/data", data, methods=["POST"]),
+        ])
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on loopback in a background thread; yields its URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
