@@ -36,13 +36,13 @@ def reserve(
     """
     assert amount_micros >= 0, amount_micros
     if amount_micros > 0:
-        taken = session.execute(
+        result = session.execute(
             update(Wallet)
-            .where(Wallet.id == wallet_id)  # type: ignore[arg-type]
-            .where(Wallet.balance_micros - Wallet.held_micros >= amount_micros)  # type: ignore[operator]
-            .values(held_micros=Wallet.held_micros + amount_micros)
-        ).rowcount  # type: ignore[attr-defined]
-        if taken != 1:
+            .where(col(Wallet.id) == wallet_id)
+            .where(col(Wallet.balance_micros) - col(Wallet.held_micros) >= amount_micros)
+            .values(held_micros=col(Wallet.held_micros) + amount_micros)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult at run time
             if session.get(Wallet, wallet_id) is None:
                 raise NotFound(f"unknown wallet {wallet_id!r}")
             raise InsufficientBalance()
@@ -77,17 +77,17 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     held_release = hold.amount_micros if was_pending else 0
     wallet_update = (
         update(Wallet)
-        .where(Wallet.id == hold.wallet_id)  # type: ignore[arg-type]
+        .where(col(Wallet.id) == hold.wallet_id)
         .values(
-            balance_micros=Wallet.balance_micros - cost_micros,
-            held_micros=Wallet.held_micros - held_release,
+            balance_micros=col(Wallet.balance_micros) - cost_micros,
+            held_micros=col(Wallet.held_micros) - held_release,
         )
-        .returning(Wallet.balance_micros, Wallet.held_micros)
+        .returning(col(Wallet.balance_micros), col(Wallet.held_micros))
     )
     if not was_pending:
         # The hold is gone, so the charge must fit in what is available now.
         wallet_update = wallet_update.where(
-            Wallet.balance_micros - Wallet.held_micros >= cost_micros  # type: ignore[operator]
+            col(Wallet.balance_micros) - col(Wallet.held_micros) >= cost_micros
         )
     row = session.execute(wallet_update).one_or_none()
     if row is None:
@@ -99,9 +99,9 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
         memo = f"{memo} (hold expired; short by the rest)".strip()
         row = session.execute(
             update(Wallet)
-            .where(Wallet.id == hold.wallet_id)  # type: ignore[arg-type]
-            .values(balance_micros=Wallet.balance_micros - cost_micros)
-            .returning(Wallet.balance_micros, Wallet.held_micros)
+            .where(col(Wallet.id) == hold.wallet_id)
+            .values(balance_micros=col(Wallet.balance_micros) - cost_micros)
+            .returning(col(Wallet.balance_micros), col(Wallet.held_micros))
         ).one()
     balance_after, held_after = int(row[0]), int(row[1])
     assert 0 <= held_after <= balance_after, (held_after, balance_after)
@@ -136,7 +136,7 @@ def extend(session: Session, hold_id: str, ttl_s: int) -> None:
     """Push a pending hold's expiry forward (a stream is still alive)."""
     session.execute(
         update(Hold)
-        .where(Hold.id == hold_id, Hold.status == "pending")  # type: ignore[arg-type]
+        .where(col(Hold.id) == hold_id, col(Hold.status) == "pending")
         .values(expires_at=utc_now() + timedelta(seconds=ttl_s))
     )
 
@@ -157,8 +157,8 @@ def _release(session: Session, hold: Hold, status: str) -> None:
     if hold.amount_micros:
         session.execute(
             update(Wallet)
-            .where(Wallet.id == hold.wallet_id)  # type: ignore[arg-type]
-            .values(held_micros=Wallet.held_micros - hold.amount_micros)
+            .where(col(Wallet.id) == hold.wallet_id)
+            .values(held_micros=col(Wallet.held_micros) - hold.amount_micros)
         )
     if hold.spend_key_id is not None:
         _settle_key(session, hold.spend_key_id, hold.amount_micros, 0)
@@ -170,11 +170,11 @@ def _release(session: Session, hold: Hold, status: str) -> None:
 def _settle_key(session: Session, spend_key_id: str, released_micros: int, cost_micros: int) -> None:
     session.execute(
         update(SpendKey)
-        .where(SpendKey.id == spend_key_id)  # type: ignore[arg-type]
+        .where(col(SpendKey.id) == spend_key_id)
         .values(
-            held_micros=SpendKey.held_micros - released_micros,
-            cycle_spend_micros=SpendKey.cycle_spend_micros + cost_micros,
-            total_spend_micros=SpendKey.total_spend_micros + cost_micros,
+            held_micros=col(SpendKey.held_micros) - released_micros,
+            cycle_spend_micros=col(SpendKey.cycle_spend_micros) + cost_micros,
+            total_spend_micros=col(SpendKey.total_spend_micros) + cost_micros,
         )
     )
 

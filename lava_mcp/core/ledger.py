@@ -10,7 +10,7 @@ by `lava-mcp ledger verify`:
 from __future__ import annotations
 
 from sqlalchemy import update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from lava_mcp.errors import BadRequest, NotFound
 from lava_mcp.store.models import LedgerEntry, Wallet
@@ -54,10 +54,10 @@ def credit(
         return existing, False
     balance_after = session.execute(
         update(Wallet)
-        .where(Wallet.id == wallet_id)  # type: ignore[arg-type]
-        .where(Wallet.balance_micros + amount_micros >= Wallet.held_micros)  # type: ignore[operator]
-        .values(balance_micros=Wallet.balance_micros + amount_micros)
-        .returning(Wallet.balance_micros)
+        .where(col(Wallet.id) == wallet_id)
+        .where(col(Wallet.balance_micros) + amount_micros >= col(Wallet.held_micros))
+        .values(balance_micros=col(Wallet.balance_micros) + amount_micros)
+        .returning(col(Wallet.balance_micros))
     ).scalar_one_or_none()
     if balance_after is None:
         if session.get(Wallet, wallet_id) is None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
+from sqlalchemy import select as sql_select
 from sqlmodel import col, select
 
 from lava_mcp.errors import BadRequest
@@ -85,16 +86,16 @@ def summary(db: Database, wallet_id: str, *, since: object = None, until: object
     start = datetime.combine(since_day, time.min, tzinfo=UTC)
     end = datetime.combine(until_day + timedelta(days=1), time.min, tzinfo=UTC)
     with db.read() as session:
-        rows = session.exec(
-            select(
-                RequestRecord.created_at,
-                RequestRecord.service,
-                RequestRecord.cost_micros,
-                RequestRecord.input_tokens,
-                RequestRecord.output_tokens,
+        rows = session.execute(
+            sql_select(
+                col(RequestRecord.created_at),
+                col(RequestRecord.service),
+                col(RequestRecord.cost_micros),
+                col(RequestRecord.input_tokens),
+                col(RequestRecord.output_tokens),
             ).where(
-                RequestRecord.wallet_id == wallet_id,
-                RequestRecord.ran == True,  # noqa: E712  (SQL, not Python truthiness)
+                col(RequestRecord.wallet_id) == wallet_id,
+                col(RequestRecord.ran).is_(True),
                 col(RequestRecord.created_at) >= start,
                 col(RequestRecord.created_at) < end,
             )

@@ -52,8 +52,8 @@ def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
         runtime,
         token_verifier=WalletKeyVerifier(runtime),
         auth=AuthSettings(
-            issuer_url=base_url,  # type: ignore[arg-type]
-            resource_server_url=f"{base_url}/mcp",  # type: ignore[arg-type]
+            issuer_url=base_url,
+            resource_server_url=f"{base_url}/mcp",
             required_scopes=["wallet"],
             validate_token_resource=False,
         ),

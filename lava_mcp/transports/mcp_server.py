@@ -15,7 +15,7 @@ import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import MCPServer
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from lava_mcp.core import funding, usage, wallet
@@ -30,6 +30,9 @@ get_balance shows what is available; add_funds tops the wallet up (call it witho
 amount first to see saved cards and limits); usage_summary and list_requests explain
 spending; call_paid_service runs a paid model or data service, holding its maximum cost
 first and charging only what it used. Errors come back as {"error", "code"} JSON."""
+
+
+READ_ONLY = ToolAnnotations(read_only_hint=True)
 
 
 def _arg(description: str, schema: dict[str, Any]) -> Any:
@@ -91,7 +94,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(function, *args)
 
-    @server.tool(annotations={"readOnlyHint": True})
+    @server.tool(annotations=READ_ONLY)
     async def get_balance() -> CallToolResult:
         """The wallet's available balance in USD (balance minus money held for calls in flight)."""
 
@@ -139,7 +142,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
 
         return await run(work)
 
-    @server.tool(annotations={"readOnlyHint": True})
+    @server.tool(annotations=READ_ONLY)
     async def usage_summary(
         since: Annotated[
             Any,
@@ -164,7 +167,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
 
         return await run(work)
 
-    @server.tool(annotations={"readOnlyHint": True})
+    @server.tool(annotations=READ_ONLY)
     async def list_requests(
         limit: Annotated[
             Any,
