@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     # FULL: every commit reaches the disk before the caller hears "ok". NORMAL in WAL mode
     # stays consistent but may lose the last commits on power loss.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(default="FULL", alias="LAVA_SQLITE_SYNCHRONOUS")
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_means_default(cls, value: object) -> object:
+        # An MCP client passes an unset optional field as an empty string.
+        return default_database_url() if value in (None, "") else value
 
     @property
     def payments_mode(self) -> Literal["stripe", "sandbox"]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -28,6 +29,14 @@ from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
 def extra_routes() -> list[BaseRoute]:
     """Route modules of the other surfaces register here."""
     return []
+
+
+DASHBOARD = Path(__file__).with_name("dashboard") / "index.html"
+
+
+async def dashboard(request: Request) -> Response:
+    """The wallet owner's page: it reads the REST API with the key typed into it."""
+    return HTMLResponse(DASHBOARD.read_text(), headers={"cache-control": "no-store"})
 
 
 async def healthz(request: Request) -> Response:
@@ -68,6 +77,7 @@ def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
             yield
 
     routes: list[BaseRoute] = [
+        Route("/", dashboard, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *rest.routes,
