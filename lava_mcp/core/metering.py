@@ -102,11 +102,11 @@ class Metering:
         except LavaError as error:
             await self.fail(ticket, error)
             raise
-        except BaseException as error:  # cancelled mid-call: release, never charge blind
-            await anyio.to_thread.run_sync(
-                self._fail_sync, ticket, "call cancelled", 499, abandon_on_cancel=False
-            )
-            raise error
+        except BaseException:
+            # Cancelled mid-call (the client went away): release the hold, charge nothing.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._fail_sync, ticket, "call cancelled", 499)
+            raise
         usage = _usage(ticket.service, result)
         settlement = await self.settle(ticket, usage)
         return CallResult(result, settlement)
