@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
@@ -17,6 +17,7 @@ import httpx
 
 from lava_mcp.config import Settings
 from lava_mcp.core.metering import Metering
+from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Catalog, load_catalog
 from lava_mcp.store.db import Database
@@ -33,20 +34,24 @@ class Runtime:
     catalog: Catalog
     http_client: httpx.AsyncClient
     metering: Metering
+    # Spend keys' rpm limits; in-process until the Redis implementation (LAVA_REDIS_URL).
+    rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         catalog = load_catalog(settings.catalog_path, environment=catalog_environment(settings))
         http_client = upstream.new_client(settings.upstream_timeout_s)
+        rate_limiter = InProcessRateLimiter()
         metering = Metering(
             db,
             catalog,
             http_client,
             hold_ttl_s=settings.hold_ttl_s,
             default_max_tokens=settings.default_max_tokens,
+            rate_limiter=rate_limiter,
         )
-        return cls(settings, db, catalog, http_client, metering)
+        return cls(settings, db, catalog, http_client, metering, rate_limiter=rate_limiter)
 
     async def aclose(self) -> None:
         await self.http_client.aclose()

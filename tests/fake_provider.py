@@ -46,6 +46,32 @@ class FakeProvider:
     chunk_delay_s: float = 0.0
     overreport_tokens: int = 0
     url: str = ""
+    # Pause a stream after this many words until `stream_gate` is set (`stream_paused` is
+    # set when it pauses), so a test can act mid-stream without sleeping.
+    pause_after_words: int | None = None
+    stream_gate: threading.Event = field(default_factory=threading.Event)
+    stream_paused: threading.Event = field(default_factory=threading.Event)
+    # Omit the final usage from streams (a provider that never reports it).
+    omit_stream_usage: bool = False
+
+    def reset(self) -> None:
+        """Back to the defaults (the session's provider is shared by every test)."""
+        self.received.clear()
+        self.fail_status = None
+        self.reply_words = list(REPLY_WORDS)
+        self.chunk_delay_s = 0.0
+        self.overreport_tokens = 0
+        self.pause_after_words = None
+        self.stream_gate.set()  # release a stream a previous test left paused
+        self.stream_gate = threading.Event()
+        self.stream_paused = threading.Event()
+        self.omit_stream_usage = False
+
+    async def _maybe_pause(self, sent_words: int) -> None:
+        if self.pause_after_words is not None and sent_words == self.pause_after_words:
+            self.stream_paused.set()
+            gate = self.stream_gate
+            await asyncio.to_thread(gate.wait, 30)
 
     def input_tokens(self, body: dict[str, Any]) -> int:
         text = "".join(_text(message.get("content")) for message in body.get("messages", []))
@@ -83,16 +109,17 @@ class FakeProvider:
                 })
 
             async def events() -> AsyncIterator[bytes]:
-                for word in words:
+                for sent, word in enumerate(words):
                     chunk = {**base, "object": "chat.completion.chunk",
                              "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
+                    await self._maybe_pause(sent + 1)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                 final = {**base, "object": "chat.completion.chunk",
                          "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
                 yield f"data: {json.dumps(final)}\n\n".encode()
-                if (body.get("stream_options") or {}).get("include_usage"):
+                if (body.get("stream_options") or {}).get("include_usage") and not self.omit_stream_usage:
                     yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode()
                 yield b"data: [DONE]\n\n"
 
@@ -123,13 +150,15 @@ class FakeProvider:
                          "usage": {"input_tokens": input_tokens, "output_tokens": 1}}
                 yield event("message_start", {"message": start})
                 yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-                for word in words:
+                for sent, word in enumerate(words):
                     yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}})
+                    await self._maybe_pause(sent + 1)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                 yield event("content_block_stop", {"index": 0})
-                yield event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                              "usage": {"output_tokens": output_tokens}})
+                if not self.omit_stream_usage:
+                    yield event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                                  "usage": {"output_tokens": output_tokens}})
                 yield event("message_stop", {})
 
             return StreamingResponse(events(), media_type="text/event-stream")

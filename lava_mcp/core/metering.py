@@ -13,6 +13,7 @@ Database work runs in worker threads so the event loop never waits on a commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +21,7 @@ import anyio.to_thread
 import httpx
 
 from lava_mcp.core import holds, spend_keys
+from lava_mcp.core.rate_limits import RateLimiter
 from lava_mcp.errors import BadRequest, Forbidden, LavaError, PaymentRequired, RateLimited
 from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost
@@ -66,12 +68,16 @@ class Metering:
         *,
         hold_ttl_s: int = 600,
         default_max_tokens: int = 4096,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
         self.http_client = http_client
         self.hold_ttl_s = hold_ttl_s
         self.default_max_tokens = default_max_tokens
+        self.rate_limiter = rate_limiter
+        # Called with the request id once a call is settled or failed (metrics, tests).
+        self.resolved_listeners: list[Callable[[str], None]] = []
 
     async def call(
         self,
@@ -83,6 +89,8 @@ class Metering:
         endpoint: str = "call_paid_service",
         max_cost_micros: int | None = None,
         spend_key: SpendKey | None = None,
+        request_shape: str | None = None,
+        request_id: str | None = None,
     ) -> CallResult:
         """Run one non-streaming call through hold → call → settle.
 
@@ -96,6 +104,8 @@ class Metering:
             endpoint=endpoint,
             max_cost_micros=max_cost_micros,
             spend_key=spend_key,
+            request_shape=request_shape,
+            request_id=request_id,
         )
         try:
             result = await upstream.post_json(self.http_client, ticket.service, ticket.body)
@@ -121,6 +131,8 @@ class Metering:
         endpoint: str,
         max_cost_micros: int | None = None,
         spend_key: SpendKey | None = None,
+        request_shape: str | None = None,
+        request_id: str | None = None,
     ) -> Ticket:
         """Validate and price the call, then hold its upper bound.
 
@@ -133,7 +145,7 @@ class Metering:
         prepared = self._prepare(service, model_name, body)
         bound = prices.cost_of(service, model_name, prepared.input_tokens_bound, prepared.output_tokens_bound)
         ticket = Ticket(
-            request_id=new_id("req"),
+            request_id=request_id or new_id("req"),
             wallet_id=wallet_id,
             service=service,
             model=model_name,
@@ -144,7 +156,13 @@ class Metering:
         )
         try:
             if spend_key is not None:
-                spend_keys.check_allowed(spend_key, service_id=service.id, model=model_name, now=utc_now())
+                spend_keys.check_allowed(
+                    spend_key, service_id=service.id, model=model_name, now=utc_now(), shape=request_shape
+                )
+                if spend_key.rate_rpm and self.rate_limiter is not None:
+                    await self.rate_limiter.acquire(
+                        spend_key.id, rpm=spend_key.rate_rpm, burst=spend_key.rate_burst
+                    )
             if max_cost_micros is not None and bound.total_micros > max_cost_micros:
                 raise PaymentRequired(
                     f"this call could cost up to {format_cost(bound.total_micros)} USD, more than max_cost",
@@ -161,13 +179,18 @@ class Metering:
         if cost.total_micros > ticket.hold_micros:
             # The provider reported more than the bound allowed; the hold caps the charge.
             cost = prices.Cost(min(cost.input_micros, ticket.hold_micros), ticket.hold_micros)
-        return await anyio.to_thread.run_sync(self._settle_sync, ticket, usage, cost, abandon_on_cancel=False)
+        settlement = await anyio.to_thread.run_sync(
+            self._settle_sync, ticket, usage, cost, abandon_on_cancel=False
+        )
+        self._resolved(ticket)
+        return settlement
 
     async def fail(self, ticket: Ticket, error: LavaError) -> None:
         """Void the hold and record the failure: nothing is charged."""
         await anyio.to_thread.run_sync(
             self._fail_sync, ticket, error.message, error.code, abandon_on_cancel=False
         )
+        self._resolved(ticket)
 
     async def keep_alive(self, ticket: Ticket) -> None:
         """Push the hold's expiry forward while its stream is still alive."""
@@ -177,6 +200,10 @@ class Metering:
                 holds.extend(session, ticket.hold_id, self.hold_ttl_s)
 
         await anyio.to_thread.run_sync(extend)
+
+    def _resolved(self, ticket: Ticket) -> None:
+        for listener in self.resolved_listeners:
+            listener(ticket.request_id)
 
     def expire_holds(self) -> int:
         """Release every hold past its expiry (a crash between hold and settle loses nothing)."""

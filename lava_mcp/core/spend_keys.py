@@ -1,25 +1,312 @@
 """Spend keys: scoped API keys backed by a wallet.
 
-This module holds the rules a metered call checks: is the key usable, may it call this
-provider and model, and does its cycle limit cover the hold (taken in the same
-transaction as the wallet hold, with one conditional UPDATE, so concurrent calls can
-never take a key past its limit).
+A spend key is what a user pastes into a tool that takes an OpenAI or Anthropic key. It
+carries its own rules: which providers and models it may use, which request shape, a
+spend limit and a request limit per cycle, a rate limit, an expiry and a status.
+
+The secret (`lava_sk_` + 32 random bytes) is shown once, at create and rotate, and stored
+only as its SHA-256. The rules a metered call checks live here too: is the key usable,
+may it call this provider and model (`check_allowed`), and does its cycle limit cover the
+hold (`reserve`, taken in the same transaction as the wallet hold with one conditional
+UPDATE, so concurrent calls can never take a key past its limit).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import hmac
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import case, or_, update
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from lava_mcp.core.cycles import cycle_end, cycle_start
-from lava_mcp.errors import Forbidden, RateLimited, SpendLimitReached
-from lava_mcp.store.models import SpendKey
+from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
+from lava_mcp.errors import BadRequest, Forbidden, NotFound, RateLimited, SpendLimitReached, Unauthorized
+from lava_mcp.ids import SPEND_KEY_PREFIX, WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
+from lava_mcp.money import parse_amount
+from lava_mcp.providers.catalog import Catalog
+from lava_mcp.store.db import Database
+from lava_mcp.store.models import SpendKey, Wallet, utc_now
+
+SHAPES = ("openai", "anthropic")
+SETTABLE_STATUSES = ("active", "paused")
+MAX_NAME_LENGTH = 200
+MAX_LIST_ITEMS = 200
+MAX_RPM = 1_000_000
+MAX_REQUEST_COUNT = 1_000_000_000
+MAX_PAGE = 100
+ID_PREFIX = "sk_id"
+_CURSOR = re.compile(r"^sk_id_[0-9a-f]{28}$")
+
+# Every field a create or update may carry; anything else is a 400 (a typo such as
+# "spend_limt" must not silently create a key without a budget).
+FIELDS = frozenset(
+    {
+        "name",
+        "allowed_providers",
+        "allowed_models",
+        "request_shape",
+        "spend_limit",
+        "request_limit",
+        "rate_limit",
+        "expires_at",
+        "status",
+    }
+)
 
 
-def check_allowed(key: SpendKey, *, service_id: str, model: str | None, now: datetime) -> None:
-    """Raises: Forbidden for a paused or expired key, or a provider or model not allowed."""
+@dataclass(frozen=True)
+class NewSecret:
+    """A key and its secret, which exists only in this value (shown once)."""
+
+    key: SpendKey
+    secret: str
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A key's counters as of `now`: a cycle that has ended reads as zero."""
+
+    current_spend_micros: int
+    current_requests: int
+    total_spend_micros: int
+    total_requests: int
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    keys: list[SpendKey]
+    next_cursor: str | None
+
+
+# -- management ---------------------------------------------------------------------------
+
+
+def create(
+    db: Database, wallet_id: str, options: Mapping[str, Any], *, catalog: Catalog | None = None
+) -> NewSecret:
+    """Create a spend key for `wallet_id` from the REST/client/CLI fields of DESIGN §6.
+
+    Raises:
+        BadRequest: an unknown field, or a malformed or out-of-range value.
+        NotFound: an unknown wallet.
+    """
+    now = utc_now()
+    changes = parse_options(options, catalog=catalog, now=now)
+    secret = new_secret(SPEND_KEY_PREFIX)
+    key = SpendKey(
+        id=new_id(ID_PREFIX),
+        wallet_id=wallet_id,
+        key_hash=hash_secret(secret),
+        key_preview=preview(secret),
+        created_at=now,
+    )
+    for field, value in changes.items():
+        setattr(key, field, value)
+    with db.write() as session:
+        if session.get(Wallet, wallet_id) is None:
+            raise NotFound(f"unknown wallet {wallet_id!r}")
+        session.add(key)
+    return NewSecret(key, secret)
+
+
+def get(db: Database, wallet_id: str, key_id: str) -> SpendKey:
+    """One of the wallet's keys.
+
+    Raises:
+        NotFound: an unknown id, or one that belongs to another wallet (indistinguishable).
+    """
+    with db.read() as session:
+        return _owned(session, wallet_id, key_id)
+
+
+def list_keys(
+    db: Database, wallet_id: str, *, limit: object = None, cursor: object = None, status: object = None
+) -> KeyPage:
+    """The wallet's keys, newest first, `limit` (1..100, default 20) at a time.
+
+    Raises:
+        BadRequest: a limit outside 1..100, a cursor this service did not hand out, or an
+            unknown status filter.
+    """
+    page_size = _parse_limit(limit)
+    query = select(SpendKey).where(SpendKey.wallet_id == wallet_id)
+    if cursor not in (None, ""):
+        if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
+            raise BadRequest("cursor is not one this service handed out (use next_cursor)")
+        query = query.where(col(SpendKey.id) < cursor)
+    if status not in (None, ""):
+        if status not in ("active", "paused", "revoked"):
+            raise BadRequest("status must be one of: active, paused, revoked")
+        query = query.where(SpendKey.status == status)
+    query = query.order_by(col(SpendKey.id).desc()).limit(page_size + 1)
+    with db.read() as session:
+        keys = list(session.exec(query).all())
+    has_more = len(keys) > page_size
+    keys = keys[:page_size]
+    return KeyPage(keys, keys[-1].id if has_more else None)
+
+
+def update_key(
+    db: Database,
+    wallet_id: str,
+    key_id: str,
+    options: Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
+) -> SpendKey:
+    """Change a key's name, limits, scope or status; the secret stays the same.
+
+    Fields left out are unchanged; a field set to null removes that limit. A tighter
+    limit applies from the next request (`reserve` reads the limits in its UPDATE).
+
+    Raises:
+        BadRequest: as for `create`, or the key is revoked (revocation is permanent).
+        NotFound: an unknown id or another wallet's key.
+    """
+    now = utc_now()
+    changes = parse_options(options, catalog=catalog, now=now, partial=True)
+    with db.write() as session:
+        key = _owned(session, wallet_id, key_id, for_update=True)
+        if key.status == "revoked":
+            raise BadRequest(
+                "this spend key is revoked; revocation is permanent", next_step="create a new key"
+            )
+        for field, value in changes.items():
+            setattr(key, field, value)
+        session.add(key)
+    return key
+
+
+def rotate(db: Database, wallet_id: str, key_id: str) -> NewSecret:
+    """A new secret for the same key id; the old secret fails from this moment.
+
+    Raises:
+        BadRequest: the key is revoked.
+        NotFound: an unknown id or another wallet's key.
+    """
+    secret = new_secret(SPEND_KEY_PREFIX)
+    with db.write() as session:
+        key = _owned(session, wallet_id, key_id, for_update=True)
+        if key.status == "revoked":
+            raise BadRequest(
+                "this spend key is revoked; revocation is permanent", next_step="create a new key"
+            )
+        key.key_hash = hash_secret(secret)
+        key.key_preview = preview(secret)
+        session.add(key)
+    return NewSecret(key, secret)
+
+
+def revoke(db: Database, wallet_id: str, key_id: str) -> SpendKey:
+    """Revoke a key for good (the record stays for the usage history). Idempotent.
+
+    Raises:
+        NotFound: an unknown id or another wallet's key.
+    """
+    with db.write() as session:
+        key = _owned(session, wallet_id, key_id, for_update=True)
+        if key.status != "revoked":
+            key.status = "revoked"
+            session.add(key)
+    return key
+
+
+def authenticate(db: Database, secret: str | None) -> SpendKey:
+    """The key a secret opens (active, paused or expired: `check_allowed` judges those).
+
+    The lookup is an index seek on the secret's SHA-256 (which leaks nothing useful about
+    a 256-bit random secret); the stored hash is then compared in constant time.
+
+    Raises:
+        Unauthorized: a missing, malformed, unknown or revoked key, or a wallet key
+            (the gateway takes spend keys only).
+    """
+    if not secret:
+        raise Unauthorized(
+            "missing spend key: send it as Authorization: Bearer lava_sk_… or x-api-key",
+            next_step="create one with `lava-mcp keys create` or POST /v1/spend_keys",
+        )
+    if secret.startswith(WALLET_KEY_PREFIX):
+        raise Unauthorized(
+            "this is a wallet key: the gateway takes spend keys only, use a spend key (lava_sk_…)",
+            next_step="create one with `lava-mcp keys create` or POST /v1/spend_keys",
+        )
+    if not secret.startswith(SPEND_KEY_PREFIX) or len(secret) > 200:
+        raise Unauthorized("unknown spend key")
+    digest = hash_secret(secret)
+    with db.read() as session:
+        key = session.exec(select(SpendKey).where(SpendKey.key_hash == digest)).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        raise Unauthorized("unknown spend key")
+    if key.status == "revoked":
+        raise Unauthorized("this spend key was revoked")
+    return key
+
+
+def figures(key: SpendKey, now: datetime | None = None) -> Figures:
+    """The key's spend and request counters as of `now` (UTC)."""
+    now = now or utc_now()
+    spend_start = cycle_start(key.spend_cycle or "total", now)
+    request_start = cycle_start(key.request_cycle or "total", now)
+    return Figures(
+        current_spend_micros=0 if _stale(key.cycle_started_at, spend_start) else key.cycle_spend_micros,
+        current_requests=0 if _stale(key.request_cycle_started_at, request_start) else key.cycle_requests,
+        total_spend_micros=key.total_spend_micros,
+        total_requests=key.total_requests,
+    )
+
+
+def usable_models(key: SpendKey, catalog: Catalog) -> list[tuple[str, str]]:
+    """`(model, service id)` for every model the key may call, as `GET /v1/models` lists them.
+
+    With `allowed_models` set: those of them a permitted service serves. Otherwise every
+    model a permitted per-token service can price (catalog overrides, then genai-prices
+    models matching the service's prefixes) and the models priced in the catalog.
+    """
+    providers = key.allowed_providers
+    found: dict[str, str] = {}
+    if key.allowed_models is not None:
+        for model in key.allowed_models:
+            try:
+                service = catalog.for_model(model)
+            except NotFound:
+                continue
+            if providers is None or service.id in providers:
+                found[model] = service.id
+        return sorted(found.items())
+    for service in catalog.services.values():
+        if service.shape == "http" or (providers is not None and service.id not in providers):
+            continue
+        for model in service.models:
+            found.setdefault(model, service.id)
+        if service.pricing == "per_token":
+            for model in _priced_models(service.prices_provider or service.id):
+                if any(model.startswith(prefix) for prefix in service.model_prefixes):
+                    found.setdefault(model, service.id)
+    return sorted(found.items())
+
+
+# -- the rules a metered call checks ---------------------------------------------------------
+
+
+def check_allowed(
+    key: SpendKey, *, service_id: str, model: str | None, now: datetime, shape: str | None = None
+) -> None:
+    """May this key make this call? `shape` is the API the request came in (gateway only).
+
+    Raises: Forbidden for a paused or expired key, a request in the other shape, or a
+    provider or model not allowed.
+    """
+    if shape is not None and shape != key.request_shape:
+        endpoint = "POST /v1/messages" if key.request_shape == "anthropic" else "POST /v1/chat/completions"
+        raise Forbidden(
+            f"this spend key is for the {key.request_shape} request shape: use {endpoint}",
+            next_step="or create a key with request_shape " + repr(shape),
+        )
     if key.status == "paused":
         raise Forbidden("this spend key is paused", next_step="resume it with status 'active'")
     if key.expires_at is not None and key.expires_at <= now:
@@ -39,40 +326,45 @@ def check_allowed(key: SpendKey, *, service_id: str, model: str | None, now: dat
 def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime) -> None:
     """Count one request and hold `hold_micros` against the key's cycle limits.
 
-    A cycle that has ended reads as zero: the same statement resets it.
-    Raises: SpendLimitReached (402) or RateLimited (429, request limit) naming the reset.
+    A cycle that has ended reads as zero: the same statement resets it. The statement
+    also requires the key to be active still, so a key revoked or paused after it was
+    read refuses the call.
+
+    Raises: SpendLimitReached (402) or RateLimited (429, request limit) naming the reset;
+    Unauthorized (revoked meanwhile); Forbidden (paused meanwhile).
     """
     spend_start = cycle_start(key.spend_cycle or "total", now)
     request_start = cycle_start(key.request_cycle or "total", now)
-    spend_stale = or_(SpendKey.cycle_started_at.is_(None), SpendKey.cycle_started_at < spend_start)  # type: ignore[union-attr,operator]
+    spend_stale = or_(col(SpendKey.cycle_started_at).is_(None), col(SpendKey.cycle_started_at) < spend_start)
     requests_stale = or_(
-        SpendKey.request_cycle_started_at.is_(None),  # type: ignore[union-attr]
-        SpendKey.request_cycle_started_at < request_start,  # type: ignore[operator]
+        col(SpendKey.request_cycle_started_at).is_(None),
+        col(SpendKey.request_cycle_started_at) < request_start,
     )
-    spend_in_cycle = case((spend_stale, 0), else_=SpendKey.cycle_spend_micros)
-    requests_in_cycle = case((requests_stale, 0), else_=SpendKey.cycle_requests)
+    spend_in_cycle = case((spend_stale, 0), else_=col(SpendKey.cycle_spend_micros))
+    requests_in_cycle = case((requests_stale, 0), else_=col(SpendKey.cycle_requests))
     statement = (
         update(SpendKey)
-        .where(SpendKey.id == key.id)  # type: ignore[arg-type]
+        .where(col(SpendKey.id) == key.id)
+        .where(col(SpendKey.status) == "active")
         .where(
             or_(
-                SpendKey.spend_limit_micros.is_(None),  # type: ignore[union-attr]
-                spend_in_cycle + SpendKey.held_micros + hold_micros <= SpendKey.spend_limit_micros,
+                col(SpendKey.spend_limit_micros).is_(None),
+                spend_in_cycle + col(SpendKey.held_micros) + hold_micros <= col(SpendKey.spend_limit_micros),
             )
         )
         .where(
             or_(
-                SpendKey.request_limit_count.is_(None),  # type: ignore[union-attr]
-                requests_in_cycle + 1 <= SpendKey.request_limit_count,
+                col(SpendKey.request_limit_count).is_(None),
+                requests_in_cycle + 1 <= col(SpendKey.request_limit_count),
             )
         )
         .values(
             cycle_spend_micros=spend_in_cycle,
             cycle_started_at=spend_start,
-            held_micros=SpendKey.held_micros + hold_micros,
+            held_micros=col(SpendKey.held_micros) + hold_micros,
             cycle_requests=requests_in_cycle + 1,
             request_cycle_started_at=request_start,
-            total_requests=SpendKey.total_requests + 1,
+            total_requests=col(SpendKey.total_requests) + 1,
             last_used_at=now,
         )
     )
@@ -80,6 +372,10 @@ def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime)
         return
     current = session.get(SpendKey, key.id, populate_existing=True)
     assert current is not None
+    if current.status == "revoked":
+        raise Unauthorized("this spend key was revoked")
+    if current.status == "paused":
+        raise Forbidden("this spend key is paused", next_step="resume it with status 'active'")
     if current.request_limit_count is not None:
         in_cycle = 0 if _stale(current.request_cycle_started_at, request_start) else current.cycle_requests
         if in_cycle + 1 > current.request_limit_count:
@@ -93,6 +389,178 @@ def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime)
     raise SpendLimitReached(
         f"spend limit reached for this key's {current.spend_cycle or 'total'} cycle; {_resets(reset)}"
     )
+
+
+# -- parsing the fields of a create or update -----------------------------------------------
+
+
+def parse_options(
+    options: Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
+    now: datetime | None = None,
+    partial: bool = False,
+) -> dict[str, Any]:
+    """The `SpendKey` column values the given API fields mean.
+
+    `partial` (an update): only the fields present change. Otherwise missing fields take
+    their defaults (no limits, OpenAI shape, active).
+
+    Raises:
+        BadRequest: an unknown field or a malformed value; nothing is changed.
+    """
+    if not isinstance(options, Mapping):
+        raise BadRequest("the request body must be a JSON object")
+    unknown = sorted(set(options) - FIELDS)
+    if unknown:
+        raise BadRequest(
+            f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(str(f)[:40] for f in unknown[:5])}",
+            next_step=f"the fields are: {', '.join(sorted(FIELDS))}",
+        )
+    now = now or utc_now()
+    given = dict(options) if partial else {field: options.get(field) for field in FIELDS}
+    changes: dict[str, Any] = {}
+    if "name" in given:
+        changes["name"] = _name(given["name"])
+    if "allowed_providers" in given:
+        changes["allowed_providers"] = _providers(given["allowed_providers"], catalog)
+    if "allowed_models" in given:
+        changes["allowed_models"] = _string_list(given["allowed_models"], "allowed_models")
+    if "request_shape" in given:
+        shape = "openai" if given["request_shape"] is None and not partial else given["request_shape"]
+        if shape not in SHAPES:
+            raise BadRequest("request_shape must be 'openai' or 'anthropic'")
+        changes["request_shape"] = shape
+    if "spend_limit" in given:
+        limit = _object(given["spend_limit"], "spend_limit", {"amount", "cycle"})
+        changes["spend_limit_micros"] = (
+            None if limit is None else parse_amount(limit.get("amount"), field="spend_limit.amount")
+        )
+        changes["spend_cycle"] = None if limit is None else _cycle(limit.get("cycle"), "spend_limit.cycle")
+    if "request_limit" in given:
+        limit = _object(given["request_limit"], "request_limit", {"count", "cycle"})
+        changes["request_limit_count"] = (
+            None if limit is None else _count(limit.get("count"), "request_limit.count", MAX_REQUEST_COUNT)
+        )
+        changes["request_cycle"] = (
+            None if limit is None else _cycle(limit.get("cycle"), "request_limit.cycle")
+        )
+    if "rate_limit" in given:
+        limit = _object(given["rate_limit"], "rate_limit", {"rpm", "burst"})
+        rpm = None if limit is None else _count(limit.get("rpm"), "rate_limit.rpm", MAX_RPM)
+        burst = None if limit is None or limit.get("burst") is None else limit.get("burst")
+        changes["rate_rpm"] = rpm
+        changes["rate_burst"] = None if burst is None else _count(burst, "rate_limit.burst", MAX_RPM)
+    if "expires_at" in given:
+        changes["expires_at"] = _expiry(given["expires_at"], now)
+    if "status" in given:
+        status = "active" if given["status"] is None and not partial else given["status"]
+        if status == "revoked":
+            raise BadRequest("revoke a key with DELETE /v1/spend_keys/{id} (`lava-mcp keys revoke`)")
+        if status not in SETTABLE_STATUSES:
+            raise BadRequest("status must be 'active' or 'paused'")
+        changes["status"] = status
+    return changes
+
+
+def _name(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest("name must be a string")
+    if len(value) > MAX_NAME_LENGTH:
+        raise BadRequest(f"name must be at most {MAX_NAME_LENGTH} characters")
+    return value.strip()
+
+
+def _string_list(value: Any, field: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise BadRequest(f"{field} must be null (all) or a list of non-empty strings")
+    if len(value) > MAX_LIST_ITEMS or any(len(item) > 200 for item in value):
+        raise BadRequest(f"{field} may list at most {MAX_LIST_ITEMS} names of at most 200 characters")
+    return list(dict.fromkeys(item.strip() for item in value))
+
+
+def _providers(value: Any, catalog: Catalog | None) -> list[str] | None:
+    providers = _string_list(value, "allowed_providers")
+    if providers is not None and catalog is not None:
+        unknown = [provider for provider in providers if provider not in catalog.services]
+        if unknown:
+            raise BadRequest(
+                f"unknown provider {unknown[0][:60]!r}",
+                next_step=f"providers in the catalog: {', '.join(sorted(catalog.services))}",
+            )
+    return providers
+
+
+def _object(value: Any, field: str, keys: set[str]) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{field} must be an object or null")
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise BadRequest(
+            f"{field} has unknown field {str(unknown[0])[:40]!r}; it takes {', '.join(sorted(keys))}"
+        )
+    return value
+
+
+def _cycle(value: Any, field: str) -> str:
+    if value is None:
+        return "total"
+    if value not in CYCLES:
+        raise BadRequest(f"{field} must be one of: {', '.join(CYCLES)}")
+    return str(value)
+
+
+def _count(value: Any, field: str, maximum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
+        raise BadRequest(f"{field} must be an integer from 1 to {maximum}")
+    return value
+
+
+def _expiry(value: Any, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise BadRequest("expires_at must be an ISO 8601 date-time string or null")
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError as error:
+        raise BadRequest("expires_at must be an ISO 8601 date-time, like 2026-12-31T23:59:59Z") from error
+    if moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=UTC)  # no offset given: UTC, like every time here
+    moment = moment.astimezone(UTC)
+    if moment <= now:
+        raise BadRequest("expires_at must be in the future")
+    return moment
+
+
+def _parse_limit(value: object) -> int:
+    if value is None:
+        return 20
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
+        raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
+    return value
+
+
+def _owned(session: Session, wallet_id: str, key_id: str, *, for_update: bool = False) -> SpendKey:
+    key = session.get(SpendKey, key_id, with_for_update=for_update) if isinstance(key_id, str) else None
+    if key is None or key.wallet_id != wallet_id:
+        raise NotFound(f"no spend key {str(key_id)[:60]!r} in this wallet")
+    return key
+
+
+def _priced_models(provider_id: str) -> Iterable[str]:
+    from genai_prices import data_snapshot
+
+    provider = data_snapshot.find_provider_by_id(data_snapshot.get_snapshot().providers, provider_id)
+    return [model.id for model in provider.models] if provider is not None else []
 
 
 def _stale(started_at: datetime | None, start: datetime) -> bool:

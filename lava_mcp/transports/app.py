@@ -28,7 +28,9 @@ from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
 
 def extra_routes() -> list[BaseRoute]:
     """Route modules of the other surfaces register here."""
-    return []
+    from lava_mcp.transports import gateway, spend_keys_rest
+
+    return [*gateway.routes, *spend_keys_rest.routes]
 
 
 DASHBOARD = Path(__file__).with_name("dashboard") / "index.html"

@@ -1,0 +1,435 @@
+"""The OpenAI- and Anthropic-compatible gateway: `/v1/chat/completions`, `/v1/messages`,
+`/v1/models`, authenticated with a spend key.
+
+Each call runs through the metering core (hold → upstream → settle) with the key's
+rules; this module only parses the request, picks the service from the model, relays
+the upstream answer (streams chunk by chunk, as they arrive) and renders errors in the
+caller's API shape. The caller's key never goes upstream: upstream keys come from the
+catalog.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from lava_mcp.core import spend_keys
+from lava_mcp.core.metering import Metering, Ticket
+from lava_mcp.errors import BadRequest, LavaError, RateLimited, UpstreamError
+from lava_mcp.ids import new_id
+from lava_mcp.providers import shapes, upstream
+from lava_mcp.providers.catalog import Service
+from lava_mcp.store.models import SpendKey
+from lava_mcp.transports.http import MAX_BODY_BYTES, bearer_token, runtime_of
+
+logger = logging.getLogger("lava_mcp.gateway")
+
+Shape = Literal["openai", "anthropic"]
+REQUEST_ID_HEADER = "x-lava-request-id"
+
+# The one mapping from our error codes to each API's error type (and OpenAI's `code`).
+OPENAI_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    402: ("insufficient_quota", "insufficient_quota"),
+    403: ("permission_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    409: ("invalid_request_error", "conflict"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    502: ("api_error", "upstream_error"),
+}
+ANTHROPIC_ERRORS: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+}
+
+
+def error_body(shape: Shape, error: LavaError) -> dict[str, Any]:
+    """`error` in the API's own error shape."""
+    message = f"{error.message} ({error.next_step})" if error.next_step else error.message
+    if shape == "anthropic":
+        return {
+            "type": "error",
+            "error": {"type": ANTHROPIC_ERRORS.get(error.code, "api_error"), "message": message},
+        }
+    kind, code = OPENAI_ERRORS.get(error.code, ("api_error", "internal_error"))
+    return {"error": {"message": message, "type": kind, "code": code, "param": None}}
+
+
+def error_response(shape: Shape, error: LavaError) -> JSONResponse:
+    headers = {"retry-after": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
+    return JSONResponse(error_body(shape, error), status_code=error.code, headers=headers)
+
+
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+def gateway_endpoint(
+    shape: Shape | Callable[[Request], Shape],
+) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """Give the handler a request id, and render its LavaErrors in the API's shape."""
+
+    def decorate(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            request_id = new_id("req")
+            try:
+                response = await handler(request, request_id)
+            except LavaError as error:
+                response = error_response(shape if isinstance(shape, str) else shape(request), error)
+            except Exception:
+                logger.exception("gateway request %s failed", request_id)
+                internal = UpstreamError("internal error in the gateway; nothing was charged")
+                response = error_response(shape if isinstance(shape, str) else shape(request), internal)
+                response.status_code = 500
+            response.headers[REQUEST_ID_HEADER] = request_id
+            return response
+
+        endpoint.__name__ = handler.__name__
+        return endpoint
+
+    return decorate
+
+
+# -- the request ---------------------------------------------------------------------------
+
+
+def spend_key_secret(request: Request) -> str | None:
+    """The spend key from `x-api-key` or `Authorization: Bearer` (both accepted on both shapes)."""
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or bearer_token(request)
+
+
+async def authenticate(request: Request) -> SpendKey:
+    """Raises: Unauthorized for a missing, unknown or revoked key, or a wallet key."""
+    secret = spend_key_secret(request)
+    return await anyio.to_thread.run_sync(spend_keys.authenticate, runtime_of(request).db, secret)
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object, read up to `MAX_BODY_BYTES` (never more into memory).
+
+    Raises: BadRequest for a missing, malformed, non-object or oversized body.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise BadRequest("request body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise BadRequest("request body is not valid JSON") from error
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Service:
+    """The catalog service that serves the body's model in this API shape.
+
+    Raises: BadRequest (no model, or a model served in the other shape); NotFound.
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip() or len(model) > 200:
+        raise BadRequest("model must be a non-empty string")
+    service = metering.catalog.for_model(model)
+    if service.shape != shape:
+        endpoint = "POST /v1/messages" if service.shape == "anthropic" else "POST /v1/chat/completions"
+        raise BadRequest(f"model {model[:80]!r} is served in the {service.shape} shape: use {endpoint}")
+    return service
+
+
+async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
+    key = await authenticate(request)
+    body = await read_json(request)
+    metering = runtime_of(request).metering
+    service = service_for(metering, shape, body)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("stream must be true or false")
+    endpoint = request.url.path
+    options: dict[str, Any] = {
+        "wallet_id": key.wallet_id,
+        "service_id": service.id,
+        "model": body["model"],
+        "body": body,
+        "endpoint": endpoint,
+        "spend_key": key,
+        "request_shape": shape,
+        "request_id": request_id,
+    }
+    if not stream:
+        result = await metering.call(**options)
+        return JSONResponse(result.result)
+    ticket = await metering.open(**options)
+    return await _start_stream(metering, ticket, shape)
+
+
+@gateway_endpoint("openai")
+async def chat_completions(request: Request, request_id: str) -> Response:
+    """OpenAI's `POST /v1/chat/completions`, streaming or not."""
+    return await _model_call(request, request_id, "openai")
+
+
+@gateway_endpoint("anthropic")
+async def messages(request: Request, request_id: str) -> Response:
+    """Anthropic's `POST /v1/messages`, streaming or not."""
+    return await _model_call(request, request_id, "anthropic")
+
+
+def _models_shape(request: Request) -> Shape:
+    return "anthropic" if "anthropic-version" in request.headers else "openai"
+
+
+@gateway_endpoint(_models_shape)
+async def models(request: Request, request_id: str) -> Response:
+    """`GET /v1/models`: the models this key may call, readable by both SDKs."""
+    key = await authenticate(request)
+    catalog = runtime_of(request).catalog
+    data = [
+        {
+            "id": model,
+            "object": "model",
+            "created": 0,
+            "owned_by": service_id,
+            "type": "model",
+            "display_name": model,
+            "created_at": "1970-01-01T00:00:00Z",
+        }
+        for model, service_id in spend_keys.usable_models(key, catalog)
+        if catalog.services[service_id].shape == key.request_shape
+    ]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+# -- streams ---------------------------------------------------------------------------------
+
+
+async def _start_stream(metering: Metering, ticket: Ticket, shape: Shape) -> Response:
+    """Open the upstream stream; an upstream refusal fails the ticket (nothing charged).
+
+    Raises: UpstreamError or BadRequest when the provider fails before the stream starts.
+    """
+    service = ticket.service
+    client = metering.http_client
+    try:
+        upstream_request = client.build_request(
+            "POST", upstream.endpoint(service), json=ticket.body, headers=upstream.headers(service)
+        )
+        response = await client.send(upstream_request, stream=True)
+    except httpx.HTTPError as error:
+        failure = UpstreamError(
+            f"{service.id} could not be reached ({type(error).__name__}); nothing was charged"
+        )
+        await metering.fail(ticket, failure)
+        raise failure from error
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await metering.fail(ticket, UpstreamError("call cancelled"))
+        raise
+    if response.status_code >= 400:
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        try:
+            upstream.raise_for_upstream_status(service, response.status_code, content)
+        except LavaError as error:
+            await metering.fail(ticket, error)
+            raise
+    return MeteredStream(metering, ticket, response, shape)
+
+
+_CONTENT = re.compile(rb'"(?:content|text|partial_json|arguments|refusal|thinking)"\s*:\s*"(?!")')
+
+
+@dataclass
+class StreamUsage:
+    """Usage read from a stream's events as they pass (the events themselves pass untouched).
+
+    OpenAI reports usage in a last chunk (`stream_options.include_usage`); Anthropic in
+    `message_start` (input) and `message_delta` (output, cumulative). Until then the
+    chunks that carried content are counted, to settle a stream cut short.
+    """
+
+    shape: Shape
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    content_chunks: int = 0
+    final: bool = False  # the provider's own final usage arrived
+    _partial: bytes = field(default=b"", repr=False)
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.startswith(b"data:"):
+                self._event(line[5:].strip())
+
+    def _event(self, data: bytes) -> None:
+        if self.shape == "openai":
+            if b'"usage"' in data and data != b"[DONE]":
+                usage = shapes.openai_usage(_json(data))
+                if usage.input_tokens or usage.output_tokens:
+                    self.input_tokens, self.output_tokens, self.final = (
+                        usage.input_tokens,
+                        usage.output_tokens,
+                        True,
+                    )
+                    return
+            if _CONTENT.search(data):
+                self.content_chunks += 1
+            return
+        if b"message_start" in data[:40]:
+            usage = shapes.anthropic_usage(_json(data).get("message"))
+            self.input_tokens = usage.input_tokens
+            self.output_tokens = usage.output_tokens
+        elif b"message_delta" in data[:40]:
+            delta_usage = _json(data).get("usage")
+            output = delta_usage.get("output_tokens") if isinstance(delta_usage, dict) else None
+            if isinstance(output, int) and not isinstance(output, bool) and output >= 0:
+                self.output_tokens = output
+                self.final = True
+        elif _CONTENT.search(data):
+            self.content_chunks += 1
+
+    def usage(self, ticket: Ticket) -> shapes.Usage:
+        """Exact when the provider's final usage arrived; otherwise an estimate of what was
+        produced (content chunks ≈ tokens) that the hold caps in `Metering.settle`."""
+        if self.final and self.input_tokens is not None and self.output_tokens is not None:
+            return shapes.Usage(self.input_tokens, self.output_tokens)
+        input_tokens = self.input_tokens if self.input_tokens is not None else _estimate_input(ticket.body)
+        output_tokens = max(self.output_tokens or 0, self.content_chunks)
+        return shapes.Usage(input_tokens, output_tokens)
+
+    @property
+    def produced(self) -> bool:
+        return self.content_chunks > 0 or bool(self.output_tokens) or self.final
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _estimate_input(body: dict[str, Any]) -> int:
+    """About four bytes of prompt per token (an estimate only for a stream cut short)."""
+    prompt = json.dumps([body.get("system"), body.get("messages")], ensure_ascii=False)
+    return len(prompt.encode()) // 4 + 1
+
+
+class MeteredStream(Response):
+    """Relays an upstream SSE stream chunk by chunk and settles it when it ends.
+
+    Three tasks: the pump (upstream → client), a watcher for the client's disconnect,
+    and a keep-alive that pushes the hold's expiry forward while the stream lives. Whatever
+    ends the stream — its end, the client leaving, an upstream error — the hold is settled
+    at what was produced (or voided, if nothing was), shielded from cancellation.
+    """
+
+    def __init__(
+        self, metering: Metering, ticket: Ticket, upstream_response: httpx.Response, shape: Shape
+    ) -> None:
+        super().__init__(status_code=200, media_type=None)
+        self.metering = metering
+        self.ticket = ticket
+        self.upstream_response = upstream_response
+        self.meter = StreamUsage(shape)
+        content_type = upstream_response.headers.get("content-type", "text/event-stream")
+        self.headers["content-type"] = content_type
+        self.headers["cache-control"] = "no-cache"
+        del self.headers["content-length"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        upstream_error: BaseException | None = None
+        try:
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            )
+            async with anyio.create_task_group() as tasks:
+
+                async def pump() -> None:
+                    nonlocal upstream_error
+                    try:
+                        async for chunk in self.upstream_response.aiter_raw():
+                            self.meter.feed(chunk)
+                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    except httpx.HTTPError as error:
+                        upstream_error = error
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    tasks.cancel_scope.cancel()
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tasks.cancel_scope.cancel()
+
+                tasks.start_soon(pump)
+                tasks.start_soon(watch_disconnect)
+                tasks.start_soon(self._keep_alive)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.upstream_response.aclose()
+                await self._resolve(upstream_error)
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await anyio.sleep(max(1.0, self.metering.hold_ttl_s / 3))
+            await self.metering.keep_alive(self.ticket)
+
+    async def _resolve(self, upstream_error: BaseException | None) -> None:
+        if upstream_error is not None and not self.meter.produced:
+            await self.metering.fail(
+                self.ticket,
+                UpstreamError(
+                    f"{self.ticket.service.id} stream failed ({type(upstream_error).__name__}); nothing was charged"
+                ),
+            )
+            return
+        await self.metering.settle(self.ticket, self.meter.usage(self.ticket))
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/messages", messages, methods=["POST"]),
+    Route("/v1/models", models, methods=["GET"]),
+]
