@@ -19,8 +19,9 @@ MICROS_PER_CENT = 10_000
 MIN_FUNDING_MICROS = 10 * MICROS_PER_DOLLAR
 MAX_FUNDING_MICROS = 10_000 * MICROS_PER_DOLLAR
 
-# "25", "25.5", "25.00", "$25", "$1,000.00" is not accepted: one plain form only.
-_AMOUNT_PATTERN = re.compile(r"^\$?(\d{1,12})(?:\.(\d{1,2}))?$")
+# "25", "25.5", "25.00", "$25", "$1,000.00" is not accepted: one plain form only. ASCII
+# digits only: `\d` would also take "٢٥" or "２５", which are text, not amounts.
+_AMOUNT_PATTERN = re.compile(r"\$?([0-9]{1,12})(?:\.([0-9]{1,2}))?")
 
 
 def parse_amount(value: object, *, field: str = "amount") -> int:
@@ -35,7 +36,8 @@ def parse_amount(value: object, *, field: str = "amount") -> int:
     if isinstance(value, bool) or value is None:
         raise BadRequest(f'{field} must be a positive dollar amount like 25 or "25.00"')
     if isinstance(value, int):
-        text = str(value)
+        # str() of a huge int raises ValueError (CPython's digit limit); no amount is that long.
+        text = str(value) if abs(value) < 10**15 else "(a number too large)"
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise BadRequest(f"{field} must be a finite dollar amount")
@@ -45,7 +47,7 @@ def parse_amount(value: object, *, field: str = "amount") -> int:
         text = value.strip()
     else:
         raise BadRequest(f'{field} must be a number or a string like "25.00"')
-    match = _AMOUNT_PATTERN.match(text)
+    match = _AMOUNT_PATTERN.fullmatch(text)
     if match is None:
         raise BadRequest(
             f"{field} {text[:40]!r} is not a dollar amount: use a positive number with at "

@@ -224,6 +224,7 @@ class Metering:
             )
         if not isinstance(body, dict):
             raise BadRequest("input must be a JSON object of the service's parameters")
+        shapes.json_size_bytes(body)  # raises BadRequest for a body that can't be sent
         return shapes.Prepared(dict(body), 0, 0)
 
     def _open_sync(self, ticket: Ticket, endpoint: str, spend_key: SpendKey | None) -> Ticket:

@@ -63,7 +63,7 @@ def parse_day(value: object, field_name: str) -> date | None:
     """An ISO date (`2026-11-23`) or None. Raises: BadRequest for anything else."""
     if value is None:
         return None
-    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value.strip()):
         raise BadRequest(f"{field_name} must be an ISO date like 2026-11-23")
     try:
         return date.fromisoformat(value.strip())
@@ -119,7 +119,8 @@ def parse_limit(value: object, default: int = 20) -> int:
     """Raises: BadRequest for a limit outside 1..100 (never clamped)."""
     if value is None:
         return default
-    if isinstance(value, str) and value.strip().isdigit():
+    # ASCII digits only: str.isdigit() is also true for "²", which int() then rejects.
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}", value.strip()):
         value = int(value.strip())
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
         raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")

@@ -101,8 +101,20 @@ def _check_max_tokens(limit: Any) -> None:
         raise BadRequest("max_tokens must be an integer from 1 to 1000000")
 
 
+def json_size_bytes(body: Any) -> int:
+    """The UTF-8 size of `body` as compact JSON.
+
+    Raises: BadRequest for text that can't be encoded (json.loads accepts a lone surrogate
+    such as "\\ud800"; such a body could be neither bounded nor sent upstream).
+    """
+    try:
+        return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    except UnicodeEncodeError as error:
+        raise BadRequest("input contains text that is not valid Unicode (a lone surrogate)") from error
+
+
 def _input_bound(body: dict[str, Any]) -> int:
-    size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+    size = json_size_bytes(body)
     messages = body.get("messages") or []
     return size + PER_MESSAGE_ALLOWANCE_TOKENS * len(messages) + PER_REQUEST_ALLOWANCE_TOKENS
 

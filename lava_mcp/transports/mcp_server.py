@@ -194,7 +194,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
     async def call_paid_service(
         service: Annotated[
             Any, _arg("A catalog service id, e.g. openai, anthropic, ollama.", {"type": "string"})
-        ],
+        ] = None,
         input: Annotated[
             Any,
             _arg(
@@ -202,7 +202,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 '"max_tokens": 200} for openai.',
                 {"type": "object"},
             ),
-        ],
+        ] = None,
         model: Annotated[Any, _arg("The model, e.g. gpt-4o-mini.", {"type": ["string", "null"]})] = None,
         max_cost: Annotated[
             Any,
@@ -232,7 +232,19 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
 
         return await run(work)
 
+    _declare_required(server, "call_paid_service", ["service", "input"])
     return server
+
+
+def _declare_required(server: MCPServer, tool_name: str, names: list[str]) -> None:
+    """Mark arguments required in the published schema while the function defaults them to
+    None: a call that omits them then reaches our parsing and gets the documented 400 JSON
+    instead of the SDK's validation text."""
+    tool = server._tool_manager.get_tool(tool_name)  # no public accessor in mcp 2.3
+    assert tool is not None, tool_name
+    tool.parameters["required"] = names
+    for name in names:
+        tool.parameters["properties"][name].pop("default", None)
 
 
 def _version() -> str:
