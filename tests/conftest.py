@@ -3,14 +3,19 @@ the whole HTTP app served on loopback."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lava_mcp.config import Settings
 from lava_mcp.core import wallet
 from lava_mcp.runtime import Runtime
+from lava_mcp.store.db import Database
 from tests.fake_provider import FakeProvider, serve_in_thread
 
 CATALOG_EXTRA = """
@@ -87,3 +92,68 @@ def new_wallet(runtime: Runtime) -> wallet.NewWallet:
 def fund(runtime: Runtime, wallet_id: str, amount: str) -> None:
     """Credit a wallet through the operator's adjustment entry (no payments involved)."""
     wallet.adjust(runtime.db, wallet_id, amount, reason="test funding")
+
+
+# PostgreSQL for the tests that must also hold on it (concurrency, migrations). The CI and
+# development machines run it on loopback with trust auth; an unreachable server fails
+# those tests loudly rather than skipping them.
+POSTGRES_URL = os.environ.get("LAVA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL whose connections work in a fresh schema, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"lava_test_{secrets.token_hex(6)}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as error:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({error!r}); these tests need it")
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """Everything a refused or malformed call must leave unchanged."""
+
+    balance_micros: int
+    held_micros: int
+    entries: int
+    requests: int
+    holds: int
+    pending_holds: int
+
+
+def ledger_state(db: Database, wallet_id: str) -> LedgerState:
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from lava_mcp.store.models import Hold, LedgerEntry, RequestRecord, Wallet
+
+    with db.read() as session:
+        row = session.get(Wallet, wallet_id)
+        assert row is not None
+
+        def count(model: Any, *conditions: Any) -> int:
+            query = select(func.count()).select_from(model).where(model.wallet_id == wallet_id, *conditions)
+            return int(session.exec(query).one())
+
+        return LedgerState(
+            balance_micros=row.balance_micros,
+            held_micros=row.held_micros,
+            entries=count(LedgerEntry),
+            requests=count(RequestRecord),
+            holds=count(Hold),
+            pending_holds=count(Hold, Hold.status == "pending"),
+        )

@@ -1,0 +1,94 @@
+"""The ledger database: SQLite pragmas, write transactions, migrations on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+
+from lava_mcp.store.db import Database
+
+TABLES = {
+    "wallet",
+    "ledger_entry",
+    "hold",
+    "request_record",
+    "spend_key",
+    "org",
+    "org_member",
+    "payment_method",
+    "payment",
+    "idempotency_record",
+    "webhook_event",
+    "alembic_version",
+}
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path):
+    database = Database(f"sqlite:///{tmp_path / 'nested' / 'lava.db'}", sqlite_synchronous="NORMAL")
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+def test_sqlite_runs_in_wal_mode_with_the_configured_pragmas(sqlite_db: Database) -> None:
+    with sqlite_db.read() as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_synchronous_defaults_to_full(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'full.db'}")
+    with database.read() as session:
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
+    database.dispose()
+
+
+def test_a_write_takes_the_write_lock_up_front(sqlite_db: Database, tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE: another writer is refused at once, before this one wrote anything."""
+    other = sqlite3.connect(tmp_path / "nested" / "lava.db", timeout=0, isolation_level=None)
+    try:
+        with sqlite_db.write() as session:
+            session.execute(text("SELECT 1"))  # a read only: a deferred BEGIN would take no lock
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # released on commit
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def test_a_failed_write_rolls_back(sqlite_db: Database) -> None:
+    with pytest.raises(RuntimeError), sqlite_db.write() as session:
+        session.execute(
+            text(
+                "INSERT INTO org (id, name, plan, enabled, created_at) VALUES ('org_1', 'n', 'team', 0, '2026-01-01')"
+            )
+        )
+        raise RuntimeError("boom")
+    with sqlite_db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM org")).scalar() == 0
+
+
+def test_migrations_create_every_table_and_are_idempotent(sqlite_db: Database) -> None:
+    assert set(inspect(sqlite_db.engine).get_table_names()) >= TABLES
+    sqlite_db.upgrade()  # a second run changes nothing
+    assert sqlite_db.has_schema() and not sqlite_db.has_wallets()
+    with sqlite_db.read() as session:
+        assert session.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+
+
+def test_migrations_run_on_postgresql(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    try:
+        assert not database.has_schema()
+        database.upgrade()
+        database.upgrade()
+        assert set(inspect(database.engine).get_table_names()) >= TABLES
+        assert not database.has_wallets()
+    finally:
+        database.dispose()
