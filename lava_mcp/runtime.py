@@ -18,6 +18,8 @@ import httpx
 from lava_mcp.config import Settings
 from lava_mcp.core.metering import Metering
 from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter
+from lava_mcp.payments import build_payments
+from lava_mcp.payments.base import Payments
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Catalog, load_catalog
 from lava_mcp.store.db import Database
@@ -34,6 +36,7 @@ class Runtime:
     catalog: Catalog
     http_client: httpx.AsyncClient
     metering: Metering
+    payments: Payments
     # Spend keys' rpm limits; in-process until the Redis implementation (LAVA_REDIS_URL).
     rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
 
@@ -51,7 +54,8 @@ class Runtime:
             default_max_tokens=settings.default_max_tokens,
             rate_limiter=rate_limiter,
         )
-        return cls(settings, db, catalog, http_client, metering, rate_limiter=rate_limiter)
+        payments = build_payments(settings)
+        return cls(settings, db, catalog, http_client, metering, payments, rate_limiter=rate_limiter)
 
     async def aclose(self) -> None:
         await self.http_client.aclose()

@@ -1,17 +1,73 @@
-"""Funding a wallet. (Placeholder: the payments issue replaces this module.)"""
+"""Funding a wallet: a saved card charged now, or a Checkout page, credited exactly once.
+
+    add_funds(amount=None)            → amount_required: balance, saved cards, min and max
+    add_funds(amount) with a card     → completed (charged off-session, credited now)
+                                      → requires_action (3-D Secure: finish on a hosted page)
+                                      → 402 PaymentDeclined (decline_code, next_step)
+    add_funds(amount) with no card,   → checkout_required (a Checkout page that also saves the card)
+      or use_checkout=True
+
+Every attempt is a `Payment` row. Money moves only through `credit_payment`: one ledger
+`deposit` referencing the payment id, so whichever path sees a payment succeed first (the
+charge's answer, a webhook, the success page, a balance read retrieving the session from
+the processor) credits it, and every later path finds it credited. Nothing is credited
+on the strength of a redirect alone, and nothing that the processor did not report paid
+for exactly the recorded amount.
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import anyio.to_thread
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
-from lava_mcp.core import wallet
-from lava_mcp.errors import BadRequest
+from lava_mcp.core import idempotency, ledger, orgs, payment_methods, wallet
+from lava_mcp.errors import BadRequest, NotFound, PaymentDeclined, UpstreamError
+from lava_mcp.ids import new_id
+from lava_mcp.money import (
+    MAX_FUNDING_MICROS,
+    MICROS_PER_CENT,
+    MIN_FUNDING_MICROS,
+    format_dollars,
+    parse_funding_amount,
+)
+from lava_mcp.payments.base import (
+    CardDeclined,
+    CheckoutSession,
+    CheckoutState,
+    InvalidRequest,
+    PaymentsError,
+    ProcessorUnavailable,
+)
+from lava_mcp.payments.sandbox import SandboxPayments
 from lava_mcp.runtime import Runtime
+from lava_mcp.store.models import Payment, PaymentMethod, Wallet, utc_now
+
+logger = logging.getLogger("lava_mcp.funding")
+
+FUND_SCOPE = "wallet.fund"
+# Checkout Sessions live at most 24 hours; older pending ones are not worth asking about.
+RECONCILE_WINDOW = timedelta(hours=24)
+RECONCILE_MAX_SESSIONS = 5
+PENDING_STATUSES = ("checkout_pending", "requires_action")
+
+
+# --- the two entry points the transports call ----------------------------------------
 
 
 async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
+    """The wallet's balance, after crediting any Checkout the processor reports paid.
+
+    A local install has no public webhook URL, so reading the balance is one of the moments
+    a pending Checkout is reconciled (errors reaching the processor are logged, not raised).
+    Raises: NotFound for an unknown wallet.
+    """
+    await anyio.to_thread.run_sync(reconcile_pending, runtime, wallet_id)
     return await anyio.to_thread.run_sync(wallet.get_balance, runtime.db, wallet_id)
 
 
@@ -24,4 +80,611 @@ async def add_funds(
     use_checkout: bool = False,
     idempotency_key: str | None = None,
 ) -> dict[str, Any]:
-    raise BadRequest("funding is not available yet")
+    """Add money to a wallet (see the module docstring for the outcomes).
+
+    With an `idempotency_key`, a retry returns the first attempt's result (or its decline)
+    and moves no money twice; the same key with a different request is a Conflict.
+    Raises: BadRequest (amount malformed or out of range), PaymentDeclined (402), Forbidden
+    (org not enabled; sandbox/live mismatch), NotFound (unknown or another wallet's card),
+    Conflict (idempotency), UpstreamError (the processor can't be reached).
+    """
+    return await anyio.to_thread.run_sync(
+        lambda: fund(
+            runtime,
+            wallet_id,
+            amount=amount,
+            payment_method_id=payment_method_id,
+            use_checkout=use_checkout,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+def fund(
+    runtime: Runtime,
+    wallet_id: str,
+    *,
+    amount: object,
+    payment_method_id: str | None = None,
+    use_checkout: bool = False,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """`add_funds`, synchronous (it waits on the database and the processor)."""
+    db, payments = runtime.db, runtime.payments
+    owner = payment_methods.wallet_for_payments(db, payments, wallet_id)
+    amount_micros = None if amount is None else parse_funding_amount(amount)
+    if amount_micros is None:
+        with db.read() as session:
+            orgs.require_funding_allowed(session, wallet_id)
+        return amount_required(runtime, owner)
+    if idempotency_key is None:
+        return _fund(runtime, owner, amount_micros, payment_method_id, use_checkout, new_id("pay"))
+    fingerprint = idempotency.request_hash(
+        {"amount_micros": amount_micros, "payment_method_id": payment_method_id, "use_checkout": use_checkout}
+    )
+    claim = idempotency.begin(
+        db,
+        wallet_id=wallet_id,
+        scope=FUND_SCOPE,
+        key=idempotency_key,
+        fingerprint=fingerprint,
+        new_reference=lambda: new_id("pay"),
+    )
+    if isinstance(claim, idempotency.Replay):
+        if claim.status_code == PaymentDeclined.code:
+            raise _declined_from(claim.body)
+        return claim.body
+    try:
+        result = _fund(runtime, owner, amount_micros, payment_method_id, use_checkout, claim.reference)
+    except PaymentDeclined as declined:
+        idempotency.finish(db, claim, status_code=declined.code, body=declined.to_dict())
+        raise
+    except BaseException:
+        idempotency.release(db, claim)
+        raise
+    idempotency.finish(db, claim, status_code=200, body=result)
+    return result
+
+
+def amount_required(runtime: Runtime, owner: Wallet) -> dict[str, Any]:
+    """What a chat needs to ask for an amount: the balance, saved cards, the bounds."""
+    current = wallet.get_balance(runtime.db, owner.id)
+    cards = payment_methods.list_cards(runtime.db, owner.id)
+    return _labelled(
+        owner,
+        {
+            "status": "amount_required",
+            "balance": format_dollars(current.available_micros),
+            "payment_methods": [payment_methods.card_json(card) for card in cards],
+            "min": format_dollars(MIN_FUNDING_MICROS),
+            "max": format_dollars(MAX_FUNDING_MICROS),
+        },
+    )
+
+
+# --- charging a card, or opening a Checkout --------------------------------------------
+
+
+def _fund(
+    runtime: Runtime,
+    owner: Wallet,
+    amount_micros: int,
+    payment_method_id: str | None,
+    use_checkout: bool,
+    payment_id: str,
+) -> dict[str, Any]:
+    db = runtime.db
+    with db.read() as session:
+        orgs.require_funding_allowed(session, owner.id)
+        # Resolved even for Checkout, so that naming a stranger's card is a 404 either way.
+        card = payment_methods.charge_target(session, owner.id, payment_method_id)
+    if use_checkout:
+        card = None
+    customer_id = payment_methods.ensure_customer(db, runtime.payments, owner)
+    if card is None:
+        return _open_checkout(runtime, owner, customer_id, amount_micros, payment_id)
+    return _charge_card(runtime, owner, customer_id, card, amount_micros, payment_id)
+
+
+def _charge_card(
+    runtime: Runtime,
+    owner: Wallet,
+    customer_id: str,
+    card: PaymentMethod,
+    amount_micros: int,
+    payment_id: str,
+) -> dict[str, Any]:
+    payments = runtime.payments
+    _record(runtime, owner, payment_id, amount_micros, method="card", payment_method_id=card.id)
+    try:
+        outcome = payments.charge(
+            customer_id=customer_id,
+            payment_method_id=card.id,
+            card_last4=card.last4,
+            amount_cents=_cents(amount_micros),
+            metadata=_metadata(owner.id, payment_id),
+            idempotency_key=f"lava-charge-{payment_id}-{card.id}",
+        )
+    except CardDeclined as declined:
+        _update(
+            runtime,
+            payment_id,
+            status="failed",
+            stripe_payment_intent_id=declined.payment_intent_id,
+            failure_code=declined.code,
+            decline_code=declined.decline_code,
+            failure_message=declined.message,
+        )
+        raise _declined(owner, payment_id, declined) from declined
+    except InvalidRequest as error:
+        _update(
+            runtime,
+            payment_id,
+            status="failed",
+            failure_code="invalid_request",
+            failure_message=error.message,
+        )
+        raise BadRequest(
+            f"the card {card.id} can't be charged: {error.message}",
+            next_step="save the card again, or pay with use_checkout: true",
+        ) from error
+    except ProcessorUnavailable as error:
+        _update(runtime, payment_id, failure_code="processor_unavailable", failure_message=error.message)
+        raise _unavailable(error) from error
+    if outcome.status == "succeeded":
+        assert outcome.amount_cents == _cents(amount_micros), (outcome.amount_cents, amount_micros)
+        _update(runtime, payment_id, stripe_payment_intent_id=outcome.payment_intent_id)
+        current = credit_payment(runtime, payment_id)
+        return _labelled(
+            owner,
+            {
+                "status": "completed",
+                "amount": format_dollars(amount_micros),
+                "balance": format_dollars(current.available_micros),
+                "payment_id": payment_id,
+            },
+        )
+    if outcome.status == "processing":
+        _update(runtime, payment_id, stripe_payment_intent_id=outcome.payment_intent_id)
+        return _labelled(
+            owner, {"status": "processing", "amount": format_dollars(amount_micros), "payment_id": payment_id}
+        )
+    # 3-D Secure: the bank wants the card holder present. Drop the off-session attempt and
+    # hand back a hosted page where they pay on-session (and authenticate there).
+    try:
+        payments.cancel_payment_intent(outcome.payment_intent_id)
+    except PaymentsError:
+        logger.warning("could not cancel payment intent %s", outcome.payment_intent_id)
+    session = _create_checkout(runtime, owner, customer_id, amount_micros, payment_id, "authenticate")
+    _update(
+        runtime,
+        payment_id,
+        status="requires_action",
+        stripe_payment_intent_id=outcome.payment_intent_id,
+        stripe_checkout_session_id=session.id,
+        redirect_url=session.url,
+        failure_code="authentication_required",
+        failure_message="the bank asked the card holder to authenticate (3-D Secure)",
+    )
+    return _labelled(
+        owner,
+        {
+            "status": "requires_action",
+            "redirect_url": session.url,
+            "payment_id": payment_id,
+            "amount": format_dollars(amount_micros),
+            "next_step": "open redirect_url to confirm the payment with your bank; the wallet is credited once it is paid",
+        },
+    )
+
+
+def _open_checkout(
+    runtime: Runtime, owner: Wallet, customer_id: str, amount_micros: int, payment_id: str
+) -> dict[str, Any]:
+    _record(runtime, owner, payment_id, amount_micros, method="checkout")
+    session = _create_checkout(runtime, owner, customer_id, amount_micros, payment_id, "checkout")
+    _update(
+        runtime,
+        payment_id,
+        status="checkout_pending",
+        stripe_checkout_session_id=session.id,
+        redirect_url=session.url,
+    )
+    return _labelled(
+        owner,
+        {
+            "status": "checkout_required",
+            "checkout_url": session.url,
+            "amount": format_dollars(amount_micros),
+            "payment_id": payment_id,
+            "next_step": "open checkout_url to pay; the card is saved for next time and the wallet is credited once paid",
+        },
+    )
+
+
+def _create_checkout(
+    runtime: Runtime, owner: Wallet, customer_id: str, amount_micros: int, payment_id: str, purpose: str
+) -> CheckoutSession:
+    base_url = runtime.settings.base_url
+    try:
+        return runtime.payments.create_checkout(
+            customer_id=customer_id,
+            amount_cents=_cents(amount_micros),
+            description=f"lava-mcp wallet top-up ({format_dollars(amount_micros)} USD)",
+            success_url=f"{base_url}/fund/success?session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{base_url}/fund/cancel?payment_id={payment_id}",
+            metadata=_metadata(owner.id, payment_id),
+            idempotency_key=f"lava-{purpose}-{payment_id}",
+        )
+    except PaymentsError as error:
+        _update(
+            runtime,
+            payment_id,
+            status="failed",
+            failure_code="checkout_failed",
+            failure_message=error.message,
+        )
+        raise _unavailable(error) from error
+
+
+# --- crediting, and reconciling what the processor reports -------------------------------
+
+
+def credit_payment(runtime: Runtime, payment_id: str) -> wallet.Balance:
+    """Credit a payment the processor reported paid: one `deposit`, however often called.
+
+    Raises: NotFound for an unknown payment.
+    """
+    try:
+        with runtime.db.write() as session:
+            payment = _locked(session, payment_id)
+            ledger.credit(
+                session,
+                wallet_id=payment.wallet_id,
+                kind="deposit",
+                amount_micros=payment.amount_micros,
+                reference=payment.id,
+                memo=f"top-up by {payment.method} ({payment.mode})",
+            )
+            payment.status = "succeeded"
+            payment.updated_at = utc_now()
+            session.add(payment)
+            wallet_id = payment.wallet_id
+    except IntegrityError:
+        # A concurrent path (webhook and success page at once) credited it first.
+        found = _payment_for(runtime, payment_id, session_id=None)
+        assert found is not None
+        wallet_id = found.wallet_id
+    return wallet.get_balance(runtime.db, wallet_id)
+
+
+def save_paying_card(runtime: Runtime, payment: Payment, payment_intent_id: str | None) -> None:
+    """Keep the card a hosted page was paid with (Checkout saves it for off-session use).
+
+    Best effort: the money is credited whether or not the card can be read.
+    """
+    if payment.method != "checkout" or payment.payment_method_id or not payment_intent_id:
+        return
+    try:
+        card = runtime.payments.card_of_payment_intent(payment_intent_id)
+    except PaymentsError as error:
+        logger.warning("could not read the card of %s: %s", payment_intent_id, error.message)
+        return
+    if card is None:
+        return
+    try:
+        with runtime.db.write() as session:
+            payment_methods.store_card(session, payment.wallet_id, card)
+            row = _locked(session, payment.id)
+            row.payment_method_id = card.id
+            session.add(row)
+    except (NotFound, IntegrityError):
+        logger.warning("card %s of payment %s not saved", card.id, payment.id)
+
+
+def settle_checkout(runtime: Runtime, state: CheckoutState) -> Payment | None:
+    """Apply what the processor says about a Checkout Session to its payment.
+
+    Paid for exactly the recorded amount → credited (once); expired → failed; otherwise
+    unchanged. Returns the payment, or None when the session is not one of ours.
+    """
+    payment = _payment_for(runtime, state.metadata.get("lava_payment_id"), session_id=state.id)
+    if payment is None or payment.mode != runtime.payments.mode:
+        return None
+    if state.paid:
+        if state.amount_cents != _cents(payment.amount_micros) or state.currency.lower() != "usd":
+            logger.error(
+                "checkout %s paid %s %s, expected %s",
+                state.id,
+                state.amount_cents,
+                state.currency,
+                payment.id,
+            )
+            _update(
+                runtime, payment.id, failure_code="amount_mismatch", failure_message="paid amount differs"
+            )
+            return payment
+        if state.payment_intent_id:
+            _update(runtime, payment.id, stripe_payment_intent_id=state.payment_intent_id)
+        credit_payment(runtime, payment.id)
+        save_paying_card(runtime, payment, state.payment_intent_id)
+    elif state.status == "expired" and payment.status in PENDING_STATUSES:
+        _update(
+            runtime,
+            payment.id,
+            status="failed",
+            failure_code="checkout_expired",
+            failure_message="expired unpaid",
+        )
+    return _payment_for(runtime, payment.id, session_id=None)
+
+
+def reconcile_checkout(runtime: Runtime, session_id: str) -> Payment | None:
+    """Ask the processor about one Checkout Session and settle it (the success page).
+
+    Returns our payment for the session, or None when it is not ours.
+    Raises: UpstreamError when the processor can't be reached.
+    """
+    payment = _payment_for(runtime, None, session_id=session_id)
+    if payment is None:
+        return None
+    if payment.status not in PENDING_STATUSES or payment.mode != runtime.payments.mode:
+        return payment
+    try:
+        state = runtime.payments.retrieve_checkout(session_id)
+    except PaymentsError as error:
+        raise _unavailable(error) from error
+    return settle_checkout(runtime, state) or payment
+
+
+def reconcile_pending(runtime: Runtime, wallet_id: str) -> int:
+    """Settle the wallet's recent pending Checkouts the processor reports paid; returns how many."""
+    if runtime.payments.mode == "sandbox":
+        return 0  # sandbox Checkouts are paid on our own page, in our own ledger
+    since = utc_now() - RECONCILE_WINDOW
+    with runtime.db.read() as session:
+        pending = session.exec(
+            select(Payment)
+            .where(
+                Payment.wallet_id == wallet_id,
+                col(Payment.status).in_(PENDING_STATUSES),
+                col(Payment.stripe_checkout_session_id).is_not(None),
+                col(Payment.created_at) >= since,
+            )
+            .order_by(col(Payment.created_at).desc())
+            .limit(RECONCILE_MAX_SESSIONS)
+        ).all()
+    settled = 0
+    for payment in pending:
+        assert payment.stripe_checkout_session_id is not None
+        try:
+            state = runtime.payments.retrieve_checkout(payment.stripe_checkout_session_id)
+        except PaymentsError as error:
+            logger.warning("could not reconcile %s: %s", payment.id, error.message)
+            continue
+        settled_payment = settle_checkout(runtime, state)
+        settled += settled_payment is not None and settled_payment.status == "succeeded"
+    return settled
+
+
+def find_payment(
+    runtime: Runtime, *, payment_id: str | None = None, session_id: str | None = None
+) -> Payment | None:
+    """A payment by our id or by its Checkout Session id."""
+    return _payment_for(runtime, payment_id, session_id=session_id)
+
+
+def find_payment_by_intent(runtime: Runtime, payment_intent_id: str) -> Payment | None:
+    """The payment a processor-side charge (PaymentIntent) belongs to."""
+    with runtime.db.read() as session:
+        return session.exec(
+            select(Payment).where(Payment.stripe_payment_intent_id == payment_intent_id)
+        ).first()
+
+
+def update_payment(runtime: Runtime, payment_id: str, **changes: Any) -> None:
+    """Record what became of a payment attempt (status, failure reason, processor ids)."""
+    _update(runtime, payment_id, **changes)
+
+
+# --- the sandbox's own Checkout page ------------------------------------------------------
+
+
+def sandbox_session(runtime: Runtime, session_id: str) -> Payment:
+    """The payment a sandbox Checkout page is for.
+
+    Raises: NotFound unless it is a sandbox session of this server.
+    """
+    payment = _payment_for(runtime, None, session_id=session_id) if session_id.startswith("cs_sbx_") else None
+    if payment is None or payment.mode != "sandbox" or not isinstance(runtime.payments, SandboxPayments):
+        raise NotFound(f"unknown SANDBOX checkout session {session_id[:80]!r}")
+    return payment
+
+
+def pay_sandbox_checkout(runtime: Runtime, session_id: str, *, number: str, expiry: str, cvc: str) -> Payment:
+    """Pay a sandbox Checkout page with a test card: credit the wallet and save the card.
+
+    Paying a page that is already paid changes nothing. A decline is recorded on the
+    payment, whose page can be paid again with another card.
+    Raises: NotFound (unknown session), BadRequest (malformed entry, or a page no longer
+    payable), PaymentDeclined.
+    """
+    payment = sandbox_session(runtime, session_id)
+    if payment.status == "succeeded":
+        return payment
+    if payment.status not in PENDING_STATUSES:
+        raise BadRequest(f"this SANDBOX payment is {payment.status} and can't be paid any more")
+    payments = runtime.payments
+    assert isinstance(payments, SandboxPayments)
+    exp_month, exp_year = _parse_expiry(expiry)
+    try:
+        card = payments.pay_on_page(number=number, exp_month=exp_month, exp_year=exp_year, cvc=cvc.strip())
+    except CardDeclined as declined:
+        _update(
+            runtime,
+            payment.id,
+            failure_code=declined.code,
+            decline_code=declined.decline_code,
+            failure_message=declined.message,
+        )
+        with runtime.db.read() as session:
+            owner = session.get(Wallet, payment.wallet_id)
+        assert owner is not None
+        raise _declined(owner, payment.id, declined) from declined
+    except InvalidRequest as error:
+        raise BadRequest(error.message) from error
+    credit_payment(runtime, payment.id)
+    if payment.method == "checkout":
+        with runtime.db.write() as session:
+            payment_methods.store_card(session, payment.wallet_id, card)
+            row = _locked(session, payment.id)
+            row.payment_method_id = card.id
+            session.add(row)
+    return sandbox_session(runtime, session_id)
+
+
+def authenticate_sandbox_payment(runtime: Runtime, session_id: str, *, approve: bool) -> Payment:
+    """The sandbox's 3-D Secure challenge for a saved card: approve (credit) or fail.
+
+    Raises: NotFound (unknown session), BadRequest (not waiting for authentication).
+    """
+    payment = sandbox_session(runtime, session_id)
+    if payment.status == "succeeded":
+        return payment
+    if payment.status != "requires_action" or payment.payment_method_id is None:
+        raise BadRequest(f"this SANDBOX payment is {payment.status}, not waiting for authentication")
+    if approve:
+        credit_payment(runtime, payment.id)
+    else:
+        _update(
+            runtime,
+            payment.id,
+            status="failed",
+            failure_code="payment_intent_authentication_failure",
+            failure_message="the card holder failed authentication",
+        )
+    return sandbox_session(runtime, session_id)
+
+
+def _parse_expiry(expiry: str) -> tuple[int, int]:
+    parts = [part.strip() for part in expiry.replace(" ", "").split("/")]
+    if len(parts) != 2 or not all(part.isdigit() for part in parts):
+        raise BadRequest("enter the expiry as MM / YY")
+    month, year = int(parts[0]), int(parts[1])
+    if year < 100:
+        year += 2000
+    return month, year
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Decline:
+    message: str
+    next_step: str
+
+
+def _declined(owner: Wallet, payment_id: str, declined: CardDeclined) -> PaymentDeclined:
+    reason = declined.decline_code or declined.code
+    advice = _decline_advice(declined.code, reason)
+    extra: dict[str, Any] = {"decline_code": reason, "payment_id": payment_id}
+    if owner.mode == "sandbox":
+        extra["sandbox"] = True
+    return PaymentDeclined(advice.message or declined.message, next_step=advice.next_step, extra=extra)
+
+
+def _decline_advice(code: str, reason: str) -> _Decline:
+    other = "pay with another saved card (payment_method_id), or use_checkout: true to pay with a new card"
+    if reason == "insufficient_funds":
+        return _Decline("Your card was declined: insufficient funds.", f"Try a smaller amount, or {other}.")
+    if code == "expired_card" or reason == "expired_card":
+        return _Decline("Your card has expired.", f"Save a card that is still valid, or {other}.")
+    if code == "incorrect_cvc" or reason == "incorrect_cvc":
+        return _Decline("Your card's security code is incorrect.", f"Save the card again, or {other}.")
+    if reason in ("lost_card", "stolen_card", "pickup_card", "fraudulent"):
+        return _Decline("Your card was declined by the bank.", f"Contact your bank, or {other}.")
+    if reason == "test_mode_live_card":
+        return _Decline("", "Use one of Stripe's test cards (4242 4242 4242 4242) in the sandbox.")
+    return _Decline("", f"Your bank declined the charge; {other}, or ask your bank why.")
+
+
+def _declined_from(body: dict[str, Any]) -> PaymentDeclined:
+    """The first attempt's decline, exactly as it was answered."""
+    extra = {key: value for key, value in body.items() if key not in ("error", "code", "next_step")}
+    return PaymentDeclined(str(body.get("error")), next_step=body.get("next_step"), extra=extra)
+
+
+def _unavailable(error: PaymentsError) -> UpstreamError:
+    return UpstreamError(
+        f"the payment processor could not be reached: {error.message}",
+        next_step="retry with the same Idempotency-Key; nothing is credited twice",
+    )
+
+
+def _labelled(owner: Wallet, body: dict[str, Any]) -> dict[str, Any]:
+    if owner.mode == "sandbox":
+        body["sandbox"] = True
+    return body
+
+
+def _cents(amount_micros: int) -> int:
+    assert amount_micros > 0 and amount_micros % MICROS_PER_CENT == 0, amount_micros
+    return amount_micros // MICROS_PER_CENT
+
+
+def _metadata(wallet_id: str, payment_id: str) -> dict[str, str]:
+    return {"lava_payment_id": payment_id, "lava_wallet_id": wallet_id}
+
+
+def _record(
+    runtime: Runtime,
+    owner: Wallet,
+    payment_id: str,
+    amount_micros: int,
+    *,
+    method: str,
+    payment_method_id: str | None = None,
+) -> None:
+    """The attempt's row (a retry under the same Idempotency-Key reuses it)."""
+    with runtime.db.write() as session:
+        payment = session.get(Payment, payment_id)
+        if payment is None:
+            payment = Payment(id=payment_id, wallet_id=owner.id, mode=owner.mode)
+        payment.amount_micros = amount_micros
+        payment.method = method
+        payment.payment_method_id = payment_method_id
+        payment.status = "pending"
+        payment.updated_at = utc_now()
+        session.add(payment)
+
+
+def _update(runtime: Runtime, payment_id: str, **changes: Any) -> None:
+    with runtime.db.write() as session:
+        payment = _locked(session, payment_id)
+        if payment.status == "succeeded" and changes.get("status") not in (None, "succeeded"):
+            changes.pop("status")  # a credited payment stays credited, whatever arrives late
+        for name, value in changes.items():
+            setattr(payment, name, value)
+        payment.updated_at = utc_now()
+        session.add(payment)
+
+
+def _locked(session: Session, payment_id: str) -> Payment:
+    payment = session.get(Payment, payment_id, with_for_update=True)
+    if payment is None:
+        raise NotFound(f"unknown payment {payment_id!r}")
+    return payment
+
+
+def _payment_for(runtime: Runtime, payment_id: str | None, *, session_id: str | None) -> Payment | None:
+    with runtime.db.read() as session:
+        if payment_id:
+            found = session.get(Payment, payment_id)
+            if found is not None:
+                return found
+        if session_id:
+            return session.exec(
+                select(Payment).where(Payment.stripe_checkout_session_id == session_id)
+            ).first()
+    return None

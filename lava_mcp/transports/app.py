@@ -28,9 +28,15 @@ from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
 
 def extra_routes() -> list[BaseRoute]:
     """Route modules of the other surfaces register here."""
-    from lava_mcp.transports import gateway, spend_keys_rest
+    from lava_mcp.transports import checkout, funding_rest, gateway, spend_keys_rest, webhooks
 
-    return [*gateway.routes, *spend_keys_rest.routes]
+    return [
+        *gateway.routes,
+        *spend_keys_rest.routes,
+        *funding_rest.routes,
+        *webhooks.routes,
+        *checkout.routes,
+    ]
 
 
 DASHBOARD = Path(__file__).with_name("dashboard") / "index.html"
