@@ -84,7 +84,10 @@ def ensure_customer(db: Database, payments: Payments, owner: Wallet) -> str:
     try:
         customer_id = payments.create_customer(wallet_id=owner.id)
     except (ProcessorUnavailable, InvalidRequest) as error:
-        raise UpstreamError(error.message, next_step="try again in a minute") from error
+        raise UpstreamError(
+            f"the payment processor could not be reached: {error.message}",
+            next_step="try again in a minute; nothing was charged",
+        ) from error
     with db.write() as session:
         # Only the first writer's customer is kept (the processor call is idempotent per wallet).
         session.execute(
