@@ -7,6 +7,7 @@ comes back as the documented `{"error", "code"}` JSON, not as the SDK's validati
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -14,7 +15,8 @@ from typing import Annotated, Any
 import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
@@ -64,6 +66,26 @@ def error_result(error: LavaError) -> CallToolResult:
         structured_content=body,
         is_error=True,
     )
+
+
+async def offer_payment_page(ctx: Context, body: dict[str, Any]) -> None:
+    """Where the client supports URL elicitation, ask it to open the Checkout (or 3-D Secure)
+    page. The URL is in the tool result either way: a client that can't be asked, or a user
+    who declines, changes nothing."""
+    url = body.get("checkout_url") or body.get("redirect_url")
+    capabilities = ctx.client_capabilities
+    if not isinstance(url, str) or capabilities is None or capabilities.elicitation is None:
+        return
+    if capabilities.elicitation.url is None:
+        return
+    label = " (SANDBOX: test cards only)" if body.get("sandbox") else ""
+    # NoBackChannelError (an MCPError): this connection can't carry server-initiated requests.
+    with contextlib.suppress(MCPError):
+        await ctx.elicit_url(
+            f"Open this page to pay ${body.get('amount')} into your Lava wallet{label}.",
+            url,
+            elicitation_id=str(body.get("payment_id")),
+        )
 
 
 def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **options: Any) -> MCPServer:
@@ -124,6 +146,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 {"type": ["boolean", "null"]},
             ),
         ] = None,
+        ctx: Context | None = None,
     ) -> CallToolResult:
         """Add money to the wallet: charges a saved card now, or returns a Checkout link to pay."""
 
@@ -132,13 +155,16 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 raise BadRequest("use_checkout must be true or false")
             if payment_method_id is not None and not isinstance(payment_method_id, str):
                 raise BadRequest("payment_method_id must be a string")
-            return await funding.add_funds(
+            body = await funding.add_funds(
                 runtime,
                 wallet_id,
                 amount=amount,
                 payment_method_id=payment_method_id,
                 use_checkout=bool(use_checkout),
             )
+            if ctx is not None:
+                await offer_payment_page(ctx, body)
+            return body
 
         return await run(work)
 

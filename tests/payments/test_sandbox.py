@@ -176,3 +176,31 @@ async def test_success_and_cancel_pages_say_sandbox(sandbox: Runtime) -> None:
         assert cancel.status_code == 200 and "SANDBOX" in cancel.text and "Nothing was charged" in cancel.text
         unknown = await browser.get("/fund/success", params={"session_id": "cs_sbx_unknown"})
         assert unknown.status_code == 404 and "SANDBOX" in unknown.text
+
+
+async def test_a_client_that_supports_url_elicitation_is_asked_to_open_the_page(
+    sandbox: Runtime, sandbox_wallet: wallet.NewWallet
+) -> None:
+    from mcp.client import Client
+    from mcp_types import ElicitRequestURLParams, ElicitResult
+
+    from lava_mcp.transports.mcp_server import build_server
+
+    asked: list[ElicitRequestURLParams] = []
+
+    async def open_page(context: object, params: object) -> ElicitResult:
+        assert isinstance(params, ElicitRequestURLParams)
+        asked.append(params)
+        return ElicitResult(action="accept")
+
+    server = build_server(sandbox, default_wallet_id=sandbox_wallet.wallet_id)
+    async with Client(server, mode="legacy", elicitation_callback=open_page) as chat:
+        body = tool_ok(await chat.call_tool("add_funds", {"amount": 25}))
+        tool_ok(await chat.call_tool("add_funds", {}))  # no page to open: nothing asked
+    assert body["status"] == "checkout_required"
+    [request] = asked
+    assert request.url == body["checkout_url"] and request.elicitation_id == body["payment_id"]
+    assert "$25.00" in request.message and "SANDBOX" in request.message
+    # The default (2026) connection has no back-channel: the URL is still in the result.
+    async with mcp(sandbox, sandbox_wallet) as chat:
+        assert tool_ok(await chat.call_tool("add_funds", {"amount": 25}))["checkout_url"]
