@@ -155,7 +155,8 @@ def wallet_show(
     )
 
 
-@wallet_app.command("credit")
+# ignore_unknown_options: a debit's "-5.00" is the amount, not an unknown option.
+@wallet_app.command("credit", context_settings={"ignore_unknown_options": True})
 def wallet_credit(
     wallet_id: Annotated[str, typer.Argument()],
     amount: Annotated[str, typer.Argument(help="Dollars, e.g. 25.00 (negative to debit).")],
