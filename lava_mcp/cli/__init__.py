@@ -43,6 +43,6 @@ def fail(error: LavaError | str, as_json: bool = False) -> typer.Exit:
 
 
 def main() -> None:
-    from lava_mcp.cli import commands, org  # noqa: F401  (registers the commands)
+    from lava_mcp.cli import commands, keys, org  # noqa: F401  (registers the commands)
 
     app()

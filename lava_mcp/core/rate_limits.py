@@ -99,8 +99,12 @@ class InProcessRateLimiter:
             now_ns = self._clock_ns()
             previous_rpm, tat_scaled = self._state.get(key, (rpm, 0))
             if previous_rpm != rpm:
-                # The key's rpm was updated: keep the same moment, rescaled.
-                tat_scaled = tat_scaled // previous_rpm * rpm
+                # The key's rpm was updated: keep the tokens it has used and not yet got
+                # back (tat − now, in units of one interval × 60 s, is independent of rpm),
+                # and refill them at the new rate from now on.
+                used = max(0, tat_scaled - now_ns * previous_rpm)
+                tat_scaled = now_ns * rpm + used
+                self._state[key] = (rpm, tat_scaled)
             decision = gcra(tat_scaled, now_ns, rpm=rpm, burst=burst)
             if decision.allowed:
                 self._state[key] = (rpm, decision.tat_scaled)

@@ -29,10 +29,17 @@ class Gateway:
     resolved: dict[str, threading.Event] = field(default_factory=dict)
     resolved_any: threading.Condition = field(default_factory=threading.Condition)
     resolved_ids: list[str] = field(default_factory=list)
+    clients: list[Any] = field(default_factory=list)  # SDK clients, closed at teardown
+
+    def _keep(self, client: Any) -> Any:
+        self.clients.append(client)
+        return client
 
     def rest(self, wallet_key: str | None = None) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url, headers={"authorization": f"Bearer {wallet_key or self.wallet_key}"}, timeout=30
+            base_url=self.url,
+            headers={"authorization": f"Bearer {wallet_key or self.wallet_key}"},
+            timeout=30,
         )
 
     def create_key(self, **options: Any) -> dict[str, Any]:
@@ -49,16 +56,26 @@ class Gateway:
         return wallet.get_balance(self.runtime.db, wallet_id or self.wallet_id).balance_micros
 
     def openai(self, key: str, **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(api_key=key, base_url=f"{self.url}/v1", max_retries=0, **options)
+        client: openai.OpenAI = self._keep(
+            openai.OpenAI(api_key=key, base_url=f"{self.url}/v1", max_retries=0, **options)
+        )
+        return client
 
     def async_openai(self, key: str) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(api_key=key, base_url=f"{self.url}/v1", max_retries=0, timeout=60)
+        return openai.AsyncOpenAI(
+            api_key=key, base_url=f"{self.url}/v1", max_retries=0, timeout=60
+        )  # async with
 
     def anthropic(self, key: str, **options: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(api_key=key, base_url=self.url, max_retries=0, **options)
+        client: anthropic.Anthropic = self._keep(
+            anthropic.Anthropic(api_key=key, base_url=self.url, max_retries=0, **options)
+        )
+        return client
 
     def async_anthropic(self, key: str) -> anthropic.AsyncAnthropic:
-        return anthropic.AsyncAnthropic(api_key=key, base_url=self.url, max_retries=0, timeout=60)
+        return anthropic.AsyncAnthropic(
+            api_key=key, base_url=self.url, max_retries=0, timeout=60
+        )  # async with
 
     def wait_resolved(self, request_id: str, timeout_s: float = 15) -> None:
         """Block until metering settled or failed `request_id` (an event, not a sleep)."""
@@ -87,5 +104,9 @@ def gateway(settings: Settings, fake: FakeProvider) -> Iterator[Gateway]:
     served.fund("10.00")
     with serve_in_thread(build_app(runtime)) as url:
         served.url = url
-        yield served
+        try:
+            yield served
+        finally:
+            for client in served.clients:
+                client.close()
     fake.reset()
