@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from lava_mcp.config import Settings
 from lava_mcp.core import wallet
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.db import Database
 from tests.fake_provider import FakeProvider, serve_in_thread
+
+# Property tests are deterministic (a fixed seed per test) and never fail on a slow,
+# busy machine's timing: the suite must give the same answer on every run.
+hypothesis_settings.register_profile("lava-mcp", derandomize=True, deadline=None)
+hypothesis_settings.load_profile("lava-mcp")
 
 CATALOG_EXTRA = """
 [services.weather]
