@@ -96,6 +96,10 @@ class Metering:
 
         Raises: any LavaError; a 502 or upstream 400 after the hold means nothing was charged.
         """
+        if isinstance(body, dict) and body.get("stream"):
+            # The provider would stream a billable answer that this JSON call can't read,
+            # and the failure would charge nothing: refuse before any hold or traffic.
+            raise BadRequest("this call does not stream: leave out input.stream (the gateway streams)")
         ticket = await self.open(
             wallet_id=wallet_id,
             service_id=service_id,

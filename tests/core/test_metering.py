@@ -238,6 +238,8 @@ async def test_max_cost_below_the_bound_is_402_before_any_traffic(
         ("cheapchat", "cheap-1", {"messages": [{"role": "user", "content": "\ud800"}]}, BadRequest),
         ("weather", None, {"city": "\udfff"}, BadRequest),
         ("weather", None, ["not", "an", "object"], BadRequest),
+        # A streamed answer would be billed upstream but unreadable (and uncharged) here.
+        ("cheapchat", "cheap-1", {**HELLO, "stream": True}, BadRequest),
     ],
 )
 async def test_malformed_calls_change_nothing(

@@ -64,6 +64,7 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("call_paid_service", {**CHEAP, "input": {**HELLO, "max_tokens": "50"}}, 400),
     ("call_paid_service", {**CHEAP, "input": {**HELLO, "max_tokens": 10**7}}, 400),
     ("call_paid_service", {**CHEAP, "input": {**HELLO, "n": 100}}, 400),
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "stream": True}}, 400),
     ("call_paid_service", {**CHEAP, "model": 7}, 400),
     ("call_paid_service", {**CHEAP, "model": ""}, 400),
     ("call_paid_service", {**CHEAP, "model": SQL}, 400),
