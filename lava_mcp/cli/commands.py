@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from lava_mcp.cli import app, emit, fail, settings, stderr, stdout
-from lava_mcp.core import usage, verify, wallet
+from lava_mcp.core import orgs, usage, verify, wallet
 from lava_mcp.errors import LavaError
 from lava_mcp.money import format_dollars
 from lava_mcp.runtime import Runtime
@@ -107,6 +107,7 @@ def wallet_create(
         bool | None,
         typer.Option("--sandbox/--live", help="Default: sandbox unless Stripe is configured."),
     ] = None,
+    org: Annotated[str | None, typer.Option("--org", help="Join this org as a member.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create a wallet and print its key (shown once)."""
@@ -117,10 +118,16 @@ def wallet_create(
         else ("live" if settings().payments_mode == "stripe" else "sandbox")
     )
     try:
+        if org is not None:
+            orgs.get_org(database, org)  # an unknown org fails before a wallet is made
         created = wallet.create_wallet(database, name=name, mode=mode)
+        if org is not None:
+            orgs.add_member(database, org, created.wallet_id, role="member")
     except LavaError as error:
         raise fail(error, as_json) from error
     body = {"wallet_id": created.wallet_id, "wallet_key": created.wallet_key, "mode": mode}
+    if org is not None:
+        body["org_id"] = org
     emit(
         as_json,
         body,
