@@ -12,6 +12,7 @@ import httpx
 import httpx2
 import pytest
 from mcp.client import Client
+from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
@@ -157,3 +158,14 @@ async def test_the_tools_over_streamable_http(
         assert [content.text for content in refused.content] == [INSUFFICIENT]  # type: ignore[union-attr]
     assert len(fake.received) == 1
     assert verify.verify(runtime.db) == []
+
+
+async def test_the_tools_over_sse(http_server: str, runtime: Runtime, new_wallet, fake: FakeProvider) -> None:
+    fund(runtime, new_wallet.wallet_id, "2.00")
+    headers = {"Authorization": f"Bearer {new_wallet.wallet_key}"}
+    async with Client(sse_client(f"{http_server}/sse", headers=headers, timeout=30)) as client:
+        assert ok(await client.call_tool("get_balance", {}))["balance"] == "2.00"
+        paid = ok(await client.call_tool("call_paid_service", CHEAP))
+        assert paid["cost"] == "0.000015"
+    unauthorized = httpx.get(f"{http_server}/sse", timeout=30)
+    assert unauthorized.status_code == 401
