@@ -11,13 +11,55 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import BigInteger, String, bindparam, text, update
 from sqlmodel import Session, col, select
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from lava_mcp.core import ledger
 from lava_mcp.errors import InsufficientBalance, NotFound
 from lava_mcp.ids import new_id
-from lava_mcp.store.models import Hold, SpendKey, Wallet, utc_now
+from lava_mcp.store.models import Hold, Wallet, utc_now
+
+# The hot path's statements are built once: constructing SQLAlchemy expressions costs
+# more than running them (about 1 ms against 0.03 ms a statement on a small machine).
+# Same SQL on SQLite and PostgreSQL; datetimes go through the column type, like the ORM's.
+_TAKE = text(
+    "UPDATE wallet SET held_micros = held_micros + :amount"
+    " WHERE id = :wallet_id AND balance_micros - held_micros >= :amount"
+).bindparams(bindparam("amount", type_=BigInteger()))
+_INSERT_HOLD = text(
+    "INSERT INTO hold (id, wallet_id, spend_key_id, request_id, amount_micros, settled_micros, status,"
+    " expires_at, created_at) VALUES (:id, :wallet_id, :spend_key_id, :request_id, :amount, 0, 'pending',"
+    " :expires_at, :created_at)"
+).bindparams(
+    bindparam("amount", type_=BigInteger()),
+    bindparam("expires_at", type_=UTCDateTime()),
+    bindparam("created_at", type_=UTCDateTime()),
+    bindparam("spend_key_id", type_=String()),
+)
+_CHARGE = text(
+    "UPDATE wallet SET balance_micros = balance_micros - :cost, held_micros = held_micros - :release"
+    " WHERE id = :wallet_id RETURNING balance_micros, held_micros"
+).bindparams(bindparam("cost", type_=BigInteger()), bindparam("release", type_=BigInteger()))
+_CHARGE_AVAILABLE = text(
+    "UPDATE wallet SET balance_micros = balance_micros - :cost, held_micros = held_micros - :release"
+    " WHERE id = :wallet_id AND balance_micros - held_micros >= :cost RETURNING balance_micros, held_micros"
+).bindparams(bindparam("cost", type_=BigInteger()), bindparam("release", type_=BigInteger()))
+_SETTLE_KEY = text(
+    "UPDATE spend_key SET held_micros = held_micros - :release,"
+    " cycle_spend_micros = cycle_spend_micros + :cost, total_spend_micros = total_spend_micros + :cost"
+    " WHERE id = :spend_key_id"
+).bindparams(bindparam("cost", type_=BigInteger()), bindparam("release", type_=BigInteger()))
+_POSTED = text(
+    "UPDATE hold SET status = 'posted', settled_micros = :cost, resolved_at = :resolved_at WHERE id = :hold_id"
+).bindparams(bindparam("cost", type_=BigInteger()), bindparam("resolved_at", type_=UTCDateTime()))
+_SELECT_HOLD = (
+    "SELECT wallet_id, spend_key_id, request_id, amount_micros, status FROM hold WHERE id = :hold_id"
+)
+_HOLD_FOR_UPDATE = {
+    "sqlite": text(_SELECT_HOLD),  # BEGIN IMMEDIATE already holds the write lock
+    "default": text(_SELECT_HOLD + " FOR UPDATE"),
+}
 
 
 def reserve(
@@ -36,28 +78,36 @@ def reserve(
     """
     assert amount_micros >= 0, amount_micros
     if amount_micros > 0:
-        result = session.execute(
-            update(Wallet)
-            .where(col(Wallet.id) == wallet_id)
-            .where(col(Wallet.balance_micros) - col(Wallet.held_micros) >= amount_micros)
-            .values(held_micros=col(Wallet.held_micros) + amount_micros)
-        )
+        result = session.execute(_TAKE, {"amount": amount_micros, "wallet_id": wallet_id})
         if result.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult at run time
             if session.get(Wallet, wallet_id) is None:
                 raise NotFound(f"unknown wallet {wallet_id!r}")
             raise InsufficientBalance()
     now = utc_now()
-    hold = Hold(
+    hold = Hold.model_construct(
         id=new_id("hold"),
         wallet_id=wallet_id,
         spend_key_id=spend_key_id,
         request_id=request_id,
         amount_micros=amount_micros,
+        settled_micros=0,
+        status="pending",
         expires_at=now + timedelta(seconds=ttl_s),
         created_at=now,
+        resolved_at=None,
     )
-    session.add(hold)
-    session.flush()
+    session.execute(
+        _INSERT_HOLD,
+        {
+            "id": hold.id,
+            "wallet_id": wallet_id,
+            "spend_key_id": spend_key_id,
+            "request_id": request_id,
+            "amount": amount_micros,
+            "expires_at": hold.expires_at,
+            "created_at": now,
+        },
+    )
     return hold
 
 
@@ -70,36 +120,32 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
 
     Raises: NotFound for an unknown hold.
     """
-    hold = _get(session, hold_id)
-    assert 0 <= cost_micros <= hold.amount_micros, (cost_micros, hold.amount_micros)
-    assert hold.status in ("pending", "expired"), (hold.id, hold.status)
-    was_pending = hold.status == "pending"
-    held_release = hold.amount_micros if was_pending else 0
-    wallet_update = (
-        update(Wallet)
-        .where(col(Wallet.id) == hold.wallet_id)
-        .values(
-            balance_micros=col(Wallet.balance_micros) - cost_micros,
-            held_micros=col(Wallet.held_micros) - held_release,
-        )
-        .returning(col(Wallet.balance_micros), col(Wallet.held_micros))
-    )
-    if not was_pending:
-        # The hold is gone, so the charge must fit in what is available now.
-        wallet_update = wallet_update.where(
-            col(Wallet.balance_micros) - col(Wallet.held_micros) >= cost_micros
-        )
-    row = session.execute(wallet_update).one_or_none()
+    dialect = session.get_bind().dialect.name
+    found = session.execute(
+        _HOLD_FOR_UPDATE["sqlite" if dialect == "sqlite" else "default"], {"hold_id": hold_id}
+    ).one_or_none()
+    if found is None:
+        raise NotFound(f"unknown hold {hold_id!r}")
+    wallet_id, spend_key_id, request_id, amount_micros, status = found
+    assert 0 <= cost_micros <= amount_micros, (cost_micros, amount_micros)
+    assert status in ("pending", "expired"), (hold_id, status)
+    was_pending = status == "pending"
+    held_release = amount_micros if was_pending else 0
+    # A hold no longer pending is gone, so the charge must fit in what is available now.
+    wallet_update = _CHARGE if was_pending else _CHARGE_AVAILABLE
+    row = session.execute(
+        wallet_update, {"cost": cost_micros, "release": held_release, "wallet_id": wallet_id}
+    ).one_or_none()
     if row is None:
         # Only reachable for an expired hold on a wallet emptied meanwhile: charge what
         # is available and record the shortfall in the memo, never go below zero.
-        wallet = session.get(Wallet, hold.wallet_id)
+        wallet = session.get(Wallet, wallet_id)
         assert wallet is not None
         cost_micros = max(0, wallet.balance_micros - wallet.held_micros)
         memo = f"{memo} (hold expired; short by the rest)".strip()
         row = session.execute(
             update(Wallet)
-            .where(col(Wallet.id) == hold.wallet_id)
+            .where(col(Wallet.id) == wallet_id)
             .values(balance_micros=col(Wallet.balance_micros) - cost_micros)
             .returning(col(Wallet.balance_micros), col(Wallet.held_micros))
         ).one()
@@ -108,19 +154,16 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     if cost_micros > 0:
         ledger.insert_entry(
             session,
-            wallet_id=hold.wallet_id,
+            wallet_id=wallet_id,
             kind="charge",
             amount_micros=-cost_micros,
             balance_after_micros=balance_after,
-            reference=hold.request_id,
+            reference=request_id,
             memo=memo,
         )
-    if hold.spend_key_id is not None:
-        _settle_key(session, hold.spend_key_id, held_release, cost_micros)
-    hold.status = "posted"
-    hold.settled_micros = cost_micros
-    hold.resolved_at = utc_now()
-    session.add(hold)
+    if spend_key_id is not None:
+        _settle_key(session, spend_key_id, held_release, cost_micros)
+    session.execute(_POSTED, {"cost": cost_micros, "resolved_at": utc_now(), "hold_id": hold_id})
     return balance_after - held_after
 
 
@@ -169,13 +212,7 @@ def _release(session: Session, hold: Hold, status: str) -> None:
 
 def _settle_key(session: Session, spend_key_id: str, released_micros: int, cost_micros: int) -> None:
     session.execute(
-        update(SpendKey)
-        .where(col(SpendKey.id) == spend_key_id)
-        .values(
-            held_micros=col(SpendKey.held_micros) - released_micros,
-            cycle_spend_micros=col(SpendKey.cycle_spend_micros) + cost_micros,
-            total_spend_micros=col(SpendKey.total_spend_micros) + cost_micros,
-        )
+        _SETTLE_KEY, {"release": released_micros, "cost": cost_micros, "spend_key_id": spend_key_id}
     )
 
 

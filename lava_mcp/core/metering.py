@@ -19,6 +19,8 @@ from typing import Any
 
 import anyio.to_thread
 import httpx
+from sqlalchemy import BigInteger, Boolean, String, bindparam, text
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
@@ -29,6 +31,30 @@ from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
+
+# The two request-record writes of every call, built once (building SQLAlchemy
+# statements per call costs more than running them).
+_INSERT_PENDING = text(
+    "INSERT INTO request_record (id, wallet_id, spend_key_id, service, model, endpoint, status, ran,"
+    " input_tokens, output_tokens, input_cost_micros, cost_micros, hold_micros, created_at)"
+    " VALUES (:id, :wallet_id, :spend_key_id, :service, :model, :endpoint, 'pending', :ran, 0, 0, 0, 0,"
+    " :hold, :created_at)"
+).bindparams(
+    bindparam("ran", value=True, type_=Boolean()),
+    bindparam("hold", type_=BigInteger()),
+    bindparam("created_at", type_=UTCDateTime()),
+    bindparam("spend_key_id", type_=String()),
+    bindparam("model", type_=String()),
+)
+_COMPLETE = text(
+    "UPDATE request_record SET status = 'completed', input_tokens = :input_tokens,"
+    " output_tokens = :output_tokens, input_cost_micros = :input_cost, cost_micros = :cost,"
+    " completed_at = :completed_at WHERE id = :id"
+).bindparams(
+    bindparam("input_cost", type_=BigInteger()),
+    bindparam("cost", type_=BigInteger()),
+    bindparam("completed_at", type_=UTCDateTime()),
+)
 
 
 @dataclass(frozen=True)
@@ -244,34 +270,36 @@ class Metering:
                 ttl_s=self.hold_ttl_s,
                 spend_key_id=ticket.spend_key_id,
             )
-            session.add(
-                RequestRecord(
-                    id=ticket.request_id,
-                    wallet_id=ticket.wallet_id,
-                    spend_key_id=ticket.spend_key_id,
-                    service=ticket.service.id,
-                    model=ticket.model,
-                    endpoint=endpoint,
-                    status="pending",
-                    ran=True,
-                    hold_micros=ticket.hold_micros,
-                    created_at=now,
-                )
+            session.execute(
+                _INSERT_PENDING,
+                {
+                    "id": ticket.request_id,
+                    "wallet_id": ticket.wallet_id,
+                    "spend_key_id": ticket.spend_key_id,
+                    "service": ticket.service.id,
+                    "model": ticket.model,
+                    "endpoint": endpoint,
+                    "hold": ticket.hold_micros,
+                    "created_at": now,
+                },
             )
         return replace(ticket, hold_id=hold.id)
 
     def _settle_sync(self, ticket: Ticket, usage: shapes.Usage, cost: prices.Cost) -> Settlement:
         with self.db.write() as session:
             available = holds.post(session, ticket.hold_id, cost.total_micros)
-            record = session.get(RequestRecord, ticket.request_id)
-            assert record is not None
-            record.status = "completed"
-            record.input_tokens = usage.input_tokens
-            record.output_tokens = usage.output_tokens
-            record.input_cost_micros = cost.input_micros
-            record.cost_micros = cost.total_micros
-            record.completed_at = utc_now()
-            session.add(record)
+            completed = session.execute(
+                _COMPLETE,
+                {
+                    "id": ticket.request_id,
+                    "input_tokens": usage.input_tokens,
+                    "output_tokens": usage.output_tokens,
+                    "input_cost": cost.input_micros,
+                    "cost": cost.total_micros,
+                    "completed_at": utc_now(),
+                },
+            )
+            assert completed.rowcount == 1, ticket.request_id  # type: ignore[attr-defined]
         return Settlement(ticket.request_id, usage, cost, available)
 
     def _fail_sync(self, ticket: Ticket, message: str, code: int) -> None:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, or_, update
+from sqlalchemy import BigInteger, bindparam, text
 from sqlmodel import Session, col, select
+from sqlmodel.sql.sqltypes import UTCDateTime
 
 from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
 from lava_mcp.errors import BadRequest, Forbidden, NotFound, RateLimited, SpendLimitReached, Unauthorized
@@ -292,6 +293,29 @@ def usable_models(key: SpendKey, catalog: Catalog) -> list[tuple[str, str]]:
 
 # -- the rules a metered call checks ---------------------------------------------------------
 
+# A cycle that has ended reads as zero (the row's figures are from an earlier cycle).
+_SPEND_IN_CYCLE = "(CASE WHEN cycle_started_at IS NULL OR cycle_started_at < :spend_start THEN 0 ELSE cycle_spend_micros END)"
+_REQUESTS_IN_CYCLE = (
+    "(CASE WHEN request_cycle_started_at IS NULL OR request_cycle_started_at < :request_start"
+    " THEN 0 ELSE cycle_requests END)"
+)
+# One conditional UPDATE, built once (building SQLAlchemy expressions per call costs more
+# than running them). Every SET reads the row as it was before the statement.
+_RESERVE = text(
+    f"UPDATE spend_key SET cycle_spend_micros = {_SPEND_IN_CYCLE}, cycle_started_at = :spend_start,"
+    " held_micros = held_micros + :hold,"
+    f" cycle_requests = {_REQUESTS_IN_CYCLE} + 1, request_cycle_started_at = :request_start,"
+    " total_requests = total_requests + 1, last_used_at = :now"
+    " WHERE id = :key_id AND status = 'active'"
+    f" AND (spend_limit_micros IS NULL OR {_SPEND_IN_CYCLE} + held_micros + :hold <= spend_limit_micros)"
+    f" AND (request_limit_count IS NULL OR {_REQUESTS_IN_CYCLE} + 1 <= request_limit_count)"
+).bindparams(
+    bindparam("hold", type_=BigInteger()),
+    bindparam("spend_start", type_=UTCDateTime()),
+    bindparam("request_start", type_=UTCDateTime()),
+    bindparam("now", type_=UTCDateTime()),
+)
+
 
 def check_allowed(
     key: SpendKey, *, service_id: str, model: str | None, now: datetime, shape: str | None = None
@@ -335,40 +359,17 @@ def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime)
     """
     spend_start = cycle_start(key.spend_cycle or "total", now)
     request_start = cycle_start(key.request_cycle or "total", now)
-    spend_stale = or_(col(SpendKey.cycle_started_at).is_(None), col(SpendKey.cycle_started_at) < spend_start)
-    requests_stale = or_(
-        col(SpendKey.request_cycle_started_at).is_(None),
-        col(SpendKey.request_cycle_started_at) < request_start,
+    taken = session.execute(
+        _RESERVE,
+        {
+            "key_id": key.id,
+            "hold": hold_micros,
+            "spend_start": spend_start,
+            "request_start": request_start,
+            "now": now,
+        },
     )
-    spend_in_cycle = case((spend_stale, 0), else_=col(SpendKey.cycle_spend_micros))
-    requests_in_cycle = case((requests_stale, 0), else_=col(SpendKey.cycle_requests))
-    statement = (
-        update(SpendKey)
-        .where(col(SpendKey.id) == key.id)
-        .where(col(SpendKey.status) == "active")
-        .where(
-            or_(
-                col(SpendKey.spend_limit_micros).is_(None),
-                spend_in_cycle + col(SpendKey.held_micros) + hold_micros <= col(SpendKey.spend_limit_micros),
-            )
-        )
-        .where(
-            or_(
-                col(SpendKey.request_limit_count).is_(None),
-                requests_in_cycle + 1 <= col(SpendKey.request_limit_count),
-            )
-        )
-        .values(
-            cycle_spend_micros=spend_in_cycle,
-            cycle_started_at=spend_start,
-            held_micros=col(SpendKey.held_micros) + hold_micros,
-            cycle_requests=requests_in_cycle + 1,
-            request_cycle_started_at=request_start,
-            total_requests=col(SpendKey.total_requests) + 1,
-            last_used_at=now,
-        )
-    )
-    if session.execute(statement).rowcount == 1:  # type: ignore[attr-defined]
+    if taken.rowcount == 1:  # type: ignore[attr-defined]  # a CursorResult at run time
         return
     current = session.get(SpendKey, key.id, populate_existing=True)
     assert current is not None
