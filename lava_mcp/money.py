@@ -21,14 +21,17 @@ MAX_FUNDING_MICROS = 10_000 * MICROS_PER_DOLLAR
 
 # "25", "25.5", "25.00", "$25", "$1,000.00" is not accepted: one plain form only. ASCII
 # digits only: `\d` would also take "٢٥" or "２５", which are text, not amounts.
-_AMOUNT_PATTERN = re.compile(r"\$?([0-9]{1,12})(?:\.([0-9]{1,2}))?")
+_AMOUNT_PATTERNS = {
+    decimals: re.compile(rf"\$?([0-9]{{1,12}})(?:\.([0-9]{{1,{decimals}}}))?") for decimals in (2, 6)
+}
 
 
-def parse_amount(value: object, *, field: str = "amount") -> int:
+def parse_amount(value: object, *, field: str = "amount", decimals: int = 2) -> int:
     """Parse a user-given dollar amount into micro-dollars.
 
-    Accepts an int, a finite float with at most 2 decimals, or a string like `25`,
-    `"25.00"`, `"$25"`. The result is always positive.
+    Accepts an int, a finite float with at most `decimals` decimals (2 for money moved,
+    6 for cost limits such as `max_cost`), or a string like `25`, `"25.00"`, `"$25"`.
+    The result is always positive.
 
     Raises:
         BadRequest: on anything else (negative, zero, NaN, exponent, >2 decimals, text, bool).
@@ -47,14 +50,14 @@ def parse_amount(value: object, *, field: str = "amount") -> int:
         text = value.strip()
     else:
         raise BadRequest(f'{field} must be a number or a string like "25.00"')
-    match = _AMOUNT_PATTERN.fullmatch(text)
+    match = _AMOUNT_PATTERNS[decimals].fullmatch(text)
     if match is None:
         raise BadRequest(
             f"{field} {text[:40]!r} is not a dollar amount: use a positive number with at "
-            'most 2 decimals, like 25 or "25.00"'
+            f'most {decimals} decimals, like 25 or "25.00"'
         )
-    dollars, cents = match.group(1), (match.group(2) or "").ljust(2, "0")
-    micros = int(dollars) * MICROS_PER_DOLLAR + int(cents) * MICROS_PER_CENT
+    dollars, fraction = match.group(1), (match.group(2) or "").ljust(6, "0")
+    micros = int(dollars) * MICROS_PER_DOLLAR + int(fraction)
     if micros <= 0:
         raise BadRequest(f"{field} must be greater than zero")
     return micros

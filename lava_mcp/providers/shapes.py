@@ -4,6 +4,12 @@ The hold's upper bound must really bound: a byte-level BPE token is at least one
 UTF-8, so a request's input tokens are at most the bytes of its JSON body plus a small
 per-message allowance for the role markers the provider adds; its output tokens are at
 most `max_tokens` (set here when the caller gave none) times the number of choices.
+
+Only what that argument covers is accepted: text (and tool calls, which are text). Images,
+audio, files and documents cost tokens their JSON bytes don't bound, and server-side tools
+(web search, code execution) are billed per use, so such requests are refused with a 400
+rather than metered wrongly. Tool definitions get a fixed allowance for the system prompt
+the provider wraps them in.
 """
 
 from __future__ import annotations
@@ -16,6 +22,23 @@ from lava_mcp.errors import BadRequest
 
 PER_MESSAGE_ALLOWANCE_TOKENS = 16
 PER_REQUEST_ALLOWANCE_TOKENS = 64
+# Anthropic documents up to ~530 tokens of tool-use system prompt; OpenAI a few dozen.
+TOOLS_ALLOWANCE_TOKENS = 1024
+UNMETERED_PART_TYPES = frozenset(
+    {
+        "image",
+        "image_url",
+        "input_image",
+        "input_audio",
+        "audio",
+        "file",
+        "input_file",
+        "document",
+        "container_upload",
+        "search_result",
+    }
+)
+UNMETERED_OPENAI_FIELDS = ("audio", "web_search_options", "modalities", "prediction")
 MAX_CHOICES = 8
 
 
@@ -37,6 +60,11 @@ class Prepared:
 def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -> Prepared:
     """Raises: BadRequest for a body that isn't a chat completion request."""
     body = _require_messages(body)
+    _refuse_unmetered_parts(body["messages"])
+    for name in UNMETERED_OPENAI_FIELDS:
+        if body.get(name) not in (None, ["text"]):
+            raise BadRequest(f"{name} is not supported: lava-mcp meters text only")
+    _require_function_tools(body.get("tools"), allowed_types=("function",))
     body["model"] = upstream_model
     choices = body.get("n", 1)
     if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= MAX_CHOICES:
@@ -57,6 +85,9 @@ def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -
 def prepare_anthropic(body: Any, *, upstream_model: str, default_max_tokens: int) -> Prepared:
     """Raises: BadRequest for a body that isn't a Messages API request."""
     body = _require_messages(body)
+    _refuse_unmetered_parts(body["messages"])
+    _refuse_unmetered_parts(body.get("system"))
+    _require_function_tools(body.get("tools"), allowed_types=("custom",))
     body["model"] = upstream_model
     limit = body.get("max_tokens")
     if limit is None:
@@ -96,6 +127,37 @@ def _require_messages(body: Any) -> dict[str, Any]:
     return dict(body)
 
 
+def _refuse_unmetered_parts(value: Any) -> None:
+    """Raises: BadRequest for an image, audio, file or document anywhere in `value`."""
+    if isinstance(value, list):
+        for item in value:
+            _refuse_unmetered_parts(item)
+    elif isinstance(value, dict):
+        kind = value.get("type")
+        if isinstance(kind, str) and kind in UNMETERED_PART_TYPES:
+            raise BadRequest(
+                f"content of type {kind!r} is not supported: lava-mcp meters text only "
+                "(its tokens can't be bounded before the call)"
+            )
+        for item in value.values():
+            if isinstance(item, list | dict):
+                _refuse_unmetered_parts(item)
+
+
+def _require_function_tools(tools: Any, *, allowed_types: tuple[str, ...]) -> None:
+    """Raises: BadRequest for tools that are not plain function tools (server tools bill per use)."""
+    if tools is None:
+        return
+    if not isinstance(tools, list):
+        raise BadRequest("tools must be a list")
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict) or (kind is not None and kind not in allowed_types):
+            raise BadRequest(
+                f"tool type {str(kind)[:40]!r} is not supported: only function tools are metered"
+            )
+
+
 def _check_max_tokens(limit: Any) -> None:
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1_000_000:
         raise BadRequest("max_tokens must be an integer from 1 to 1000000")
@@ -116,7 +178,10 @@ def json_size_bytes(body: Any) -> int:
 def _input_bound(body: dict[str, Any]) -> int:
     size = json_size_bytes(body)
     messages = body.get("messages") or []
-    return size + PER_MESSAGE_ALLOWANCE_TOKENS * len(messages) + PER_REQUEST_ALLOWANCE_TOKENS
+    tools_allowance = TOOLS_ALLOWANCE_TOKENS if body.get("tools") else 0
+    return (
+        size + PER_MESSAGE_ALLOWANCE_TOKENS * len(messages) + PER_REQUEST_ALLOWANCE_TOKENS + tools_allowance
+    )
 
 
 def _count(value: Any) -> int:

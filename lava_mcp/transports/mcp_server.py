@@ -241,7 +241,9 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
         """Run a paid (or free) service: holds its maximum cost, calls it, charges what it used."""
 
         async def work(wallet_id: str) -> dict[str, Any]:
-            max_cost_micros = parse_amount(max_cost, field="max_cost") if max_cost is not None else None
+            max_cost_micros = (
+                parse_amount(max_cost, field="max_cost", decimals=6) if max_cost is not None else None
+            )
             outcome = await runtime.metering.call(
                 wallet_id=wallet_id,
                 service_id=service,

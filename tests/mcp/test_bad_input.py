@@ -75,9 +75,9 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("call_paid_service", {**CHEAP, "max_cost": 0}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": "0.00"}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": "NaN"}, 400),
-    ("call_paid_service", {**CHEAP, "max_cost": "1.234"}, 400),
+    ("call_paid_service", {**CHEAP, "max_cost": "1.2345678"}, 400),  # costs have 6 decimals
     ("call_paid_service", {**CHEAP, "max_cost": "1e2"}, 400),
-    ("call_paid_service", {**CHEAP, "max_cost": 1e2 + 0.001}, 400),
+    ("call_paid_service", {**CHEAP, "max_cost": 1e2 + 0.0000001}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": True}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": "five dollars"}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": SQL}, 400),

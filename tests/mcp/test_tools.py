@@ -267,3 +267,16 @@ async def test_add_funds_refuses_bad_amounts(runtime: Runtime, new_wallet) -> No
         for amount in ("9.99", "10000.01", "abc", -10, 0, "25.001", "1e3", True):
             error(await client.call_tool("add_funds", {"amount": amount}), 400)
         assert ledger_state(runtime.db, new_wallet.wallet_id) == before
+
+
+async def test_max_cost_takes_six_decimals_like_every_cost(
+    runtime: Runtime, new_wallet, fake: FakeProvider
+) -> None:
+    async with connect(runtime, new_wallet) as client:
+        fund(runtime, new_wallet.wallet_id, "5.00")
+        small = {"service": "cheapchat", "model": "cheap-1", "input": HELLO}  # bound ~ $0.0002
+        body = error(await client.call_tool("call_paid_service", {**small, "max_cost": "0.000001"}), 402)
+        assert "0.000001" not in body["error"] and "max_cost" in body["error"]
+        assert fake.received == []
+        ok(await client.call_tool("call_paid_service", {**small, "max_cost": "0.005"}))
+        assert len(fake.received) == 1
