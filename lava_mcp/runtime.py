@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from lava_mcp.config import Settings
 from lava_mcp.core.metering import Metering
 from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter
 from lava_mcp.payments import build_payments
 from lava_mcp.payments.base import Payments
-from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Catalog, load_catalog
+from lava_mcp.providers.upstream import Upstream
 from lava_mcp.store.db import Database
 
 logger = logging.getLogger("lava_mcp")
@@ -34,7 +33,7 @@ class Runtime:
     settings: Settings
     db: Database
     catalog: Catalog
-    http_client: httpx.AsyncClient
+    upstream: Upstream
     metering: Metering
     payments: Payments
     # Spend keys' rpm limits; in-process until the Redis implementation (LAVA_REDIS_URL).
@@ -44,21 +43,21 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         catalog = load_catalog(settings.catalog_path, environment=catalog_environment(settings))
-        http_client = upstream.new_client(settings.upstream_timeout_s)
+        upstream_client = Upstream(settings.upstream_timeout_s)
         rate_limiter = InProcessRateLimiter()
         metering = Metering(
             db,
             catalog,
-            http_client,
+            upstream_client,
             hold_ttl_s=settings.hold_ttl_s,
             default_max_tokens=settings.default_max_tokens,
             rate_limiter=rate_limiter,
         )
         payments = build_payments(settings)
-        return cls(settings, db, catalog, http_client, metering, payments, rate_limiter=rate_limiter)
+        return cls(settings, db, catalog, upstream_client, metering, payments, rate_limiter=rate_limiter)
 
     async def aclose(self) -> None:
-        await self.http_client.aclose()
+        await self.upstream.aclose()
         self.db.dispose()
 
 

@@ -13,9 +13,17 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from lava_mcp.errors import BadRequest, NotFound
-from lava_mcp.store.models import LedgerEntry, Wallet
+from lava_mcp.store import fast
+from lava_mcp.store.models import LedgerEntry, Wallet, utc_now
 
 ENTRY_KINDS = ("deposit", "charge", "refund", "adjustment")
+
+# Every charge of every metered call writes one entry: straight to the driver (`store.fast`).
+_INSERT_ENTRY = fast.Statement(
+    "INSERT INTO ledger_entry (wallet_id, kind, amount_micros, balance_after_micros, reference, memo,"
+    " created_at) VALUES (:wallet_id, :kind, :amount, :balance_after, :reference, :memo, :created_at)"
+    " RETURNING id"
+)
 
 
 def find(session: Session, *, wallet_id: str, kind: str, reference: str) -> LedgerEntry | None:
@@ -87,14 +95,27 @@ def insert_entry(
     """Record an entry whose balance move the caller has already made in this transaction."""
     assert kind in ENTRY_KINDS, kind
     assert balance_after_micros >= 0, balance_after_micros
-    entry = LedgerEntry(
+    created_at = utc_now()
+    entry_id = fast.run(
+        session,
+        _INSERT_ENTRY,
+        {
+            "wallet_id": wallet_id,
+            "kind": kind,
+            "amount": amount_micros,
+            "balance_after": balance_after_micros,
+            "reference": reference,
+            "memo": memo,
+            "created_at": created_at,
+        },
+    ).fetchone()[0]
+    return LedgerEntry(
+        id=entry_id,
         wallet_id=wallet_id,
         kind=kind,
         amount_micros=amount_micros,
         balance_after_micros=balance_after_micros,
         reference=reference,
         memo=memo,
+        created_at=created_at,
     )
-    session.add(entry)
-    session.flush()
-    return entry

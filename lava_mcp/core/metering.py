@@ -8,7 +8,7 @@
 
 `call()` does all three around one non-streaming upstream request. The gateway streams
 between `open()` and `settle()` itself and calls `keep_alive()` while a stream lives.
-Database work runs in worker threads so the event loop never waits on a commit.
+Database work goes through `Database.run`: inline on SQLite, in a worker thread on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio.to_thread
-import httpx
-from sqlalchemy import BigInteger, Boolean, String, bindparam, text
-from sqlmodel.sql.sqltypes import UTCDateTime
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
@@ -29,31 +26,22 @@ from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost
 from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
+from lava_mcp.store import fast
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
 
 # The two request-record writes of every call, built once (building SQLAlchemy
 # statements per call costs more than running them).
-_INSERT_PENDING = text(
+_INSERT_PENDING = fast.Statement(
     "INSERT INTO request_record (id, wallet_id, spend_key_id, service, model, endpoint, status, ran,"
     " input_tokens, output_tokens, input_cost_micros, cost_micros, hold_micros, created_at)"
     " VALUES (:id, :wallet_id, :spend_key_id, :service, :model, :endpoint, 'pending', :ran, 0, 0, 0, 0,"
     " :hold, :created_at)"
-).bindparams(
-    bindparam("ran", value=True, type_=Boolean()),
-    bindparam("hold", type_=BigInteger()),
-    bindparam("created_at", type_=UTCDateTime()),
-    bindparam("spend_key_id", type_=String()),
-    bindparam("model", type_=String()),
 )
-_COMPLETE = text(
+_COMPLETE = fast.Statement(
     "UPDATE request_record SET status = 'completed', input_tokens = :input_tokens,"
     " output_tokens = :output_tokens, input_cost_micros = :input_cost, cost_micros = :cost,"
     " completed_at = :completed_at WHERE id = :id"
-).bindparams(
-    bindparam("input_cost", type_=BigInteger()),
-    bindparam("cost", type_=BigInteger()),
-    bindparam("completed_at", type_=UTCDateTime()),
 )
 
 
@@ -90,7 +78,7 @@ class Metering:
         self,
         db: Database,
         catalog: Catalog,
-        http_client: httpx.AsyncClient,
+        upstream_client: upstream.Upstream,
         *,
         hold_ttl_s: int = 600,
         default_max_tokens: int = 4096,
@@ -98,7 +86,7 @@ class Metering:
     ) -> None:
         self.db = db
         self.catalog = catalog
-        self.http_client = http_client
+        self.upstream = upstream_client
         self.hold_ttl_s = hold_ttl_s
         self.default_max_tokens = default_max_tokens
         self.rate_limiter = rate_limiter
@@ -138,14 +126,14 @@ class Metering:
             request_id=request_id,
         )
         try:
-            result = await upstream.post_json(self.http_client, ticket.service, ticket.body)
+            result = await self.upstream.post_json(ticket.service, ticket.body)
         except LavaError as error:
             await self.fail(ticket, error)
             raise
         except BaseException:
             # Cancelled mid-call (the client went away): release the hold, charge nothing.
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._fail_sync, ticket, "call cancelled", 499)
+                await self.db.run(self._fail_sync, ticket, "call cancelled", 499)
             raise
         usage = _usage(ticket.service, result)
         settlement = await self.settle(ticket, usage)
@@ -198,9 +186,9 @@ class Metering:
                     f"this call could cost up to {format_cost(bound.total_micros)} USD, more than max_cost",
                     next_step="raise max_cost or lower max_tokens",
                 )
-            return await anyio.to_thread.run_sync(self._open_sync, ticket, endpoint, spend_key)
+            return await self.db.run(self._open_sync, ticket, endpoint, spend_key)
         except (PaymentRequired, Forbidden, RateLimited) as error:
-            await anyio.to_thread.run_sync(self._record_refusal, ticket, endpoint, error)
+            await self.db.run(self._record_refusal, ticket, endpoint, error)
             raise
 
     async def settle(self, ticket: Ticket, usage: shapes.Usage) -> Settlement:
@@ -209,17 +197,13 @@ class Metering:
         if cost.total_micros > ticket.hold_micros:
             # The provider reported more than the bound allowed; the hold caps the charge.
             cost = prices.Cost(min(cost.input_micros, ticket.hold_micros), ticket.hold_micros)
-        settlement = await anyio.to_thread.run_sync(
-            self._settle_sync, ticket, usage, cost, abandon_on_cancel=False
-        )
+        settlement = await self.db.run(self._settle_sync, ticket, usage, cost)
         self._resolved(ticket)
         return settlement
 
     async def fail(self, ticket: Ticket, error: LavaError) -> None:
         """Void the hold and record the failure: nothing is charged."""
-        await anyio.to_thread.run_sync(
-            self._fail_sync, ticket, error.message, error.code, abandon_on_cancel=False
-        )
+        await self.db.run(self._fail_sync, ticket, error.message, error.code)
         self._resolved(ticket)
 
     async def keep_alive(self, ticket: Ticket) -> None:
@@ -229,7 +213,7 @@ class Metering:
             with self.db.write() as session:
                 holds.extend(session, ticket.hold_id, self.hold_ttl_s)
 
-        await anyio.to_thread.run_sync(extend)
+        await self.db.run(extend)
 
     def _resolved(self, ticket: Ticket) -> None:
         for listener in self.resolved_listeners:
@@ -270,9 +254,11 @@ class Metering:
                 ttl_s=self.hold_ttl_s,
                 spend_key_id=ticket.spend_key_id,
             )
-            session.execute(
+            fast.run(
+                session,
                 _INSERT_PENDING,
                 {
+                    "ran": True,
                     "id": ticket.request_id,
                     "wallet_id": ticket.wallet_id,
                     "spend_key_id": ticket.spend_key_id,
@@ -288,7 +274,8 @@ class Metering:
     def _settle_sync(self, ticket: Ticket, usage: shapes.Usage, cost: prices.Cost) -> Settlement:
         with self.db.write() as session:
             available = holds.post(session, ticket.hold_id, cost.total_micros)
-            completed = session.execute(
+            completed = fast.run(
+                session,
                 _COMPLETE,
                 {
                     "id": ticket.request_id,
@@ -299,7 +286,7 @@ class Metering:
                     "completed_at": utc_now(),
                 },
             )
-            assert completed.rowcount == 1, ticket.request_id  # type: ignore[attr-defined]
+            assert completed.rowcount == 1, ticket.request_id
         return Settlement(ticket.request_id, usage, cost, available)
 
     def _fail_sync(self, ticket: Ticket, message: str, code: int) -> None:

@@ -20,15 +20,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, bindparam, text
 from sqlmodel import Session, col, select
-from sqlmodel.sql.sqltypes import UTCDateTime
 
 from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
 from lava_mcp.errors import BadRequest, Forbidden, NotFound, RateLimited, SpendLimitReached, Unauthorized
 from lava_mcp.ids import SPEND_KEY_PREFIX, WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
 from lava_mcp.money import parse_amount
 from lava_mcp.providers.catalog import Catalog
+from lava_mcp.store import fast
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import SpendKey, Wallet, utc_now
 
@@ -301,7 +300,7 @@ _REQUESTS_IN_CYCLE = (
 )
 # One conditional UPDATE, built once (building SQLAlchemy expressions per call costs more
 # than running them). Every SET reads the row as it was before the statement.
-_RESERVE = text(
+_RESERVE = fast.Statement(
     f"UPDATE spend_key SET cycle_spend_micros = {_SPEND_IN_CYCLE}, cycle_started_at = :spend_start,"
     " held_micros = held_micros + :hold,"
     f" cycle_requests = {_REQUESTS_IN_CYCLE} + 1, request_cycle_started_at = :request_start,"
@@ -309,11 +308,6 @@ _RESERVE = text(
     " WHERE id = :key_id AND status = 'active'"
     f" AND (spend_limit_micros IS NULL OR {_SPEND_IN_CYCLE} + held_micros + :hold <= spend_limit_micros)"
     f" AND (request_limit_count IS NULL OR {_REQUESTS_IN_CYCLE} + 1 <= request_limit_count)"
-).bindparams(
-    bindparam("hold", type_=BigInteger()),
-    bindparam("spend_start", type_=UTCDateTime()),
-    bindparam("request_start", type_=UTCDateTime()),
-    bindparam("now", type_=UTCDateTime()),
 )
 
 
@@ -359,7 +353,8 @@ def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime)
     """
     spend_start = cycle_start(key.spend_cycle or "total", now)
     request_start = cycle_start(key.request_cycle or "total", now)
-    taken = session.execute(
+    taken = fast.run(
+        session,
         _RESERVE,
         {
             "key_id": key.id,
@@ -369,7 +364,7 @@ def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime)
             "now": now,
         },
     )
-    if taken.rowcount == 1:  # type: ignore[attr-defined]  # a CursorResult at run time
+    if taken.rowcount == 1:
         return
     current = session.get(SpendKey, key.id, populate_existing=True)
     assert current is not None

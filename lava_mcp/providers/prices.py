@@ -7,10 +7,12 @@ part rounded up and the output part is the rest, so the two always add up to the
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
 from genai_prices import Usage, calc_price
+from genai_prices.types import ModelPrice as GenaiModelPrice
 
 from lava_mcp.errors import BadRequest
 from lava_mcp.money import dollars_to_micros_ceil
@@ -59,14 +61,18 @@ def cost_of(service: Service, model: str | None, input_tokens: int, output_token
         input_exact = override.input_per_mtok * input_tokens
         total_exact = input_exact + override.output_per_mtok * output_tokens
         return Cost(_ceil(input_exact), _ceil(total_exact))
-    calculation = calc_price(
-        Usage(input_tokens=input_tokens, output_tokens=output_tokens),
-        model_ref=service.upstream_model(model),
-        provider_id=service.prices_provider or service.id,
+    model_price = _model_price(
+        service.prices_provider or service.id, service.upstream_model(model), _this_minute()
     )
+    if isinstance(model_price.input_mtok, Decimal) and isinstance(model_price.output_mtok, Decimal):
+        # Flat per-token prices (most models): the same arithmetic as an override.
+        input_exact = model_price.input_mtok * input_tokens
+        total_exact = input_exact + model_price.output_mtok * output_tokens
+        return Cost(_ceil(input_exact), _ceil(total_exact))
+    prices = model_price.calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens))
     return Cost(
-        dollars_to_micros_ceil(calculation.input_price),
-        dollars_to_micros_ceil(calculation.total_price),
+        dollars_to_micros_ceil(prices["input_price"]),
+        dollars_to_micros_ceil(prices["total_price"]),
     )
 
 
@@ -76,6 +82,18 @@ def _ceil(micros: Decimal) -> int:
 
 def _override(service: Service, model: str) -> ModelPrice | None:
     return service.models.get(model) or service.models.get(service.upstream_model(model))
+
+
+def _this_minute() -> int:
+    return int(time.time() // 60)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_price(provider_id: str, model: str, minute: int) -> GenaiModelPrice:
+    """genai-prices' price for the model, looked up once a minute (a lookup costs ~0.3 ms;
+    some providers' prices change with the time of day, so the minute is part of the key)."""
+    calculation = calc_price(Usage(input_tokens=1, output_tokens=1), model_ref=model, provider_id=provider_id)
+    return calculation.model_price
 
 
 @functools.lru_cache(maxsize=1024)

@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import aiohttp
 import anyio
 import anyio.to_thread
-import httpx
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -120,7 +120,8 @@ def spend_key_secret(request: Request) -> str | None:
 async def authenticate(request: Request) -> SpendKey:
     """Raises: Unauthorized for a missing, unknown or revoked key, or a wallet key."""
     secret = spend_key_secret(request)
-    return await anyio.to_thread.run_sync(spend_keys.authenticate, runtime_of(request).db, secret)
+    database = runtime_of(request).db
+    return await database.run(spend_keys.authenticate, database, secret)
 
 
 async def read_json(request: Request) -> dict[str, Any]:
@@ -245,31 +246,24 @@ async def _start_stream(metering: Metering, ticket: Ticket, shape: Shape) -> Res
     Raises: UpstreamError or BadRequest when the provider fails before the stream starts.
     """
     service = ticket.service
-    client = metering.http_client
     try:
-        upstream_request = client.build_request(
-            "POST", upstream.endpoint(service), json=ticket.body, headers=upstream.headers(service)
-        )
-        response = await client.send(upstream_request, stream=True)
-    except httpx.HTTPError as error:
-        failure = UpstreamError(
-            f"{service.id} could not be reached ({type(error).__name__}); nothing was charged"
-        )
+        response = await metering.upstream.open_stream(service, ticket.body)
+    except UpstreamError as failure:
         await metering.fail(ticket, failure)
-        raise failure from error
+        raise
     except BaseException:
         with anyio.CancelScope(shield=True):
             await metering.fail(ticket, UpstreamError("call cancelled"))
         raise
-    if response.status_code >= 400:
+    if response.status >= 400:
         try:
-            content = await response.aread()
-        except httpx.HTTPError:
+            content = await response.read()
+        except upstream.TRANSPORT_ERRORS:
             content = b""
         finally:
-            await response.aclose()
+            response.release()
         try:
-            upstream.raise_for_upstream_status(service, response.status_code, content)
+            upstream.raise_for_upstream_status(service, response.status, content)
         except LavaError as error:
             await metering.fail(ticket, error)
             raise
@@ -367,7 +361,7 @@ class MeteredStream(Response):
     """
 
     def __init__(
-        self, metering: Metering, ticket: Ticket, upstream_response: httpx.Response, shape: Shape
+        self, metering: Metering, ticket: Ticket, upstream_response: aiohttp.ClientResponse, shape: Shape
     ) -> None:
         super().__init__(status_code=200, media_type=None)
         self.metering = metering
@@ -390,10 +384,10 @@ class MeteredStream(Response):
                 async def pump() -> None:
                     nonlocal upstream_error
                     try:
-                        async for chunk in self.upstream_response.aiter_raw():
+                        async for chunk in self.upstream_response.content.iter_any():
                             self.meter.feed(chunk)
                             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    except httpx.HTTPError as error:
+                    except upstream.TRANSPORT_ERRORS as error:
                         upstream_error = error
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     tasks.cancel_scope.cancel()
@@ -408,7 +402,7 @@ class MeteredStream(Response):
                 tasks.start_soon(self._keep_alive)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.upstream_response.aclose()
+                self.upstream_response.close()
                 await self._resolve(upstream_error)
 
     async def _keep_alive(self) -> None:
