@@ -91,7 +91,9 @@ class FakeProvider:
         async def chat(request: Request) -> Response:
             body = await record(request)
             if self.fail_status:
-                return JSONResponse({"error": {"message": "fake failure", "type": "server_error"}}, self.fail_status)
+                return JSONResponse(
+                    {"error": {"message": "fake failure", "type": "server_error"}}, self.fail_status
+                )
             words = self.words(body)
             usage = {
                 "prompt_tokens": self.input_tokens(body),
@@ -100,24 +102,37 @@ class FakeProvider:
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
             if not body.get("stream"):
-                return JSONResponse({
-                    **base,
-                    "object": "chat.completion",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "".join(words)}}],
-                    "usage": usage,
-                })
+                return JSONResponse(
+                    {
+                        **base,
+                        "object": "chat.completion",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "".join(words)},
+                            }
+                        ],
+                        "usage": usage,
+                    }
+                )
 
             async def events() -> AsyncIterator[bytes]:
                 for sent, word in enumerate(words):
-                    chunk = {**base, "object": "chat.completion.chunk",
-                             "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
+                    chunk = {
+                        **base,
+                        "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
+                    }
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
                     await self._maybe_pause(sent + 1)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
-                final = {**base, "object": "chat.completion.chunk",
-                         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                final = {
+                    **base,
+                    "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                }
                 yield f"data: {json.dumps(final)}\n\n".encode()
                 if (body.get("stream_options") or {}).get("include_usage") and not self.omit_stream_usage:
                     yield f"data: {json.dumps({**base, 'object': 'chat.completion.chunk', 'choices': [], 'usage': usage})}\n\n".encode()
@@ -128,37 +143,60 @@ class FakeProvider:
         async def messages(request: Request) -> Response:
             body = await record(request)
             if self.fail_status:
-                return JSONResponse({"type": "error", "error": {"type": "api_error", "message": "fake failure"}},
-                                    self.fail_status)
+                return JSONResponse(
+                    {"type": "error", "error": {"type": "api_error", "message": "fake failure"}},
+                    self.fail_status,
+                )
             words = self.words(body)
             input_tokens = self.input_tokens(body)
             output_tokens = len(words) + self.overreport_tokens
-            message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": body["model"],
-                       "stop_reason": "end_turn", "stop_sequence": None}
+            message = {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+            }
             if not body.get("stream"):
-                return JSONResponse({
-                    **message,
-                    "content": [{"type": "text", "text": "".join(words)}],
-                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-                })
+                return JSONResponse(
+                    {
+                        **message,
+                        "content": [{"type": "text", "text": "".join(words)}],
+                        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                    }
+                )
 
             async def events() -> AsyncIterator[bytes]:
                 def event(name: str, data: dict[str, Any]) -> bytes:
                     return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
-                start = {**message, "content": [], "stop_reason": None,
-                         "usage": {"input_tokens": input_tokens, "output_tokens": 1}}
+                start = {
+                    **message,
+                    "content": [],
+                    "stop_reason": None,
+                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                }
                 yield event("message_start", {"message": start})
-                yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+                yield event(
+                    "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
+                )
                 for sent, word in enumerate(words):
-                    yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}})
+                    yield event(
+                        "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}
+                    )
                     await self._maybe_pause(sent + 1)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                 yield event("content_block_stop", {"index": 0})
                 if not self.omit_stream_usage:
-                    yield event("message_delta", {"delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                                                  "usage": {"output_tokens": output_tokens}})
+                    yield event(
+                        "message_delta",
+                        {
+                            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                            "usage": {"output_tokens": output_tokens},
+                        },
+                    )
                 yield event("message_stop", {})
 
             return StreamingResponse(events(), media_type="text/event-stream")
@@ -169,11 +207,13 @@ class FakeProvider:
                 return JSONResponse({"error": "fake failure"}, self.fail_status)
             return JSONResponse({"echo": body, "source": "fake data service"})
 
-        return Starlette(routes=[
-            Route("/v1/chat/completions", chat, methods=["POST"]),
-            Route("/v1/messages", messages, methods=["POST"]),
-            Route("/data", data, methods=["POST"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", chat, methods=["POST"]),
+                Route("/v1/messages", messages, methods=["POST"]),
+                Route("/data", data, methods=["POST"]),
+            ]
+        )
 
 
 def _text(content: Any) -> str:
@@ -194,8 +234,9 @@ def free_port() -> int:
 def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     """Run an ASGI app with uvicorn on loopback in a background thread; yields its URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
