@@ -50,6 +50,11 @@ _POSTED = fast.Statement(
 _SELECT_HOLD = (
     "SELECT wallet_id, spend_key_id, request_id, amount_micros, status FROM hold WHERE id = :hold_id"
 )
+# Lock order, everywhere: hold, then spend key, then wallet (a hold is taken key first,
+# then wallet: `spend_keys.reserve` runs before `reserve`). On PostgreSQL a settlement
+# locks the key explicitly before it touches the wallet, or concurrent calls on one key
+# would deadlock. SQLite's BEGIN IMMEDIATE already serialises writers.
+_LOCK_KEY = fast.Statement("SELECT id FROM spend_key WHERE id = :spend_key_id FOR UPDATE")
 _HOLD_FOR_UPDATE = {
     "sqlite": fast.Statement(_SELECT_HOLD),  # BEGIN IMMEDIATE already holds the write lock
     "default": fast.Statement(_SELECT_HOLD + " FOR UPDATE"),
@@ -109,9 +114,10 @@ def reserve(
 def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") -> int:
     """Settle a pending hold at `cost_micros` (≤ its amount); release the rest.
 
-    Returns the wallet's available balance after (balance − what is still held). A hold that is no longer pending (it expired while
-    the call ran) is settled all the same if the wallet can still pay: the call ran, and
-    its cost must be recorded; the charge then comes out of the available balance.
+    Returns the wallet's available balance after (balance − what is still held). A hold
+    that is no longer pending (it expired while the call ran) is settled all the same if
+    the wallet can still pay: the call ran, and its cost must be recorded; the charge then
+    comes out of the available balance.
 
     Raises: NotFound for an unknown hold.
     """
@@ -126,6 +132,7 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     assert status in ("pending", "expired"), (hold_id, status)
     was_pending = status == "pending"
     held_release = amount_micros if was_pending else 0
+    _lock_key(session, spend_key_id)
     # A hold no longer pending is gone, so the charge must fit in what is available now.
     wallet_update = _CHARGE if was_pending else _CHARGE_AVAILABLE
     row = fast.run(
@@ -192,6 +199,7 @@ def expire_due(session: Session, now: datetime | None = None) -> int:
 
 
 def _release(session: Session, hold: Hold, status: str) -> None:
+    _lock_key(session, hold.spend_key_id)
     if hold.amount_micros:
         session.execute(
             update(Wallet)
@@ -203,6 +211,11 @@ def _release(session: Session, hold: Hold, status: str) -> None:
     hold.status = status
     hold.resolved_at = utc_now()
     session.add(hold)
+
+
+def _lock_key(session: Session, spend_key_id: str | None) -> None:
+    if spend_key_id is not None and session.get_bind().dialect.name != "sqlite":
+        fast.run(session, _LOCK_KEY, {"spend_key_id": spend_key_id})
 
 
 def _settle_key(session: Session, spend_key_id: str, released_micros: int, cost_micros: int) -> None:

@@ -116,3 +116,88 @@ async def test_64_per_token_calls_through_the_core_never_overdraw(
             select(func.count()).select_from(RequestRecord).where(RequestRecord.ran == False)  # noqa: E712
         ).one()
     assert refused == CALLS - len(costs)
+
+
+async def test_64_calls_on_one_spend_key_never_pass_its_limit_or_deadlock(
+    backend_runtime: Runtime, fake: FakeProvider
+) -> None:
+    """Holds lock the spend key before the wallet, and settlements do too: on PostgreSQL,
+    concurrent calls on one key once deadlocked, leaving holds pending and calls unbilled."""
+    from lava_mcp.core import spend_keys
+    from lava_mcp.errors import PaymentRequired
+
+    runtime = backend_runtime
+    created = wallet.create_wallet(runtime.db, name="key-concurrent")
+    fund(runtime, created.wallet_id, "10.00")
+    # $0.002 a call; the key's limit covers 20 of the 64.
+    secret = spend_keys.create(
+        runtime.db, created.wallet_id, {"name": "k", "spend_limit": {"amount": "0.04", "cycle": "daily"}}
+    ).secret
+    key = spend_keys.authenticate(runtime.db, secret)
+
+    async def one(number: int) -> int | None:
+        try:
+            outcome = await runtime.metering.call(
+                wallet_id=created.wallet_id,
+                service_id="weather",
+                model=None,
+                body={"call": number},
+                spend_key=key,
+            )
+        except PaymentRequired:
+            return None
+        return outcome.settlement.cost.total_micros
+
+    results = await asyncio.gather(*(one(number) for number in range(CALLS)))
+    costs = [cost for cost in results if cost is not None]
+    assert len(costs) == 20
+    assert_sound(runtime, created.wallet_id, 10_000_000, costs)
+    current = spend_keys.authenticate(runtime.db, secret)
+    assert (current.cycle_spend_micros, current.held_micros) == (40_000, 0)
+
+
+def test_holds_and_settlements_on_one_key_from_many_threads_never_deadlock(
+    backend_runtime: Runtime,
+) -> None:
+    """Reserve (key, then wallet) racing post (hold, key, wallet) from four threads."""
+    import threading
+
+    from lava_mcp.core import holds, spend_keys
+    from lava_mcp.ids import new_id
+    from lava_mcp.store.models import utc_now
+
+    runtime = backend_runtime
+    created = wallet.create_wallet(runtime.db, name="threads")
+    fund(runtime, created.wallet_id, "100.00")
+    secret = spend_keys.create(runtime.db, created.wallet_id, {"name": "k"}).secret
+    key = spend_keys.authenticate(runtime.db, secret)
+    failures: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(40):
+                with runtime.db.write() as session:
+                    spend_keys.reserve(session, key, hold_micros=1_000, now=utc_now())
+                    hold = holds.reserve(
+                        session,
+                        wallet_id=created.wallet_id,
+                        amount_micros=1_000,
+                        request_id=new_id("req"),
+                        ttl_s=600,
+                        spend_key_id=key.id,
+                    )
+                with runtime.db.write() as session:
+                    holds.post(session, hold.id, 600)
+        except BaseException as error:  # collected and asserted below
+            failures.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    state = ledger_state(runtime.db, created.wallet_id)
+    assert (state.held_micros, state.balance_micros) == (0, 100_000_000 - 160 * 600)
+    assert spend_keys.authenticate(runtime.db, secret).total_spend_micros == 160 * 600
+    assert verify.verify(runtime.db) == []
