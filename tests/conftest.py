@@ -55,10 +55,7 @@ def fake_provider() -> Iterator[FakeProvider]:
 @pytest.fixture
 def fake(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
     """The session's fake provider, reset for each test."""
-    fake_provider.received.clear()
-    fake_provider.fail_status = None
-    fake_provider.chunk_delay_s = 0.0
-    fake_provider.overreport_tokens = 0
+    fake_provider.reset()
     yield fake_provider
 
 

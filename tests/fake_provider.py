@@ -53,6 +53,7 @@ class FakeProvider:
     stream_paused: threading.Event = field(default_factory=threading.Event)
     # Omit the final usage from streams (a provider that never reports it).
     omit_stream_usage: bool = False
+    omit_usage: bool = False  # non-streaming answers without a `usage` object
 
     def reset(self) -> None:
         """Back to the defaults (the session's provider is shared by every test)."""
@@ -66,6 +67,7 @@ class FakeProvider:
         self.stream_gate = threading.Event()
         self.stream_paused = threading.Event()
         self.omit_stream_usage = False
+        self.omit_usage = False
 
     async def _maybe_pause(self, sent_words: int) -> None:
         if self.pause_after_words is not None and sent_words == self.pause_after_words:
@@ -113,7 +115,7 @@ class FakeProvider:
                                 "message": {"role": "assistant", "content": "".join(words)},
                             }
                         ],
-                        "usage": usage,
+                        **({} if self.omit_usage else {"usage": usage}),
                     }
                 )
 

@@ -13,6 +13,7 @@ Database work goes through `Database.run`: inline on SQLite, in a worker thread 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -44,6 +45,8 @@ _COMPLETE = fast.Statement(
     " completed_at = :completed_at WHERE id = :id"
 )
 
+logger = logging.getLogger("lava_mcp.metering")
+
 
 @dataclass(frozen=True)
 class Ticket:
@@ -57,6 +60,8 @@ class Ticket:
     hold_id: str
     hold_micros: int
     spend_key_id: str | None
+    # The token bounds the hold was priced at (what a call that reports no usage is charged).
+    bound: shapes.Usage
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,14 @@ class Metering:
                 await self.db.run(self._fail_sync, ticket, "call cancelled", 499)
             raise
         usage = _usage(ticket.service, result)
+        if usage is None:
+            # A paid model answered without reporting usage: charge the hold, never nothing.
+            logger.warning(
+                "%s answered request %s without usage; charging its hold",
+                ticket.service.id,
+                ticket.request_id,
+            )
+            usage = ticket.bound
         settlement = await self.settle(ticket, usage)
         return CallResult(result, settlement)
 
@@ -170,6 +183,7 @@ class Metering:
             body=prepared.body,
             hold_id="",
             hold_micros=bound.total_micros,
+            bound=shapes.Usage(prepared.input_tokens_bound, prepared.output_tokens_bound),
             spend_key_id=spend_key.id if spend_key else None,
         )
         try:
@@ -331,9 +345,13 @@ def _model_name(service: Service, model: object, body: object) -> str | None:
     return model
 
 
-def _usage(service: Service, result: Any) -> shapes.Usage:
+def _usage(service: Service, result: Any) -> shapes.Usage | None:
+    """The usage the provider reported; None when a per-token service reported none."""
+    if service.shape not in ("openai", "anthropic"):
+        return shapes.Usage(0, 0)
+    reported = isinstance(result, dict) and isinstance(result.get("usage"), dict)
+    if not reported:
+        return None if service.pricing == "per_token" else shapes.Usage(0, 0)
     if service.shape == "openai":
         return shapes.openai_usage(result)
-    if service.shape == "anthropic":
-        return shapes.anthropic_usage(result)
-    return shapes.Usage(0, 0)
+    return shapes.anthropic_usage(result)

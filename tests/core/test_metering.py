@@ -328,3 +328,16 @@ def prices_service():
         base_url="http://127.0.0.1:9",
         models={"m": ModelPrice(Decimal("0.15"), Decimal("0.60"))},
     )
+
+
+async def test_a_paid_answer_without_usage_is_charged_its_hold_not_nothing(
+    runtime: Runtime, new_wallet, fake: FakeProvider
+) -> None:
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    fake.omit_usage = True
+    outcome = await call(runtime, new_wallet.wallet_id, "cheapchat", "cheap-1", HELLO)
+    [record] = records(runtime)
+    assert outcome.settlement.cost.total_micros == record.hold_micros > 0
+    assert record.cost_micros == record.hold_micros
+    assert ledger_state(runtime.db, new_wallet.wallet_id).balance_micros == 1_000_000 - record.hold_micros
+    assert verify.verify(runtime.db) == []
