@@ -178,6 +178,14 @@ def _fund(
         orgs.require_funding_allowed(session, owner.id)
         # Resolved even for Checkout, so that naming a stranger's card is a 404 either way.
         card = payment_methods.charge_target(session, owner.id, payment_method_id)
+        # A retry under the same Idempotency-Key charges the card the first attempt chose
+        # (the default card may have changed since): the processor then sees the same
+        # request under the same key, and charges at most once.
+        earlier = session.get(Payment, payment_id)
+        if earlier is not None and earlier.method == "card" and earlier.payment_method_id:
+            pinned = session.get(PaymentMethod, earlier.payment_method_id)
+            if pinned is not None and pinned.wallet_id == owner.id:
+                card = pinned
     if use_checkout:
         card = None
     customer_id = payment_methods.ensure_customer(db, runtime.payments, owner)
@@ -203,7 +211,7 @@ def _charge_card(
             card_last4=card.last4,
             amount_cents=_cents(amount_micros),
             metadata=_metadata(owner.id, payment_id),
-            idempotency_key=f"lava-charge-{payment_id}-{card.id}",
+            idempotency_key=f"lava-charge-{payment_id}",
         )
     except CardDeclined as declined:
         _update(

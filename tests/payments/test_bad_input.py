@@ -116,8 +116,23 @@ async def test_an_unreachable_processor_is_502_and_a_retry_reuses_the_payment(tm
                 )
                 assert response.status_code == 502 and "Idempotency-Key" in response.json()["next_step"]
             assert (await client.get("/v1/wallet")).json()["balance"] == "0.00"
+            # The default card changes; a retry under the same key still charges the card
+            # the first attempt chose (the processor may already have charged it).
+            with runtime.db.write() as session:
+                known = session.get(PaymentMethod, "pm_known")
+                assert known is not None
+                known.is_default = False
+                session.add(known)
+                session.add(
+                    PaymentMethod(id="pm_other", wallet_id=owner.wallet_id, last4="1881", is_default=True)
+                )
+            response = await client.post(
+                "/v1/wallet/fund", json={"amount": 25}, headers={"idempotency-key": "k"}
+            )
+            assert response.status_code == 502
         # One attempt, retried under its own id (and so its Stripe idempotency key).
         [payment] = payments_of(runtime, owner.wallet_id)
         assert payment.status == "pending" and payment.failure_code == "processor_unavailable"
+        assert payment.payment_method_id == "pm_known"
     finally:
         await runtime.aclose()
