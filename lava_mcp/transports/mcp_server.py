@@ -146,6 +146,14 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 {"type": ["boolean", "null"]},
             ),
         ] = None,
+        idempotency_key: Annotated[
+            Any,
+            _arg(
+                "Optional: any unique string for this top-up. Retrying with the same key returns "
+                "the first result and never charges twice.",
+                {"type": ["string", "null"]},
+            ),
+        ] = None,
         ctx: Context | None = None,
     ) -> CallToolResult:
         """Add money to the wallet: charges a saved card now, or returns a Checkout link to pay."""
@@ -155,12 +163,15 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 raise BadRequest("use_checkout must be true or false")
             if payment_method_id is not None and not isinstance(payment_method_id, str):
                 raise BadRequest("payment_method_id must be a string")
+            if idempotency_key is not None and not isinstance(idempotency_key, str):
+                raise BadRequest("idempotency_key must be a string")
             body = await funding.add_funds(
                 runtime,
                 wallet_id,
                 amount=amount,
                 payment_method_id=payment_method_id,
                 use_checkout=bool(use_checkout),
+                idempotency_key=idempotency_key,
             )
             if ctx is not None:
                 await offer_payment_page(ctx, body)

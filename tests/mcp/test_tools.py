@@ -33,6 +33,7 @@ async def test_the_five_tools_are_listed_with_their_arguments(runtime: Runtime, 
             "amount",
             "payment_method_id",
             "use_checkout",
+            "idempotency_key",
         }
         assert set(tools["usage_summary"].input_schema["properties"]) == {"since", "until"}
         assert set(tools["list_requests"].input_schema["properties"]) == {"limit", "before"}

@@ -204,3 +204,21 @@ async def test_a_client_that_supports_url_elicitation_is_asked_to_open_the_page(
     # The default (2026) connection has no back-channel: the URL is still in the result.
     async with mcp(sandbox, sandbox_wallet) as chat:
         assert tool_ok(await chat.call_tool("add_funds", {"amount": 25}))["checkout_url"]
+
+
+async def test_add_funds_retried_by_a_chat_with_one_idempotency_key_charges_once(
+    sandbox: Runtime, sandbox_wallet: wallet.NewWallet
+) -> None:
+    async with rest(sandbox, sandbox_wallet) as client:
+        saved = await client.post("/v1/payment_methods", json={"payment_method_id": "pm_card_visa"})
+        assert saved.status_code == 201
+    async with mcp(sandbox, sandbox_wallet) as chat:
+        arguments = {"amount": "25.00", "idempotency_key": "top-up-2026-11-23"}
+        first = tool_ok(await chat.call_tool("add_funds", arguments))
+        for _ in range(9):
+            assert tool_ok(await chat.call_tool("add_funds", arguments)) == first
+        assert first["status"] == "completed" and first["balance"] == "25.00"
+        tool_error(await chat.call_tool("add_funds", {**arguments, "amount": "30.00"}), 409)
+        tool_error(await chat.call_tool("add_funds", {"amount": 25, "idempotency_key": 7}), 400)
+    assert balance_micros(sandbox, sandbox_wallet.wallet_id) == 25_000_000
+    assert len(deposits(sandbox, sandbox_wallet.wallet_id)) == 1
