@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     def _empty_means_default(cls, value: object) -> object:
         # An MCP client passes an unset optional field as an empty string.
         return default_database_url() if value in (None, "") else value
+
+    @model_validator(mode="after")
+    def _holds_outlive_calls(self) -> Settings:
+        # A hold that expired while its call still waited on the provider would let the
+        # wallet and the spend key be spent twice over: it must outlive the upstream wait.
+        if self.hold_ttl_s <= self.upstream_timeout_s:
+            raise ValueError(
+                f"LAVA_HOLD_TTL_S ({self.hold_ttl_s}) must be longer than LAVA_UPSTREAM_TIMEOUT_S "
+                f"({self.upstream_timeout_s:g})"
+            )
+        return self
 
     @property
     def payments_mode(self) -> Literal["stripe", "sandbox"]:

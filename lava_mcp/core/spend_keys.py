@@ -23,6 +23,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
+from lava_mcp.core.usage import parse_limit
 from lava_mcp.errors import BadRequest, Forbidden, NotFound, RateLimited, SpendLimitReached, Unauthorized
 from lava_mcp.ids import SPEND_KEY_PREFIX, WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
 from lava_mcp.money import parse_amount
@@ -37,7 +38,6 @@ MAX_NAME_LENGTH = 200
 MAX_LIST_ITEMS = 200
 MAX_RPM = 1_000_000
 MAX_REQUEST_COUNT = 1_000_000_000
-MAX_PAGE = 100
 ID_PREFIX = "sk_id"
 _CURSOR = re.compile(r"^sk_id_[0-9a-f]{28}$")
 
@@ -132,7 +132,7 @@ def list_keys(
         BadRequest: a limit outside 1..100, a cursor this service did not hand out, or an
             unknown status filter.
     """
-    page_size = _parse_limit(limit)
+    page_size = parse_limit(limit)
     query = select(SpendKey).where(SpendKey.wallet_id == wallet_id)
     if cursor not in (None, ""):
         if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
@@ -533,16 +533,6 @@ def _expiry(value: Any, now: datetime) -> datetime | None:
     if moment <= now:
         raise BadRequest("expires_at must be in the future")
     return moment
-
-
-def _parse_limit(value: object) -> int:
-    if value is None:
-        return 20
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
-        raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
-    return value
 
 
 def _owned(session: Session, wallet_id: str, key_id: str, *, for_update: bool = False) -> SpendKey:

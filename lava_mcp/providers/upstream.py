@@ -32,6 +32,8 @@ class Upstream:
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout_s)
+        # A JSON answer must arrive whole within timeout_s (streams are kept alive instead).
+        self.json_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -50,7 +52,7 @@ class Upstream:
         Raises: UpstreamError (502) when the provider can't be reached, fails, or answers
         something that isn't JSON; BadRequest (400) when it rejects the request as invalid.
         """
-        response = await self._send(service, body)
+        response = await self._send(service, body, timeout=self.json_timeout)
         try:
             content = await response.read()
         except TRANSPORT_ERRORS as error:
@@ -72,7 +74,9 @@ class Upstream:
         """
         return await self._send(service, body)
 
-    async def _send(self, service: Service, body: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def _send(
+        self, service: Service, body: dict[str, Any], *, timeout: aiohttp.ClientTimeout | None = None
+    ) -> aiohttp.ClientResponse:
         """Send the request and wait for the response's headers.
 
         A pooled connection the provider closed while it sat idle fails before any answer
@@ -80,7 +84,9 @@ class Upstream:
         """
         for attempt in (1, 2):
             try:
-                return await self.session().post(endpoint(service), json=body, headers=headers(service))
+                return await self.session().post(
+                    endpoint(service), json=body, headers=headers(service), timeout=timeout or self.timeout
+                )
             except aiohttp.ServerDisconnectedError as error:
                 if attempt == 2:
                     raise _unreachable(service, error) from error
@@ -122,12 +128,14 @@ def raise_for_upstream_status(service: Service, status: int, content: bytes) -> 
     """Raises the error a non-2xx upstream answer means for our caller."""
     if status < 400:
         return
-    detail = _upstream_message(content)
     error: LavaError
     if status in (400, 404, 413, 422):
+        # The provider's words about the caller's own request help the caller fix it.
+        detail = _upstream_message(content)
         error = BadRequest(f"{service.id} rejected the request: {detail}; nothing was charged")
     else:
-        error = UpstreamError(f"{service.id} failed with HTTP {status}: {detail}; nothing was charged")
+        # Not the provider's text: a 401/403 message may quote part of the operator's key.
+        error = UpstreamError(f"{service.id} failed with HTTP {status}; nothing was charged")
     error.extra["upstream_status"] = status
     raise error
 

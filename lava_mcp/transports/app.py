@@ -7,6 +7,7 @@ and the MCP session manager (a mounted app's own lifespan never runs).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -39,6 +41,8 @@ def extra_routes() -> list[BaseRoute]:
     ]
 
 
+logger = logging.getLogger("lava_mcp.http")
+
 DASHBOARD = Path(__file__).with_name("dashboard") / "index.html"
 
 
@@ -54,6 +58,17 @@ async def healthz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     return PlainTextResponse(snapshot(runtime.db))
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own 404 and 405 in the flat error JSON every REST answer uses."""
+    assert isinstance(error, HTTPException)
+    return JSONResponse({"error": error.detail, "code": error.status_code}, status_code=error.status_code)
+
+
+async def internal_error(request: Request, error: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"error": "internal error", "code": 500}, status_code=500)
 
 
 def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
@@ -91,7 +106,11 @@ def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
         *rest.routes,
         *extra_routes(),
     ]
-    main = Starlette(routes=routes, lifespan=lifespan)
+    main = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )
     main.state.runtime = runtime
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
