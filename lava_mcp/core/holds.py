@@ -55,6 +55,11 @@ _SELECT_HOLD = (
 # locks the key explicitly before it touches the wallet, or concurrent calls on one key
 # would deadlock. SQLite's BEGIN IMMEDIATE already serialises writers.
 _LOCK_KEY = fast.Statement("SELECT id FROM spend_key WHERE id = :spend_key_id FOR UPDATE")
+_RECORD_EXPIRED = fast.Statement(
+    "UPDATE request_record SET status = 'error', error = 'its hold expired before the call settled;"
+    " nothing was charged', error_code = 504, completed_at = :completed_at"
+    " WHERE id = :request_id AND status = 'pending'"
+)
 _HOLD_FOR_UPDATE = {
     "sqlite": fast.Statement(_SELECT_HOLD),  # BEGIN IMMEDIATE already holds the write lock
     "default": fast.Statement(_SELECT_HOLD + " FOR UPDATE"),
@@ -195,6 +200,8 @@ def expire_due(session: Session, now: datetime | None = None) -> int:
     ).all()
     for hold in due:
         _release(session, hold, "expired")
+        # The call never settled (a crash, most likely): say so on its record.
+        fast.run(session, _RECORD_EXPIRED, {"request_id": hold.request_id, "completed_at": utc_now()})
     return len(due)
 
 

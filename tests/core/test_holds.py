@@ -161,6 +161,9 @@ async def test_metering_expire_holds_releases_a_crashed_call(runtime: Runtime, n
     state = ledger_state(runtime.db, new_wallet.wallet_id)
     assert (state.balance_micros, state.held_micros, state.pending_holds) == (1_000_000, 0, 0)
     assert verify.verify(runtime.db) == []
+    with runtime.db.read() as session:  # the request no longer reads as in flight
+        record = session.get(RequestRecord, ticket.request_id)
+    assert record is not None and (record.status, record.error_code) == ("error", 504)
 
 
 async def test_settle_never_charges_more_than_the_hold(
