@@ -71,8 +71,7 @@ def serve(
         )
     if config.redis_url:
         stderr.print(
-            "[yellow]LAVA_REDIS_URL is set but not used yet[/]: spend keys' rpm limits are kept "
-            "per process."
+            "[yellow]LAVA_REDIS_URL is set but not used yet[/]: spend keys' rpm limits are kept per process."
         )
     if mode == "sandbox":
         stderr.print("[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards.")

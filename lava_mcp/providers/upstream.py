@@ -17,7 +17,7 @@ import aiohttp
 from lava_mcp.errors import BadRequest, LavaError, UpstreamError
 from lava_mcp.providers.catalog import Service
 
-ANTHROPIC_VERSION = "2023-06-01"
+API_VERSION_ANTHROPIC = "2023-06-01"
 # Errors that mean the provider could not be reached or stopped answering.
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -116,7 +116,7 @@ def headers(service: Service) -> dict[str, str]:
         else:
             result["authorization"] = f"Bearer {service.api_key}"
     if service.shape == "anthropic":
-        result["anthropic-version"] = ANTHROPIC_VERSION
+        result["anthropic-version"] = API_VERSION_ANTHROPIC
     return result
 
 

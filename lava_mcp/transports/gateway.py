@@ -32,7 +32,7 @@ from lava_mcp.ids import new_id
 from lava_mcp.providers import shapes, upstream
 from lava_mcp.providers.catalog import Service
 from lava_mcp.store.models import SpendKey
-from lava_mcp.transports.http import MAX_BODY_BYTES, bearer_token, runtime_of
+from lava_mcp.transports.http import bearer_token, json_body, runtime_of
 
 logger = logging.getLogger("lava_mcp.gateway")
 
@@ -40,7 +40,7 @@ Shape = Literal["openai", "anthropic"]
 REQUEST_ID_HEADER = "x-lava-request-id"
 
 # The one mapping from our error codes to each API's error type (and OpenAI's `code`).
-OPENAI_ERRORS: dict[int, tuple[str, str]] = {
+ERROR_TYPES_OPENAI: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "invalid_request"),
     401: ("authentication_error", "invalid_api_key"),
     402: ("insufficient_quota", "insufficient_quota"),
@@ -50,7 +50,7 @@ OPENAI_ERRORS: dict[int, tuple[str, str]] = {
     429: ("rate_limit_error", "rate_limit_exceeded"),
     502: ("api_error", "upstream_error"),
 }
-ANTHROPIC_ERRORS: dict[int, str] = {
+ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
@@ -68,9 +68,9 @@ def error_body(shape: Shape, error: LavaError) -> dict[str, Any]:
     if shape == "anthropic":
         return {
             "type": "error",
-            "error": {"type": ANTHROPIC_ERRORS.get(error.code, "api_error"), "message": message},
+            "error": {"type": ERROR_TYPES_ANTHROPIC.get(error.code, "api_error"), "message": message},
         }
-    kind, code = OPENAI_ERRORS.get(error.code, ("api_error", "internal_error"))
+    kind, code = ERROR_TYPES_OPENAI.get(error.code, ("api_error", "internal_error"))
     return {"error": {"message": message, "type": kind, "code": code, "param": None}}
 
 
@@ -124,33 +124,6 @@ async def authenticate(request: Request) -> SpendKey:
     return await database.run(spend_keys.authenticate, database, secret)
 
 
-async def read_json(request: Request) -> dict[str, Any]:
-    """The body as a JSON object, read up to `MAX_BODY_BYTES` (never more into memory).
-
-    Raises: BadRequest for a missing, malformed, non-object or oversized body.
-    """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise BadRequest("request body must be a JSON object")
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise BadRequest("request body is not valid JSON") from error
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
-    return body
-
-
 def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Service:
     """The catalog service that serves the body's model in this API shape.
 
@@ -168,7 +141,7 @@ def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Servi
 
 async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
     key = await authenticate(request)
-    body = await read_json(request)
+    body = await json_body(request)
     metering = runtime_of(request).metering
     service = service_for(metering, shape, body)
     stream = body.get("stream", False)

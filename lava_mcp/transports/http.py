@@ -46,10 +46,22 @@ async def authenticate_wallet(request: Request) -> Wallet:
 
 
 async def json_body(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The request's JSON object. Raises: BadRequest for a non-object, malformed or huge body."""
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
+    """The body as a JSON object, read up to `MAX_BODY_BYTES` (never more into memory).
+
+    Raises: BadRequest for a missing (unless `allow_empty`), malformed, non-object or
+    oversized body.
+    """
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         if allow_empty:
             return {}
