@@ -22,11 +22,12 @@ import anyio.to_thread
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
-from lava_mcp.errors import BadRequest, Forbidden, LavaError, PaymentRequired, RateLimited
+from lava_mcp.errors import BadRequest, Forbidden, LavaError, PaymentRequired, RateLimited, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost
 from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
+from lava_mcp.providers.streams import StreamUsage
 from lava_mcp.store import fast
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
@@ -219,6 +220,14 @@ class Metering:
         """Void the hold and record the failure: nothing is charged."""
         await self.db.run(self._fail_sync, ticket, error.message, error.code)
         self._resolved(ticket)
+
+    async def finish_stream(self, ticket: Ticket, meter: StreamUsage, *, failed: bool) -> None:
+        """Settle a stream at what it produced; one that failed before producing anything
+        is voided (nothing charged)."""
+        if failed and not meter.produced:
+            await self.fail(ticket, UpstreamError(f"{ticket.service.id} stream failed; nothing was charged"))
+            return
+        await self.settle(ticket, meter.usage())
 
     async def keep_alive(self, ticket: Ticket) -> None:
         """Push the hold's expiry forward while its stream is still alive."""
