@@ -11,8 +11,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from lava_mcp.core import funding, usage
-from lava_mcp.money import format_cost, format_dollars
+from lava_mcp.money import format_cost
 from lava_mcp.store.models import RequestRecord, Wallet
+from lava_mcp.transports import render
 from lava_mcp.transports.http import runtime_of, wallet_endpoint
 from lava_mcp.transports.render import iso
 
@@ -20,15 +21,8 @@ from lava_mcp.transports.render import iso
 @wallet_endpoint
 async def get_wallet(request: Request, owner: Wallet) -> Response:
     balance = await funding.balance(runtime_of(request), owner.id)
-    body: dict[str, Any] = {
-        "wallet_id": owner.id,
-        "balance": format_dollars(balance.available_micros),
-        "held": format_dollars(balance.held_micros),
-        "currency": "USD",
-    }
-    if balance.mode == "sandbox":
-        body["sandbox"] = True
-    return JSONResponse(body)
+    rendered = render.balance_json(balance.balance_micros, balance.held_micros, balance.mode)
+    return JSONResponse({"wallet_id": owner.id, **rendered})
 
 
 @wallet_endpoint
