@@ -25,3 +25,21 @@ def test_a_hold_must_outlive_the_upstream_wait() -> None:
     with pytest.raises(ValidationError, match="LAVA_HOLD_TTL_S"):
         Settings(LAVA_HOLD_TTL_S=60, LAVA_UPSTREAM_TIMEOUT_S=120, _env_file=None)  # type: ignore[call-arg]
     assert Settings(LAVA_HOLD_TTL_S=600, _env_file=None).hold_ttl_s == 600  # type: ignore[call-arg]
+
+
+async def test_get_wallet_has_the_documented_shape(runtime: Runtime) -> None:
+    from lava_mcp.core import wallet
+
+    created = wallet.create_wallet(runtime.db, name="shape")
+    wallet.adjust(runtime.db, created.wallet_id, "47.50", reason="test")
+    transport = httpx.ASGITransport(app=build_app(runtime, migrate=False))
+    headers = {"authorization": f"Bearer {created.wallet_key}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1", headers=headers) as client:
+        body = (await client.get("/v1/wallet")).json()
+    assert body == {
+        "wallet_id": created.wallet_id,
+        "balance": "47.50",
+        "held": "0.00",
+        "currency": "USD",
+        "sandbox": True,
+    }
