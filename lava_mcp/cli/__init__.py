@@ -5,21 +5,33 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from lava_mcp.config import Settings
 from lava_mcp.errors import LavaError
+from lava_mcp.store.db import Database
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="lava-mcp: a wallet for AI usage.")
 stdout = Console()
 stderr = Console(stderr=True)
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
 def settings() -> Settings:
     return Settings()
+
+
+def database() -> Database:
+    """The configured ledger, migrated (every command may be the first one run)."""
+    config = settings()
+    opened = Database(config.database_url, sqlite_synchronous=config.sqlite_synchronous)
+    opened.upgrade()
+    return opened
 
 
 def emit(as_json: bool, body: Any, human: Callable[[], None]) -> None:

@@ -10,7 +10,8 @@ import anyio
 import typer
 from rich.table import Table
 
-from lava_mcp.cli import app, emit, fail, settings, stderr, stdout
+from lava_mcp.cli import JsonFlag, app, emit, fail, settings, stderr, stdout
+from lava_mcp.cli import database as _database
 from lava_mcp.core import orgs, usage, verify, wallet
 from lava_mcp.errors import LavaError
 from lava_mcp.money import format_dollars
@@ -18,21 +19,12 @@ from lava_mcp.runtime import Runtime
 from lava_mcp.store.db import Database
 from lava_mcp.transports import render
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-
 wallet_app = typer.Typer(no_args_is_help=True, help="Wallets: create, show, credit.")
 db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's invariants.")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
-
-
-def _database() -> Database:
-    config = settings()
-    database = Database(config.database_url, sqlite_synchronous=config.sqlite_synchronous)
-    database.upgrade()
-    return database
 
 
 def _wallet_id(database: Database, wallet_id: str | None) -> str:

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lava_mcp.cli import app, emit, fail, settings, stderr, stdout
-from lava_mcp.cli.commands import JsonFlag, _database, _wallet_id
+from lava_mcp.cli import JsonFlag, app, emit, fail, settings, stderr, stdout
+from lava_mcp.cli import database as _database
+from lava_mcp.cli.commands import _wallet_id
 from lava_mcp.core import spend_keys
 from lava_mcp.errors import LavaError
 from lava_mcp.providers.catalog import Catalog, load_catalog

@@ -9,22 +9,13 @@ from typing import Annotated
 
 import typer
 
-from lava_mcp.cli import app, emit, fail, settings, stdout
+from lava_mcp.cli import JsonFlag, app, emit, fail, stdout
+from lava_mcp.cli import database as _database
 from lava_mcp.core import orgs
 from lava_mcp.errors import LavaError
-from lava_mcp.store.db import Database
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 org_app = typer.Typer(no_args_is_help=True, help="Orgs: members, roles, and the funding switch.")
 app.add_typer(org_app, name="org")
-
-
-def _database() -> Database:
-    config = settings()
-    database = Database(config.database_url, sqlite_synchronous=config.sqlite_synchronous)
-    database.upgrade()
-    return database
 
 
 def _show(view: orgs.OrgView, as_json: bool) -> None:
