@@ -19,6 +19,7 @@ from lava_mcp.errors import LavaError
 from lava_mcp.providers.catalog import Catalog, load_catalog
 from lava_mcp.runtime import catalog_environment
 from lava_mcp.store.db import Database
+from lava_mcp.transports import render
 from lava_mcp.transports.spend_keys_rest import spend_key_json
 
 keys_app = typer.Typer(no_args_is_help=True, help="Spend keys: create, list, show, update, rotate, revoke.")
@@ -158,11 +159,7 @@ def keys_list(
     except LavaError as error:
         raise fail(error, as_json) from error
     rows = [spend_key_json(key) for key in page.keys]
-    body = {
-        "data": rows,
-        "has_more": page.next_cursor is not None,
-        "next_cursor": page.next_cursor,
-    }
+    body = render.list_json(rows, page.next_cursor)
 
     def table() -> None:
         view = Table(

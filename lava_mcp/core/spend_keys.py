@@ -14,16 +14,15 @@ UPDATE, so concurrent calls can never take a key past its limit).
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
+from lava_mcp.core import paging
 from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
-from lava_mcp.core.usage import parse_limit
 from lava_mcp.errors import BadRequest, Forbidden, NotFound, RateLimited, SpendLimitReached, Unauthorized
 from lava_mcp.ids import SPEND_KEY_PREFIX, WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
 from lava_mcp.money import parse_amount
@@ -39,7 +38,6 @@ MAX_LIST_ITEMS = 200
 MAX_RPM = 1_000_000
 MAX_REQUEST_COUNT = 1_000_000_000
 ID_PREFIX = "sk_id"
-_CURSOR = re.compile(r"^sk_id_[0-9a-f]{28}$")
 
 # Every field a create or update may carry; anything else is a 400 (a typo such as
 # "spend_limt" must not silently create a key without a budget).
@@ -132,22 +130,15 @@ def list_keys(
         BadRequest: a limit outside 1..100, a cursor this service did not hand out, or an
             unknown status filter.
     """
-    page_size = parse_limit(limit)
+    page_size = paging.parse_limit(limit)
+    after = paging.parse_cursor(cursor, "sk_id")
     query = select(SpendKey).where(SpendKey.wallet_id == wallet_id)
-    if cursor not in (None, ""):
-        if not isinstance(cursor, str) or not _CURSOR.fullmatch(cursor):
-            raise BadRequest("cursor is not one this service handed out (use next_cursor)")
-        query = query.where(col(SpendKey.id) < cursor)
     if status not in (None, ""):
         if status not in ("active", "paused", "revoked"):
             raise BadRequest("status must be one of: active, paused, revoked")
         query = query.where(SpendKey.status == status)
-    query = query.order_by(col(SpendKey.id).desc()).limit(page_size + 1)
-    with db.read() as session:
-        keys = list(session.exec(query).all())
-    has_more = len(keys) > page_size
-    keys = keys[:page_size]
-    return KeyPage(keys, keys[-1].id if has_more else None)
+    keys, next_cursor = paging.newest_first(db, query, SpendKey.id, limit=page_size, cursor=after)
+    return KeyPage(keys, next_cursor)
 
 
 def update_key(

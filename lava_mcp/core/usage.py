@@ -10,14 +10,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import select as sql_select
 from sqlmodel import col, select
 
+from lava_mcp.core import paging
 from lava_mcp.errors import BadRequest
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord, utc_now
 
 DEFAULT_WINDOW_DAYS = 7
 MAX_WINDOW_DAYS = 366
-MAX_PAGE = 100
-_CURSOR = re.compile(r"^req_[0-9a-f]{28}$")
 
 
 @dataclass
@@ -115,27 +114,6 @@ def summary(db: Database, wallet_id: str, *, since: object = None, until: object
     return Summary(since_day, until_day, list(days.values()))
 
 
-def parse_limit(value: object, default: int = 20) -> int:
-    """Raises: BadRequest for a limit outside 1..100 (never clamped)."""
-    if value is None:
-        return default
-    # ASCII digits only: str.isdigit() is also true for "²", which int() then rejects.
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,4}", value.strip()):
-        value = int(value.strip())
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PAGE:
-        raise BadRequest(f"limit must be an integer from 1 to {MAX_PAGE}")
-    return value
-
-
-def parse_cursor(value: object) -> str | None:
-    """Raises: BadRequest for anything but a cursor this service handed out."""
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not _CURSOR.fullmatch(value):
-        raise BadRequest("cursor is not one this service handed out (use next_cursor)")
-    return value
-
-
 def list_requests(
     db: Database,
     wallet_id: str,
@@ -148,16 +126,10 @@ def list_requests(
 
     Raises: BadRequest for a bad limit or cursor.
     """
-    page_size = parse_limit(limit)
-    cursor = parse_cursor(before)
+    page_size = paging.parse_limit(limit)
+    cursor = paging.parse_cursor(before, "req")
     query = select(RequestRecord).where(RequestRecord.wallet_id == wallet_id)
     if spend_key_id is not None:
         query = query.where(RequestRecord.spend_key_id == spend_key_id)
-    if cursor is not None:
-        query = query.where(col(RequestRecord.id) < cursor)
-    query = query.order_by(col(RequestRecord.id).desc()).limit(page_size + 1)
-    with db.read() as session:
-        records = list(session.exec(query).all())
-    has_more = len(records) > page_size
-    records = records[:page_size]
-    return Page(records, records[-1].id if has_more else None)
+    records, next_cursor = paging.newest_first(db, query, RequestRecord.id, limit=page_size, cursor=cursor)
+    return Page(records, next_cursor)

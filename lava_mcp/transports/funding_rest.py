@@ -12,6 +12,7 @@ from starlette.routing import Route
 from lava_mcp.core import funding, orgs, payment_methods
 from lava_mcp.errors import BadRequest
 from lava_mcp.store.models import Wallet
+from lava_mcp.transports import render
 from lava_mcp.transports.http import json_body, runtime_of, wallet_endpoint
 
 
@@ -39,9 +40,7 @@ async def fund_wallet(request: Request, owner: Wallet) -> Response:
 @wallet_endpoint
 async def list_payment_methods(request: Request, owner: Wallet) -> Response:
     cards = await anyio.to_thread.run_sync(payment_methods.list_cards, runtime_of(request).db, owner.id)
-    return JSONResponse(
-        {"data": [payment_methods.card_json(card) for card in cards], "has_more": False, "next_cursor": None}
-    )
+    return JSONResponse(render.list_json([payment_methods.card_json(card) for card in cards]))
 
 
 @wallet_endpoint

@@ -9,6 +9,11 @@ from lava_mcp.money import format_cost, format_dollars
 from lava_mcp.store.models import RequestRecord
 
 
+def list_json(data: list[Any], next_cursor: str | None = None) -> dict[str, Any]:
+    """A REST list (DESIGN §5): `{"data", "has_more", "next_cursor"}`."""
+    return {"data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
+
+
 def balance_json(balance_micros: int, held_micros: int, mode: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "balance": format_dollars(balance_micros - held_micros),

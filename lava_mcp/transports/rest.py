@@ -71,13 +71,7 @@ async def get_requests(request: Request, owner: Wallet) -> Response:
             spend_key_id=params.get("spend_key_id"),
         )
     )
-    return JSONResponse(
-        {
-            "data": [request_record_json(record) for record in page.records],
-            "has_more": page.next_cursor is not None,
-            "next_cursor": page.next_cursor,
-        }
-    )
+    return JSONResponse(render.list_json([request_record_json(r) for r in page.records], page.next_cursor))
 
 
 def request_record_json(record: RequestRecord) -> dict[str, Any]:

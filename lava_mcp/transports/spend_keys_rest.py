@@ -14,6 +14,7 @@ from starlette.routing import Route
 from lava_mcp.core import spend_keys
 from lava_mcp.money import format_cost, format_dollars
 from lava_mcp.store.models import SpendKey, Wallet, utc_now
+from lava_mcp.transports import render
 from lava_mcp.transports.http import json_body, runtime_of, wallet_endpoint
 from lava_mcp.transports.render import iso
 
@@ -84,11 +85,7 @@ async def list_keys(request: Request, owner: Wallet) -> Response:
     )
     now = utc_now()
     return JSONResponse(
-        {
-            "data": [spend_key_json(key, now=now) for key in page.keys],
-            "has_more": page.next_cursor is not None,
-            "next_cursor": page.next_cursor,
-        }
+        render.list_json([spend_key_json(key, now=now) for key in page.keys], page.next_cursor)
     )
 
 
