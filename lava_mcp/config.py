@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     ollama_base_url: str = Field(default="http://127.0.0.1:11434/v1", alias="OLLAMA_BASE_URL")
     catalog_path: Path | None = Field(default=None, alias="LAVA_CATALOG")
     upstream_timeout_s: float = Field(default=120.0, alias="LAVA_UPSTREAM_TIMEOUT_S")
+    # A request body must arrive whole within this long (a slow client gets 408).
+    body_timeout_s: float = Field(default=30.0, alias="LAVA_BODY_TIMEOUT_S", gt=0)
+    # A stream whose client left is read for up to this long more, for its usage.
+    stream_drain_s: float = Field(default=5.0, alias="LAVA_STREAM_DRAIN_S", ge=0)
+    # Each call to the payment processor gives up after this long (nothing else waits on it).
+    stripe_timeout_s: float = Field(default=10.0, alias="LAVA_STRIPE_TIMEOUT_S", gt=0)
+    # How often pending card payments whose answer was lost are asked about again.
+    reconcile_interval_s: float = Field(default=60.0, alias="LAVA_RECONCILE_INTERVAL_S", gt=0)
+    # An add_funds without an idempotency_key replays an identical one made this recently.
+    fund_retry_window_s: int = Field(default=600, alias="LAVA_FUND_RETRY_WINDOW_S", ge=0)
+    # GET /metrics needs `Authorization: Bearer <token>`; unset: served to loopback clients only.
+    metrics_token: str | None = Field(default=None, alias="LAVA_METRICS_TOKEN")
 
     redis_url: str | None = Field(default=None, alias="LAVA_REDIS_URL")
 
@@ -69,6 +81,19 @@ class Settings(BaseSettings):
         if self.payments == "auto":
             return "stripe" if self.stripe_secret_key else "sandbox"
         return self.payments
+
+    @property
+    def money_mode(self) -> Literal["sandbox", "test", "live"]:
+        """What this server's money is: the offline sandbox, Stripe's test mode, or live.
+
+        Stripe's mode comes from the key itself (`sk_test_`/`rk_test_` is test mode), never
+        from a setting that could disagree with it. A wallet's balance buys paid calls only
+        on a server whose money is in the same mode.
+        """
+        if self.payments_mode == "sandbox":
+            return "sandbox"
+        key = self.stripe_secret_key or ""
+        return "test" if key.startswith(("sk_test_", "rk_test_")) else "live"
 
     @property
     def base_url(self) -> str:

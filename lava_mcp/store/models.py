@@ -28,9 +28,12 @@ class Wallet(SQLModel, table=True):
     name: str = ""
     key_hash: str = Field(unique=True, index=True)  # sha256 hex of the wallet key
     key_preview: str = ""
-    mode: str = "sandbox"  # sandbox | live: sandbox money never mixes with live money
+    mode: str = "sandbox"  # sandbox | test | live: each mode's money buys calls only in that mode
     balance_micros: int = _micros()
     held_micros: int = _micros()
+    # Money the processor took back (refund, dispute) that the balance could not cover:
+    # owed by the wallet, and it can't spend until it is covered.
+    shortfall_micros: int = _micros()
     stripe_customer_id: str | None = None
     created_at: datetime = Field(default_factory=utc_now)
 
@@ -43,10 +46,11 @@ class LedgerEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     wallet_id: str = Field(foreign_key="wallet.id", index=True)
-    kind: str  # deposit | charge | refund | adjustment
+    kind: str  # deposit | charge | refund | dispute | dispute_reversal | adjustment
     amount_micros: int = _micros()  # signed: deposits > 0, charges < 0
     balance_after_micros: int = _micros()
-    reference: str  # what caused it: payment id, request id, operator reason id
+    reference: str  # what caused it: payment id, request id, refund or dispute id, operator reason id
+    payment_id: str | None = Field(default=None, index=True)  # the payment a refund or dispute reverses
     memo: str = ""
     created_at: datetime = Field(default_factory=utc_now)
 
@@ -64,6 +68,10 @@ class Hold(SQLModel, table=True):
     settled_micros: int = _micros()
     status: str = "pending"
     expires_at: datetime
+    # The spend key's cycles the hold was taken in: a settle after a UTC rollover counts
+    # in the cycle the call was held in, never in the next one.
+    spend_cycle_start: datetime | None = None
+    request_cycle_start: datetime | None = None
     created_at: datetime = Field(default_factory=utc_now)
     resolved_at: datetime | None = None
 
@@ -82,8 +90,13 @@ class RequestRecord(SQLModel, table=True):
     endpoint: str = "call_paid_service"
     status: str = "pending"  # pending | completed | error
     ran: bool = False  # False: refused before any upstream traffic (not in usage totals)
-    input_tokens: int = 0
+    input_tokens: int = 0  # the tokens charged (uncached input; cache tokens below)
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    # How the cost was found: usage (the provider's report), capped (usage cost more than
+    # the hold; charged the hold), hold (no usable usage; charged the hold). None: not charged.
+    charge_basis: str | None = None
     input_cost_micros: int = _micros()
     cost_micros: int = _micros()
     hold_micros: int = _micros()
@@ -112,6 +125,9 @@ class SpendKey(SQLModel, table=True):
     rate_burst: int | None = None
     expires_at: datetime | None = None
     status: str = "active"  # active | paused | revoked
+    # Bumped by every rotate, update and revoke: a hold is taken only if the key is still
+    # at the version its request was judged by (a cached or earlier read is never trusted).
+    version: int = 1
     # Running figures for the current cycle; a cycle that has ended reads as zero.
     cycle_started_at: datetime | None = None
     cycle_spend_micros: int = _micros()
@@ -140,6 +156,21 @@ class OrgMember(SQLModel, table=True):
     wallet_id: str = Field(foreign_key="wallet.id", primary_key=True, unique=True)
     role: str = "member"  # admin | member
     created_at: datetime = Field(default_factory=utc_now)
+
+
+class OrgInvitation(SQLModel, table=True):
+    """An admin's invitation; nothing about the invited wallet changes until it accepts."""
+
+    __tablename__ = "org_invitation"
+
+    id: str = Field(primary_key=True)  # inv_…
+    org_id: str = Field(foreign_key="org.id", index=True)
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    role: str = "member"  # admin | member
+    status: str = "pending"  # pending | accepted | declined | revoked
+    invited_by: str  # the admin's wallet id
+    created_at: datetime = Field(default_factory=utc_now)
+    resolved_at: datetime | None = None
 
 
 class PaymentMethod(SQLModel, table=True):
@@ -171,6 +202,8 @@ class Payment(SQLModel, table=True):
     decline_code: str | None = None
     failure_message: str | None = None
     mode: str = "sandbox"
+    # When the processor was last asked about this payment (reconciling lost answers).
+    reconciled_at: datetime | None = None
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 

@@ -18,6 +18,7 @@ TABLES = {
     "spend_key",
     "org",
     "org_member",
+    "org_invitation",
     "payment_method",
     "payment",
     "idempotency_record",
