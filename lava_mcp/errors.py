@@ -9,8 +9,10 @@
     │   └── PaymentDeclined         402   the card was declined; carries decline_code and next_step
     ├── Forbidden                   403   not allowed: model, provider, paused, expired, org gate
     ├── NotFound                    404   unknown id (or one that belongs to another wallet)
+    ├── RequestTimeout              408   the request body did not arrive in time; nothing changed
     ├── Conflict                    409   idempotency key reused with a different request
     ├── RateLimited                 429   rate or request limit; carries retry_after_s
+    ├── InternalError               500   a bug or an unexpected failure; logged with the request id
     └── UpstreamError               502   the provider failed; nothing was charged
 
 `to_dict()` is the flat JSON every non-gateway surface returns: `{"error", "code"}` plus
@@ -64,8 +66,9 @@ class InsufficientBalance(PaymentRequired):
 
     MESSAGE: ClassVar[str] = "Insufficient wallet balance"
 
-    def __init__(self) -> None:
-        super().__init__(self.MESSAGE)
+    def __init__(self, *, next_step: str | None = None, extra: dict[str, Any] | None = None) -> None:
+        # The message is fixed by the contract; what is missing goes in the extra fields.
+        super().__init__(self.MESSAGE, next_step=next_step, extra=extra)
 
 
 class SpendLimitReached(PaymentRequired):
@@ -86,6 +89,11 @@ class NotFound(LavaError):
     kind = "not_found_error"
 
 
+class RequestTimeout(LavaError):
+    code = 408
+    kind = "invalid_request_error"
+
+
 class Conflict(LavaError):
     code = 409
     kind = "conflict_error"
@@ -98,6 +106,11 @@ class RateLimited(LavaError):
     def __init__(self, message: str, *, retry_after_s: int) -> None:
         super().__init__(message, extra={"retry_after_s": max(1, retry_after_s)})
         self.retry_after_s = max(1, retry_after_s)
+
+
+class InternalError(LavaError):
+    code = 500
+    kind = "api_error"
 
 
 class UpstreamError(LavaError):
