@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio.to_thread
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -22,9 +23,11 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lava_mcp import __version__
-from lava_mcp.core.stats import snapshot
+from lava_mcp.core.stats import require_metrics_access, snapshot
+from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.runtime import Runtime, running
 from lava_mcp.transports import rest
+from lava_mcp.transports.http import bearer_token, error_response
 from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
 
 
@@ -56,8 +59,20 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
+    """Prometheus figures, for the metrics token's holder or (with none set) loopback clients."""
     runtime: Runtime = request.app.state.runtime
-    return PlainTextResponse(snapshot(runtime.db))
+    try:
+        require_metrics_access(
+            metrics_token=runtime.settings.metrics_token,
+            bearer=bearer_token(request),
+            client_host=request.client.host if request.client else None,
+        )
+    except LavaError as error:
+        response = error_response(error)
+        if isinstance(error, Unauthorized):
+            response.headers["www-authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return PlainTextResponse(await anyio.to_thread.run_sync(snapshot, runtime.db))
 
 
 async def http_error(request: Request, error: Exception) -> Response:
