@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from lava_mcp.core import idempotency, ledger, orgs, payment_methods, wallet
-from lava_mcp.errors import BadRequest, NotFound, PaymentDeclined, UpstreamError
+from lava_mcp.errors import BadRequest, Forbidden, NotFound, PaymentDeclined, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.money import (
     MAX_FUNDING_MICROS,
@@ -37,6 +37,7 @@ from lava_mcp.money import (
     parse_funding_amount,
 )
 from lava_mcp.payments.base import (
+    Card,
     CardDeclined,
     CheckoutSession,
     CheckoutState,
@@ -496,6 +497,11 @@ def update_payment(runtime: Runtime, payment_id: str, **changes: Any) -> None:
 
 
 # --- the sandbox's own Checkout page ------------------------------------------------------
+#
+# The page is reached by its URL alone, so its forms carry a token only this server can
+# make (`SandboxPayments.page_token`): a form posted from another site is refused before
+# anything is read or written. However many submissions of one page race, the payment row
+# is locked while the first one keeps its card: one card is saved and one deposit made.
 
 
 def sandbox_session(runtime: Runtime, session_id: str) -> Payment:
@@ -509,19 +515,34 @@ def sandbox_session(runtime: Runtime, session_id: str) -> Payment:
     return payment
 
 
-def pay_sandbox_checkout(runtime: Runtime, session_id: str, *, number: str, expiry: str, cvc: str) -> Payment:
+def sandbox_page_token(runtime: Runtime, session_id: str) -> str:
+    """The token the forms of a sandbox page carry (see `SandboxPayments.page_token`).
+
+    Raises: NotFound unless it is a sandbox session of this server.
+    """
+    sandbox_session(runtime, session_id)
+    payments = runtime.payments
+    assert isinstance(payments, SandboxPayments)
+    return payments.page_token(session_id)
+
+
+def pay_sandbox_checkout(
+    runtime: Runtime, session_id: str, *, number: str, expiry: str, cvc: str, page_token: str
+) -> Payment:
     """Pay a sandbox Checkout page with a test card: credit the wallet and save the card.
 
     Paying a page that is already paid changes nothing. A decline is recorded on the
     payment, whose page can be paid again with another card.
-    Raises: NotFound (unknown session), BadRequest (malformed entry, or a page no longer
-    payable), PaymentDeclined.
+    Raises: NotFound (unknown session), Forbidden (the form is not this page's),
+    BadRequest (malformed entry, or a page no longer payable), PaymentDeclined.
     """
-    payment = sandbox_session(runtime, session_id)
+    payment = _submitted_page(runtime, session_id, page_token)
     if payment.status == "succeeded":
         return payment
     if payment.status not in PENDING_STATUSES:
         raise BadRequest(f"this SANDBOX payment is {payment.status} and can't be paid any more")
+    if payment.method == "card" and payment.payment_method_id is not None:
+        raise BadRequest("this SANDBOX page asks the card holder to authenticate, not for a card")
     payments = runtime.payments
     assert isinstance(payments, SandboxPayments)
     exp_month, exp_year = _parse_expiry(expiry)
@@ -541,25 +562,23 @@ def pay_sandbox_checkout(runtime: Runtime, session_id: str, *, number: str, expi
         raise _declined(owner, payment.id, declined) from declined
     except InvalidRequest as error:
         raise BadRequest(error.message) from error
-    credit_payment(runtime, payment.id)
-    if payment.method == "checkout":
-        with runtime.db.write() as session:
-            payment_methods.store_card(session, payment.wallet_id, card)
-            row = _locked(session, payment.id)
-            row.payment_method_id = card.id
-            session.add(row)
+    if _keep_page_card(runtime, payment.id, card):
+        credit_payment(runtime, payment.id)
     return sandbox_session(runtime, session_id)
 
 
-def authenticate_sandbox_payment(runtime: Runtime, session_id: str, *, approve: bool) -> Payment:
+def authenticate_sandbox_payment(
+    runtime: Runtime, session_id: str, *, approve: bool, page_token: str
+) -> Payment:
     """The sandbox's 3-D Secure challenge for a saved card: approve (credit) or fail.
 
-    Raises: NotFound (unknown session), BadRequest (not waiting for authentication).
+    Raises: NotFound (unknown session), Forbidden (the form is not this page's),
+    BadRequest (not waiting for authentication).
     """
-    payment = sandbox_session(runtime, session_id)
+    payment = _submitted_page(runtime, session_id, page_token)
     if payment.status == "succeeded":
         return payment
-    if payment.status != "requires_action" or payment.payment_method_id is None:
+    if payment.status != "requires_action" or payment.method != "card" or payment.payment_method_id is None:
         raise BadRequest(f"this SANDBOX payment is {payment.status}, not waiting for authentication")
     if approve:
         credit_payment(runtime, payment.id)
@@ -572,6 +591,43 @@ def authenticate_sandbox_payment(runtime: Runtime, session_id: str, *, approve: 
             failure_message="the card holder failed authentication",
         )
     return sandbox_session(runtime, session_id)
+
+
+def _submitted_page(runtime: Runtime, session_id: str, page_token: str) -> Payment:
+    """The page's payment, if the form posted to it is the page's own.
+
+    Raises: NotFound (unknown session), Forbidden (missing or wrong token).
+    """
+    payment = sandbox_session(runtime, session_id)
+    payments = runtime.payments
+    assert isinstance(payments, SandboxPayments)
+    if not payments.page_token_matches(session_id, page_token):
+        raise Forbidden(
+            "this form was not sent by this SANDBOX payment page; nothing was charged",
+            next_step="open the payment link again and submit the form on that page",
+        )
+    return payment
+
+
+def _keep_page_card(runtime: Runtime, payment_id: str, card: Card) -> bool:
+    """Under the payment's row lock: keep the card a Checkout page is paid with, once.
+
+    Returns whether the payment is still to be credited (False: already credited). A
+    concurrent submission that finds a card already kept saves none of its own.
+    Raises: BadRequest when the payment stopped being payable meanwhile.
+    """
+    with runtime.db.write() as session:
+        row = _locked(session, payment_id)
+        if row.status == "succeeded":
+            return False
+        if row.status not in PENDING_STATUSES:
+            raise BadRequest(f"this SANDBOX payment is {row.status} and can't be paid any more")
+        if row.method == "checkout" and row.payment_method_id is None:
+            payment_methods.store_card(session, row.wallet_id, card)
+            row.payment_method_id = card.id
+            row.updated_at = utc_now()
+            session.add(row)
+    return True
 
 
 def _parse_expiry(expiry: str) -> tuple[int, int]:

@@ -9,12 +9,15 @@ reverse): the adapter's `mode` is checked against the wallet's.
 The outcome of a card is decided by its number, as in Stripe's test mode
 (https://docs.stripe.com/testing). The sandbox keeps no state of its own: a saved card's
 behaviour follows from its last 4 digits, which the ledger keeps, and a Checkout session
-is a `Payment` row until its page is paid.
+is a `Payment` row until its page is paid. Its one secret is the key its pages' forms are
+signed with (`page_token`): random per process, so a page opened before a restart must be
+reloaded before it can be submitted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
@@ -106,6 +109,16 @@ class SandboxPayments:
 
     def __init__(self, *, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
+        # Signs the forms of the local pages: another site can't read a page, so can't post its token.
+        self._page_key = secrets.token_bytes(32)
+
+    def page_token(self, session_id: str) -> str:
+        """The token a sandbox page's forms carry: HMAC-SHA256 of its session id under this server's key."""
+        return hmac.new(self._page_key, b"sandbox-page:" + session_id.encode(), hashlib.sha256).hexdigest()
+
+    def page_token_matches(self, session_id: str, token: str) -> bool:
+        """Whether a submitted form carries this page's token (compared in constant time)."""
+        return hmac.compare_digest(self.page_token(session_id).encode(), token.encode())
 
     def create_customer(self, *, wallet_id: str) -> str:
         return "cus_sbx_" + hashlib.sha256(wallet_id.encode()).hexdigest()[:24]

@@ -3,11 +3,18 @@ Checkout returns to (success, cancel).
 
 The success page credits nothing on its own: it asks the processor (or, in the sandbox,
 the ledger) whether the session is paid, and shows what it found.
+
+The sandbox page's forms are protected against posts from other sites twice: each form
+carries the page's token (checked by the core), and a post whose browser names another
+origin (`Origin`, or else `Referer`) is refused here. Either refusal is a 403 page that
+changed nothing. Pages are never framed, cached or leaked through the referrer (their URL
+is their secret).
 """
 
 from __future__ import annotations
 
 import html
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -15,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from lava_mcp.core import funding
-from lava_mcp.errors import LavaError
+from lava_mcp.errors import Forbidden, LavaError
 from lava_mcp.money import format_dollars
 from lava_mcp.payments.sandbox import TEST_CARDS
 from lava_mcp.store.models import Payment
@@ -28,6 +35,7 @@ SANDBOX_BANNER = (
 
 
 def page(title: str, body: str, *, sandbox: bool, status_code: int = 200) -> HTMLResponse:
+    """A whole HTML page, labelled SANDBOX where no real money moves."""
     banner = SANDBOX_BANNER if sandbox else ""
     prefix = "SANDBOX · " if sandbox else ""
     return HTMLResponse(
@@ -47,7 +55,50 @@ table {{ border-collapse: collapse; font-size: 14px; }} td {{ padding: 0 .75rem 
 {body}
 </body></html>""",
         status_code=status_code,
+        headers={
+            "cache-control": "no-store",
+            "content-security-policy": "frame-ancestors 'none'",
+            "x-frame-options": "DENY",
+            "referrer-policy": "no-referrer",
+        },
     )
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` as a browser writes an Origin (default ports left out)."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.hostname:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{parts.scheme.lower()}://{host.lower()}{suffix}"
+
+
+def require_same_origin(request: Request) -> None:
+    """Refuse a form post the browser says came from another site.
+
+    The browser's `Origin` (or, without one, its `Referer`) must be this server's: its
+    public URL or the address the request was sent to. A post with neither header is left
+    to the page token.
+    Raises: Forbidden.
+    """
+    claimed = request.headers.get("origin")
+    if claimed is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return
+        claimed = origin_of(referer)
+    ours = {origin_of(str(request.base_url)), origin_of(runtime_of(request).settings.base_url)}
+    if origin_of(claimed) not in ours:  # "null" (an opaque origin) matches nothing
+        raise Forbidden(
+            "this form was posted from another site; nothing was charged",
+            next_step="open the payment link again and submit the form on that page",
+        )
 
 
 async def sandbox_checkout(request: Request) -> Response:
@@ -59,11 +110,13 @@ async def sandbox_checkout(request: Request) -> Response:
     try:
         if request.method == "POST":
             form = await request.form()
+            require_same_origin(request)
             action = str(form.get("action") or "pay")
+            page_token = str(form.get("page_token") or "")
             if action in ("approve", "fail"):
                 await anyio.to_thread.run_sync(
                     lambda: funding.authenticate_sandbox_payment(
-                        runtime, session_id, approve=action == "approve"
+                        runtime, session_id, approve=action == "approve", page_token=page_token
                     )
                 )
             else:
@@ -74,11 +127,19 @@ async def sandbox_checkout(request: Request) -> Response:
                         number=str(form.get("number") or ""),
                         expiry=str(form.get("expiry") or ""),
                         cvc=str(form.get("cvc") or ""),
+                        page_token=page_token,
                     )
                 )
             return RedirectResponse(f"/fund/success?session_id={session_id}", status_code=303)
         payment = await anyio.to_thread.run_sync(funding.sandbox_session, runtime, session_id)
     except LavaError as error:
+        if error.code == 403:
+            return page(
+                "Payment form refused",
+                f"<p class='error'>{html.escape(error.message)}.</p><p>{html.escape(error.next_step or '')}.</p>",
+                sandbox=True,
+                status_code=403,
+            )
         if request.method == "GET" or error.code == 404:
             return page(
                 "Unknown checkout",
@@ -91,6 +152,11 @@ async def sandbox_checkout(request: Request) -> Response:
         payment = await anyio.to_thread.run_sync(funding.sandbox_session, runtime, session_id)
     if payment.status == "succeeded":
         return RedirectResponse(f"/fund/success?session_id={session_id}", status_code=303)
+    token_field = (
+        '<input type="hidden" name="page_token" value="'
+        + html.escape(await anyio.to_thread.run_sync(funding.sandbox_page_token, runtime, session_id))
+        + '">'
+    )
     amount = format_dollars(payment.amount_micros)
     error_html = f"<p class='error' role='alert'>{html.escape(error_text)}</p>" if error_text else ""
     if payment.status == "failed":
@@ -106,7 +172,7 @@ async def sandbox_checkout(request: Request) -> Response:
             "Confirm your payment",
             f"""{error_html}<p>Your bank asks you to confirm a payment of <strong>${amount}</strong>
 to your lava-mcp wallet (3-D Secure).</p>
-<form method="post"><button name="action" value="approve">Complete authentication</button>
+<form method="post">{token_field}<button name="action" value="approve">Complete authentication</button>
 <button name="action" value="fail">Fail authentication</button></form>""",
             sandbox=True,
             status_code=status_code,
@@ -117,7 +183,7 @@ to your lava-mcp wallet (3-D Secure).</p>
     )
     return page(
         f"Add ${amount} to your wallet",
-        f"""{error_html}<form method="post">
+        f"""{error_html}<form method="post">{token_field}
 <input type="hidden" name="action" value="pay">
 <label for="number">Card number</label>
 <input id="number" name="number" inputmode="numeric" autocomplete="cc-number" placeholder="4242 4242 4242 4242" required>

@@ -3,6 +3,8 @@ local Checkout page; SANDBOX on every answer and page."""
 
 from __future__ import annotations
 
+import re
+
 from lava_mcp.core import wallet
 from lava_mcp.runtime import Runtime
 from tests.payments.conftest import balance_micros, deposits, mcp, payments_of, rest, tool_error, tool_ok
@@ -11,6 +13,12 @@ from tests.payments.conftest import balance_micros, deposits, mcp, payments_of, 
 def page_path(url: str) -> str:
     assert url.startswith("http://lava.test:8787/sandbox/checkout/cs_sbx_"), url
     return url.removeprefix("http://lava.test:8787")
+
+
+def page_token(page_html: str) -> str:
+    """The token a sandbox page's forms carry ("" when the page has none)."""
+    found = re.search(r'name="page_token" value="([^"]*)"', page_html)
+    return found.group(1) if found else ""
 
 
 async def test_newcomer_funds_through_the_local_checkout_page(
@@ -39,9 +47,10 @@ async def test_newcomer_funds_through_the_local_checkout_page(
         form = await browser.get(path)
         assert form.status_code == 200 and "SANDBOX" in form.text and "$25.00" in form.text
         assert "4242424242424242" in form.text and "insufficient_funds" in form.text
+        token = page_token(form.text)
 
         declined = await browser.post(
-            path, data={"number": "4000 0000 0000 9995", "expiry": "12/34", "cvc": "123"}
+            path, data={"number": "4000 0000 0000 9995", "expiry": "12/34", "cvc": "123", "page_token": token}
         )
         assert (
             declined.status_code == 402
@@ -49,21 +58,22 @@ async def test_newcomer_funds_through_the_local_checkout_page(
             and "SANDBOX" in declined.text
         )
         declined = await browser.post(
-            path, data={"number": "4000000000000002", "expiry": "12/34", "cvc": "123"}
+            path, data={"number": "4000000000000002", "expiry": "12/34", "cvc": "123", "page_token": token}
         )
         assert declined.status_code == 402
         not_test = await browser.post(
-            path, data={"number": "4111 1111 1111 1112", "expiry": "12/34", "cvc": "123"}
+            path, data={"number": "4111 1111 1111 1112", "expiry": "12/34", "cvc": "123", "page_token": token}
         )
         assert not_test.status_code == 402 and "test card" in not_test.text
         bad_expiry = await browser.post(
-            path, data={"number": "4242424242424242", "expiry": "soon", "cvc": "123"}
+            path, data={"number": "4242424242424242", "expiry": "soon", "cvc": "123", "page_token": token}
         )
         assert bad_expiry.status_code == 400
         assert balance_micros(sandbox, sandbox_wallet.wallet_id) == 0
 
         paid = await browser.post(
-            path, data={"number": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123"}
+            path,
+            data={"number": "4242 4242 4242 4242", "expiry": "12 / 34", "cvc": "123", "page_token": token},
         )
         assert paid.status_code == 303 and paid.headers["location"].startswith(
             "/fund/success?session_id=cs_sbx_"
@@ -71,7 +81,9 @@ async def test_newcomer_funds_through_the_local_checkout_page(
         success = await browser.get(paid.headers["location"])
         assert success.status_code == 200 and "SANDBOX" in success.text and "$25.00" in success.text
         # Paying the same page again, or reloading, credits nothing more.
-        again = await browser.post(path, data={"number": "4242424242424242", "expiry": "12/34", "cvc": "123"})
+        again = await browser.post(
+            path, data={"number": "4242424242424242", "expiry": "12/34", "cvc": "123", "page_token": token}
+        )
         assert again.status_code == 303
         assert (await browser.get(path)).status_code == 303
         assert (await browser.get("/sandbox/checkout/cs_sbx_nope")).status_code == 404
@@ -143,13 +155,17 @@ async def test_saved_test_cards_give_each_outcome(sandbox: Runtime, sandbox_wall
         page = await client.get(challenge)
         assert "Complete authentication" in page.text and "SANDBOX" in page.text
         assert balance_micros(sandbox, sandbox_wallet.wallet_id) == 0
-        approved = await client.post(challenge, data={"action": "approve"})
+        token = page_token(page.text)
+        approved = await client.post(challenge, data={"action": "approve", "page_token": token})
         assert approved.status_code == 303
-        assert (await client.post(challenge, data={"action": "approve"})).status_code == 303
+        again = await client.post(challenge, data={"action": "approve", "page_token": token})
+        assert again.status_code == 303
         assert balance_micros(sandbox, sandbox_wallet.wallet_id) == 20_000_000
 
         status, body = await fund("pm_card_authenticationRequired")
-        failed = await client.post(page_path(str(body["redirect_url"])), data={"action": "fail"})
+        challenge = page_path(str(body["redirect_url"]))
+        token = page_token((await client.get(challenge)).text)
+        failed = await client.post(challenge, data={"action": "fail", "page_token": token})
         assert failed.status_code == 303
         outcome = await client.get(failed.headers["location"])
         assert "did not go through" in outcome.text
