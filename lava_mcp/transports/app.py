@@ -33,12 +33,13 @@ from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
 
 def extra_routes() -> list[BaseRoute]:
     """Route modules of the other surfaces register here."""
-    from lava_mcp.transports import checkout, funding_rest, gateway, spend_keys_rest, webhooks
+    from lava_mcp.transports import checkout, funding_rest, gateway, orgs_rest, spend_keys_rest, webhooks
 
     return [
         *gateway.routes,
         *spend_keys_rest.routes,
         *funding_rest.routes,
+        *orgs_rest.routes,
         *webhooks.routes,
         *checkout.routes,
     ]

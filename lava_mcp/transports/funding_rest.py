@@ -1,15 +1,14 @@
-"""REST routes for funding, saved cards and orgs (DESIGN §5). Thin: parse, call the core, render."""
+"""REST routes for funding and saved cards (DESIGN §5). Thin: parse, call the core, render.
+(Orgs have their own route module, `orgs_rest.py`.)"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from lava_mcp.core import funding, orgs, payment_methods
+from lava_mcp.core import funding, payment_methods
 from lava_mcp.errors import BadRequest
 from lava_mcp.store.models import Wallet
 from lava_mcp.transports import render
@@ -70,66 +69,10 @@ async def delete_payment_method(request: Request, owner: Wallet) -> Response:
     return JSONResponse({"success": True})
 
 
-@wallet_endpoint
-async def create_org(request: Request, owner: Wallet) -> Response:
-    """Create an org; the calling wallet becomes its admin."""
-    body = await json_body(request)
-    view = await anyio.to_thread.run_sync(
-        lambda: orgs.create_org(
-            runtime_of(request).db,
-            name=body.get("name"),  # checked by the core
-            plan=body.get("plan", "individual"),
-            admin_wallet_id=owner.id,
-        )
-    )
-    return JSONResponse(view.to_json(), status_code=201)
-
-
-@wallet_endpoint
-async def get_org(request: Request, owner: Wallet) -> Response:
-    view = await anyio.to_thread.run_sync(
-        lambda: orgs.get_org(runtime_of(request).db, request.path_params["id"], actor_wallet_id=owner.id)
-    )
-    return JSONResponse(view.to_json())
-
-
-@wallet_endpoint
-async def add_org_member(request: Request, owner: Wallet) -> Response:
-    body = await json_body(request)
-    view = await anyio.to_thread.run_sync(
-        lambda: orgs.add_member(
-            runtime_of(request).db,
-            request.path_params["id"],
-            body.get("wallet_id"),  # checked by the core
-            role=body.get("role", "member"),
-            actor_wallet_id=owner.id,
-        )
-    )
-    return JSONResponse(view.to_json())
-
-
-def _switch(enabled: bool) -> Any:
-    @wallet_endpoint
-    async def switch(request: Request, owner: Wallet) -> Response:
-        view = await anyio.to_thread.run_sync(
-            lambda: orgs.set_enabled(
-                runtime_of(request).db, request.path_params["id"], enabled, actor_wallet_id=owner.id
-            )
-        )
-        return JSONResponse(view.to_json())
-
-    return switch
-
-
 routes = [
     Route("/v1/wallet/fund", fund_wallet, methods=["POST"]),
     Route("/v1/payment_methods", list_payment_methods, methods=["GET"]),
     Route("/v1/payment_methods", save_payment_method, methods=["POST"]),
     Route("/v1/payment_methods/{id}/default", default_payment_method, methods=["POST"]),
     Route("/v1/payment_methods/{id}", delete_payment_method, methods=["DELETE"]),
-    Route("/v1/orgs", create_org, methods=["POST"]),
-    Route("/v1/orgs/{id}", get_org, methods=["GET"]),
-    Route("/v1/orgs/{id}/members", add_org_member, methods=["POST"]),
-    Route("/v1/orgs/{id}/enable", _switch(True), methods=["POST"]),
-    Route("/v1/orgs/{id}/disable", _switch(False), methods=["POST"]),
 ]

@@ -122,7 +122,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
 
         async def work(wallet_id: str) -> dict[str, Any]:
             balance = await funding.balance(runtime, wallet_id)
-            return render.balance_json(balance.balance_micros, balance.held_micros, balance.mode)
+            return await anyio.to_thread.run_sync(render.balance_tool_json, runtime.db, balance)
 
         return await run(work)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from lava_mcp.core import orgs
 from lava_mcp.core.usage import Page, Summary
+from lava_mcp.core.wallet import Balance
 from lava_mcp.money import format_cost, format_dollars
+from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord
 
 
@@ -22,6 +25,17 @@ def balance_json(balance_micros: int, held_micros: int, mode: str) -> dict[str, 
     }
     if mode == "sandbox":
         body["sandbox"] = True
+    return body
+
+
+def balance_tool_json(db: Database, balance: Balance) -> dict[str, Any]:
+    """The `get_balance` tool's JSON: the balance, and any org invitations awaiting an answer
+    (`"org_invitations": [{"id", "org_id", "org_name", "role"}]`, only when there are some),
+    so a chat can tell its user that an org asked them to join."""
+    body = balance_json(balance.balance_micros, balance.held_micros, balance.mode)
+    pending = orgs.pending_invitations(db, balance.wallet_id)
+    if pending:
+        body["org_invitations"] = [invitation.hint_json() for invitation in pending]
     return body
 
 

@@ -42,10 +42,13 @@ async def test_the_gate_for_admin_and_member_until_enabled(sandbox: Runtime, pla
             "members": [{"wallet_id": admin.wallet_id, "role": "admin"}],
         }
         org_id = org["org_id"]
-        added = await admin_client.post(
+        invited = await admin_client.post(
             f"/v1/orgs/{org_id}/members", json={"wallet_id": member.wallet_id, "role": "member"}
         )
-        assert added.status_code == 200 and len(added.json()["members"]) == 2
+        assert invited.status_code == 201 and invited.json()["status"] == "pending"
+        accepted = await member_client.post(f"/v1/org_invitations/{invited.json()['id']}/accept")
+        assert accepted.status_code == 200
+        assert len((await admin_client.get(f"/v1/orgs/{org_id}")).json()["members"]) == 2
 
         # Not enabled: nobody funds, and the answer names who can fix it.
         for client, owner in ((admin_client, admin), (member_client, member)):
