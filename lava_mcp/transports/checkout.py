@@ -7,8 +7,8 @@ the ledger) whether the session is paid, and shows what it found.
 The sandbox page's forms are protected against posts from other sites twice: each form
 carries the page's token (checked by the core), and a post whose browser names another
 origin (`Origin`, or else `Referer`) is refused here. Either refusal is a 403 page that
-changed nothing. Pages are never framed, cached or leaked through the referrer (their URL
-is their secret).
+changed nothing. Pages are never framed, cached or sent as a referrer to another site
+(their URL is their secret).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ table {{ border-collapse: collapse; font-size: 14px; }} td {{ padding: 0 .75rem 
             "cache-control": "no-store",
             "content-security-policy": "frame-ancestors 'none'",
             "x-frame-options": "DENY",
-            "referrer-policy": "no-referrer",
+            # Not "no-referrer": with it a browser posts the page's own form as `Origin: null`.
+            "referrer-policy": "same-origin",
         },
     )
 

@@ -114,6 +114,8 @@ async def test_cross_site_posts_to_the_checkout_page_change_nothing(
         assert form.status_code == 200 and form.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in form.headers["content-security-policy"]
         assert form.headers["cache-control"] == "no-store"
+        # "no-referrer" would make a browser post the page's own form with `Origin: null`.
+        assert form.headers["referrer-policy"] == "same-origin"
 
         # The page's own form, as a browser sends it from the page (either origin of ours).
         from lava_mcp.transports.checkout import origin_of
