@@ -182,7 +182,6 @@ def update_key(
         NotFound: an unknown id or another wallet's key.
     """
     now = utc_now()
-    parse_options(options, catalog=catalog, now=now, partial=True)  # a 400 before any lock
     with db.write() as session:
         key = _owned(session, wallet_id, key_id, for_update=True)
         if key.status == "revoked":
