@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio.to_thread
+import httpx
+import openai
 import pytest
 
 from lava_mcp.config import Settings
@@ -267,3 +269,38 @@ async def test_no_call_is_held_with_the_old_secret_after_rotate_returned(backend
     from lava_mcp.core import verify
 
     assert verify.verify(runtime.db) == []
+
+
+async def test_gateway_calls_racing_a_rotate_are_served_only_if_held_before_it(gateway: Gateway) -> None:
+    """48 calls over HTTP with the secret race its rotate; 16 more are sent after the rotate
+    answered. Every call held before the rotate committed is served (the rotate's own read
+    counts them); every other one is 401 and reaches no provider."""
+    key = gateway.create_key()
+    some_answered = asyncio.Event()
+
+    async def one(client: Any) -> int:
+        try:
+            await client.chat.completions.create(**CALL)
+        except openai.AuthenticationError:
+            return 401
+        finally:
+            some_answered.set()
+        return 200
+
+    async with gateway.async_openai(key["key"]) as client:
+        racing = [asyncio.ensure_future(one(client)) for _ in range(48)]
+        await some_answered.wait()
+        with httpx.Client(
+            base_url=gateway.url, headers={"authorization": f"Bearer {gateway.wallet_key}"}
+        ) as rest:
+            rotated = await anyio.to_thread.run_sync(
+                lambda: rest.post(f"/v1/spend_keys/{key['spend_key_id']}/rotate").json()
+            )
+        after = await asyncio.gather(*(one(client) for _ in range(16)))
+        during = await asyncio.gather(*racing)
+    assert after == [401] * 16
+    assert during.count(200) == rotated["total_requests"]
+    assert during.count(200) + during.count(401) == 48
+    with gateway.rest() as rest:
+        assert rest.get(f"/v1/spend_keys/{key['spend_key_id']}").json()["total_requests"] == during.count(200)
+    assert gateway.verify() == []
