@@ -11,7 +11,7 @@
     ├── NotFound                    404   unknown id (or one that belongs to another wallet)
     ├── RequestTimeout              408   the request body did not arrive in time; nothing changed
     ├── Conflict                    409   idempotency key reused with a different request
-    ├── RateLimited                 429   rate or request limit; carries retry_after_s
+    ├── RateLimited                 429   rate or request limit; carries retry_after_s (None: never resets)
     ├── InternalError               500   a bug or an unexpected failure; logged with the request id
     └── UpstreamError               502   the provider failed; nothing was charged
 
@@ -103,9 +103,11 @@ class RateLimited(LavaError):
     code = 429
     kind = "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message, extra={"retry_after_s": max(1, retry_after_s)})
-        self.retry_after_s = max(1, retry_after_s)
+    def __init__(self, message: str, *, retry_after_s: int | None) -> None:
+        # None: a limit that never resets (a `total` cycle), so no honest Retry-After exists.
+        self.retry_after_s = None if retry_after_s is None else max(1, retry_after_s)
+        extra = {} if self.retry_after_s is None else {"retry_after_s": self.retry_after_s}
+        super().__init__(message, extra=extra)
 
 
 class InternalError(LavaError):

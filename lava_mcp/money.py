@@ -30,7 +30,8 @@ def parse_amount(value: object, *, field: str = "amount", decimals: int = 2) -> 
     """Parse a user-given dollar amount into micro-dollars.
 
     Accepts an int, a finite float with at most `decimals` decimals (2 for money moved,
-    6 for cost limits such as `max_cost`), or a string like `25`, `"25.00"`, `"$25"`.
+    6 for cost limits such as `max_cost`), or a string like `25`, `"25.00"`, `"$25"`. A
+    float that came from JSON text is judged by that text (its `text` attribute).
     The result is always positive.
 
     Raises:
@@ -44,8 +45,12 @@ def parse_amount(value: object, *, field: str = "amount", decimals: int = 2) -> 
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise BadRequest(f"{field} must be a finite dollar amount")
-        # repr() is the shortest text that round-trips, i.e. what the JSON said.
-        text = repr(value)
+        # A number parsed from JSON text carries that text (`transports.http.JsonFloat`):
+        # judge what the client wrote, so `1e1` is an exponent and `19.9999999999999999`
+        # has 16 decimals. A float from elsewhere (an SDK's parsed arguments) is judged
+        # by repr(), the shortest text that round-trips.
+        exact = getattr(value, "text", None)
+        text = exact if isinstance(exact, str) else repr(value)
     elif isinstance(value, str):
         text = value.strip()
     else:

@@ -35,11 +35,17 @@ Models = Annotated[list[str] | None, typer.Option("--model", help="Allowed model
 Shape = Annotated[str | None, typer.Option("--shape", help="Request shape: openai or anthropic.")]
 SpendAmount = Annotated[str | None, typer.Option("--spend-limit", help='Dollars per cycle, e.g. "50.00".')]
 SpendCycle = Annotated[
-    str | None, typer.Option("--spend-cycle", help="daily, weekly, monthly or total (default total).")
+    str | None,
+    typer.Option(
+        "--spend-cycle", help="daily, weekly, monthly or total (create: default total; update: kept)."
+    ),
 ]
 RequestCount = Annotated[int | None, typer.Option("--request-limit", help="Requests per cycle.")]
 RequestCycle = Annotated[
-    str | None, typer.Option("--request-cycle", help="daily, weekly, monthly or total (default total).")
+    str | None,
+    typer.Option(
+        "--request-cycle", help="daily, weekly, monthly or total (create: default total; update: kept)."
+    ),
 ]
 Rpm = Annotated[int | None, typer.Option("--rpm", help="Requests per minute.")]
 Burst = Annotated[int | None, typer.Option("--burst", help="Burst above the rpm pace (default: rpm).")]
@@ -76,10 +82,14 @@ def _options(
         options["allowed_models"] = models
     if shape is not None:
         options["request_shape"] = shape
-    if spend_amount is not None:
-        options["spend_limit"] = {"amount": spend_amount, "cycle": spend_cycle or "total"}
-    if request_count is not None:
-        options["request_limit"] = {"count": request_count, "cycle": request_cycle or "total"}
+    # Only the parts given: on update the key keeps the rest (a new amount keeps the cycle);
+    # on create a missing cycle is `total`.
+    spend_limit = {"amount": spend_amount, "cycle": spend_cycle}
+    if any(part is not None for part in spend_limit.values()):
+        options["spend_limit"] = {part: value for part, value in spend_limit.items() if value is not None}
+    request_limit = {"count": request_count, "cycle": request_cycle}
+    if any(part is not None for part in request_limit.values()):
+        options["request_limit"] = {part: value for part, value in request_limit.items() if value is not None}
     if rpm is not None:
         options["rate_limit"] = {"rpm": rpm, **({"burst": burst} if burst is not None else {})}
     if expires_at is not None:

@@ -268,7 +268,17 @@ class Metering:
         now = utc_now()
         with self.db.write() as session:
             if spend_key is not None:
-                spend_keys.reserve(session, spend_key, hold_micros=ticket.hold_micros, now=now)
+                spend_keys.reserve(
+                    session,
+                    spend_key,
+                    hold_micros=ticket.hold_micros,
+                    now=now,
+                    service_id=ticket.service.id,
+                    model=ticket.model,
+                    # The call's shape: check_allowed passed it against this very key.
+                    shape=spend_key.request_shape,
+                    max_tokens=ticket.bound.output_tokens or None,
+                )
             hold = holds.reserve(
                 session,
                 wallet_id=ticket.wallet_id,

@@ -9,6 +9,14 @@ only as its SHA-256. The rules a metered call checks live here too: is the key u
 may it call this provider and model (`check_allowed`), and does its cycle limit cover the
 hold (`reserve`, taken in the same transaction as the wallet hold with one conditional
 UPDATE, so concurrent calls can never take a key past its limit).
+
+A key change takes effect on every call whose hold is not yet taken: every rotate, update
+(pause and resume included) and revoke bumps `version`, and `reserve` takes the hold only
+if the key is still at the version, and has the secret, its call was judged by. If it
+moved, the key is read again: a new secret or a revocation is 401; anything else is judged
+again by the rules of `check_allowed` (so a pause or a narrowed scope refuses the call and
+a new name does not) and the hold retried at the new version. A call whose hold was taken
+runs, and is charged, under the key as it was.
 """
 
 from __future__ import annotations
@@ -19,17 +27,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import func
+from sqlmodel import Session, col, select
 
 from lava_mcp.core import paging
 from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
-from lava_mcp.errors import BadRequest, Forbidden, NotFound, RateLimited, SpendLimitReached, Unauthorized
+from lava_mcp.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    RateLimited,
+    SpendLimitReached,
+    Unauthorized,
+)
 from lava_mcp.ids import SPEND_KEY_PREFIX, WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
-from lava_mcp.money import parse_amount
+from lava_mcp.money import format_cost, format_dollars, parse_amount
 from lava_mcp.providers.catalog import Catalog
 from lava_mcp.store import fast
 from lava_mcp.store.db import Database
-from lava_mcp.store.models import SpendKey, Wallet, utc_now
+from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
 
 SHAPES = ("openai", "anthropic")
 SETTABLE_STATUSES = ("active", "paused")
@@ -38,6 +55,9 @@ MAX_LIST_ITEMS = 200
 MAX_RPM = 1_000_000
 MAX_REQUEST_COUNT = 1_000_000_000
 ID_PREFIX = "sk_id"
+# How often `reserve` judges a call again when the key changed under it before giving up
+# (each retry needs yet another change to land in between: only a flood of updates).
+MAX_REJUDGEMENTS = 5
 
 # Every field a create or update may carry; anything else is a 400 (a typo such as
 # "spend_limt" must not silently create a key without a budget).
@@ -151,23 +171,30 @@ def update_key(
 ) -> SpendKey:
     """Change a key's name, limits, scope or status; the secret stays the same.
 
-    Fields left out are unchanged; a field set to null removes that limit. A tighter
-    limit applies from the next request (`reserve` reads the limits in its UPDATE).
+    Only the fields given change, down to the parts of a limit (`{"spend_limit":
+    {"amount": "5.00"}}` keeps the cycle); a field set to null removes that limit. A
+    change applies to every call whose hold is not yet taken (`version` moves). A new
+    spend cycle recounts the current spend for it: everything for `total`, otherwise what
+    the key's requests cost since that cycle began.
 
     Raises:
         BadRequest: as for `create`, or the key is revoked (revocation is permanent).
         NotFound: an unknown id or another wallet's key.
     """
     now = utc_now()
-    changes = parse_options(options, catalog=catalog, now=now, partial=True)
     with db.write() as session:
         key = _owned(session, wallet_id, key_id, for_update=True)
         if key.status == "revoked":
             raise BadRequest(
                 "this spend key is revoked; revocation is permanent", next_step="create a new key"
             )
+        changes = parse_options(options, catalog=catalog, now=now, partial=True, current=key)
+        old_cycle = key.spend_cycle or "total"
         for field, value in changes.items():
             setattr(key, field, value)
+        if (key.spend_cycle or "total") != old_cycle:
+            _recount_spend(session, key, now)
+        key.version += 1
         session.add(key)
     return key
 
@@ -188,6 +215,7 @@ def rotate(db: Database, wallet_id: str, key_id: str) -> NewSecret:
             )
         key.key_hash = hash_secret(secret)
         key.key_preview = preview(secret)
+        key.version += 1
         session.add(key)
     return NewSecret(key, secret)
 
@@ -202,6 +230,7 @@ def revoke(db: Database, wallet_id: str, key_id: str) -> SpendKey:
         key = _owned(session, wallet_id, key_id, for_update=True)
         if key.status != "revoked":
             key.status = "revoked"
+            key.version += 1
             session.add(key)
     return key
 
@@ -296,7 +325,7 @@ _RESERVE = fast.Statement(
     " held_micros = held_micros + :hold,"
     f" cycle_requests = {_REQUESTS_IN_CYCLE} + 1, request_cycle_started_at = :request_start,"
     " total_requests = total_requests + 1, last_used_at = :now"
-    " WHERE id = :key_id AND status = 'active'"
+    " WHERE id = :key_id AND status = 'active' AND version = :version AND key_hash = :key_hash"
     f" AND (spend_limit_micros IS NULL OR {_SPEND_IN_CYCLE} + held_micros + :hold <= spend_limit_micros)"
     f" AND (request_limit_count IS NULL OR {_REQUESTS_IN_CYCLE} + 1 <= request_limit_count)"
 )
@@ -332,50 +361,147 @@ def check_allowed(
         )
 
 
-def reserve(session: Session, key: SpendKey, *, hold_micros: int, now: datetime) -> None:
+def reserve(
+    session: Session,
+    key: SpendKey,
+    *,
+    hold_micros: int,
+    now: datetime,
+    service_id: str | None = None,
+    model: str | None = None,
+    shape: str | None = None,
+    max_tokens: int | None = None,
+) -> None:
     """Count one request and hold `hold_micros` against the key's cycle limits.
 
-    A cycle that has ended reads as zero: the same statement resets it. The statement
-    also requires the key to be active still, so a key revoked or paused after it was
-    read refuses the call.
+    `key` is the key as the call was judged by (`check_allowed`); `service_id`, `model`
+    and `shape` are the call's, to judge it again if the key changed since; `max_tokens`
+    (the output bound the hold was priced at) is named in a refusal. A cycle that has
+    ended reads as zero: the same statement resets it. The statement takes the hold only
+    if the key is still active, at `key.version` and with `key`'s secret; if not, see the
+    module docstring.
 
-    Raises: SpendLimitReached (402) or RateLimited (429, request limit) naming the reset;
-    Unauthorized (revoked meanwhile); Forbidden (paused meanwhile).
+    Raises: SpendLimitReached (402) naming the limit, what is left and what the call
+    needs; RateLimited (429, request limit) naming the reset; Unauthorized (rotated or
+    revoked meanwhile); Forbidden (paused, expired or narrowed meanwhile).
     """
-    spend_start = cycle_start(key.spend_cycle or "total", now)
-    request_start = cycle_start(key.request_cycle or "total", now)
-    taken = fast.run(
-        session,
-        _RESERVE,
-        {
-            "key_id": key.id,
-            "hold": hold_micros,
-            "spend_start": spend_start,
-            "request_start": request_start,
-            "now": now,
-        },
-    )
-    if taken.rowcount == 1:
-        return
-    current = session.get(SpendKey, key.id, populate_existing=True)
-    assert current is not None
-    if current.status == "revoked":
-        raise Unauthorized("this spend key was revoked")
-    if current.status == "paused":
-        raise Forbidden("this spend key is paused", next_step="resume it with status 'active'")
-    if current.request_limit_count is not None:
-        in_cycle = 0 if _stale(current.request_cycle_started_at, request_start) else current.cycle_requests
-        if in_cycle + 1 > current.request_limit_count:
-            reset = cycle_end(current.request_cycle or "total", now)
-            raise RateLimited(
-                f"request limit of {current.request_limit_count} per "
-                f"{current.request_cycle or 'total'} reached; {_resets(reset)}",
-                retry_after_s=int((reset - now).total_seconds()) + 1 if reset else 86_400,
+    judged = key
+    for _ in range(MAX_REJUDGEMENTS + 1):
+        spend_start = cycle_start(judged.spend_cycle or "total", now)
+        request_start = cycle_start(judged.request_cycle or "total", now)
+        taken = fast.run(
+            session,
+            _RESERVE,
+            {
+                "key_id": judged.id,
+                "version": judged.version,
+                "key_hash": key.key_hash,
+                "hold": hold_micros,
+                "spend_start": spend_start,
+                "request_start": request_start,
+                "now": now,
+            },
+        )
+        if taken.rowcount == 1:
+            return
+        current = session.get(SpendKey, key.id, populate_existing=True)
+        assert current is not None
+        if current.status == "revoked":
+            raise Unauthorized("this spend key was revoked")
+        if not hmac.compare_digest(current.key_hash, key.key_hash):
+            raise Unauthorized(
+                "this spend key's secret was rotated: the secret sent no longer works",
+                next_step="use the key's new secret",
             )
-    reset = cycle_end(current.spend_cycle or "total", now)
-    raise SpendLimitReached(
-        f"spend limit reached for this key's {current.spend_cycle or 'total'} cycle; {_resets(reset)}"
+        if current.version == judged.version:
+            _refuse_over_limit(current, hold_micros=hold_micros, max_tokens=max_tokens, now=now)
+        _judge_again(current, service_id=service_id, model=model, shape=shape, now=now)
+        judged = current
+    raise Conflict("this spend key kept changing while the call was being admitted; nothing was done")
+
+
+def _judge_again(
+    key: SpendKey, *, service_id: str | None, model: str | None, shape: str | None, now: datetime
+) -> None:
+    """`check_allowed` on the key as it is now (status and expiry only, without a service)."""
+    if service_id is not None:
+        check_allowed(key, service_id=service_id, model=model, now=now, shape=shape)
+        return
+    if key.status == "paused":
+        raise Forbidden("this spend key is paused", next_step="resume it with status 'active'")
+    if key.expires_at is not None and key.expires_at <= now:
+        raise Forbidden(f"this spend key expired at {key.expires_at.isoformat()}")
+
+
+def _refuse_over_limit(key: SpendKey, *, hold_micros: int, max_tokens: int | None, now: datetime) -> None:
+    """Why an up-to-date, active key refused the hold: its request or spend limit.
+
+    Raises: RateLimited or SpendLimitReached; Forbidden if it is paused (a status changed
+    without a new version: never by this module).
+    """
+    if key.status == "paused":
+        raise Forbidden("this spend key is paused", next_step="resume it with status 'active'")
+    if key.request_limit_count is not None:
+        request_cycle = key.request_cycle or "total"
+        request_start = cycle_start(request_cycle, now)
+        in_cycle = 0 if _stale(key.request_cycle_started_at, request_start) else key.cycle_requests
+        if in_cycle + 1 > key.request_limit_count:
+            reset = cycle_end(request_cycle, now)
+            if reset is None:
+                # No Retry-After: waiting never helps, and a made-up one would send
+                # well-behaved clients back again and again.
+                raise RateLimited(
+                    f"request limit of {key.request_limit_count} requests reached; it never resets"
+                    " (cycle 'total'): raise the limit or use another key",
+                    retry_after_s=None,
+                )
+            raise RateLimited(
+                f"request limit of {key.request_limit_count} per {request_cycle} reached; {_resets(reset)}",
+                retry_after_s=int((reset - now).total_seconds()) + 1,
+            )
+    spend_cycle = key.spend_cycle or "total"
+    limit = key.spend_limit_micros
+    assert limit is not None, key.id  # an unlimited, active, current key refuses no hold
+    spent = 0 if _stale(key.cycle_started_at, cycle_start(spend_cycle, now)) else key.cycle_spend_micros
+    remaining = max(0, limit - spent - key.held_micros)
+    reset = cycle_end(spend_cycle, now)
+    extra = {
+        "limit": format_cost(limit),
+        "remaining": format_cost(remaining),
+        "required": format_cost(hold_micros),
+        "resets_at": reset.isoformat() if reset else None,
+    }
+    limit_text = f"spend limit ${format_dollars(limit)} per {spend_cycle} cycle; {_resets(reset)}"
+    if remaining == 0:
+        raise SpendLimitReached(f"spend limit reached for this key ({limit_text})", extra=extra)
+    bound = f" (max_tokens {max_tokens})" if max_tokens else ""
+    in_flight = (
+        f", with ${format_cost(key.held_micros)} more held by calls in flight" if key.held_micros else ""
     )
+    cycle_text = "in total" if spend_cycle == "total" else f"this {spend_cycle} cycle"
+    raise SpendLimitReached(
+        f"this call may cost up to ${format_cost(hold_micros)}{bound}; the key has"
+        f" ${format_cost(remaining)} left {cycle_text}{in_flight} ({limit_text})"
+        " — lower max_tokens or raise the limit",
+        extra=extra,
+    )
+
+
+def _recount_spend(session: Session, key: SpendKey, now: datetime) -> None:
+    """Set the key's current spend for its (new) spend cycle: all of it for `total`,
+    otherwise what its requests cost since the cycle began (held calls count at settle)."""
+    cycle = key.spend_cycle or "total"
+    start = cycle_start(cycle, now)
+    if cycle == "total":
+        spent = key.total_spend_micros
+    else:
+        spent = session.exec(
+            select(func.coalesce(func.sum(RequestRecord.cost_micros), 0)).where(
+                RequestRecord.spend_key_id == key.id, col(RequestRecord.created_at) >= start
+            )
+        ).one()
+    key.cycle_spend_micros = int(spent)
+    key.cycle_started_at = start
 
 
 # -- parsing the fields of a create or update -----------------------------------------------
@@ -387,11 +513,13 @@ def parse_options(
     catalog: Catalog | None = None,
     now: datetime | None = None,
     partial: bool = False,
+    current: SpendKey | None = None,
 ) -> dict[str, Any]:
     """The `SpendKey` column values the given API fields mean.
 
-    `partial` (an update): only the fields present change. Otherwise missing fields take
-    their defaults (no limits, OpenAI shape, active).
+    `partial` (an update): only the fields present change, and with `current` (the key
+    updated) only the parts of a limit present: `{"amount": "5.00"}` keeps its cycle.
+    Otherwise missing fields take their defaults (no limits, OpenAI shape, active).
 
     Raises:
         BadRequest: an unknown field or a malformed value; nothing is changed.
@@ -420,18 +548,41 @@ def parse_options(
         changes["request_shape"] = shape
     if "spend_limit" in given:
         limit = _object(given["spend_limit"], "spend_limit", {"amount", "cycle"})
-        changes["spend_limit_micros"] = (
-            None if limit is None else parse_amount(limit.get("amount"), field="spend_limit.amount")
-        )
-        changes["spend_cycle"] = None if limit is None else _cycle(limit.get("cycle"), "spend_limit.cycle")
+        # An update keeps the parts of a limit it leaves out (`current`: the key updated).
+        keep = current if current is not None and limit is not None else None
+        if limit is None:
+            changes["spend_limit_micros"] = changes["spend_cycle"] = None
+        elif keep is not None and "amount" not in limit:
+            if keep.spend_limit_micros is None:
+                raise BadRequest("spend_limit.amount is required: this key has no spend limit yet")
+            changes["spend_limit_micros"] = keep.spend_limit_micros
+        else:
+            changes["spend_limit_micros"] = parse_amount(limit.get("amount"), field="spend_limit.amount")
+        if limit is not None:
+            changes["spend_cycle"] = (
+                keep.spend_cycle or "total"
+                if keep is not None and "cycle" not in limit
+                else _cycle(limit.get("cycle"), "spend_limit.cycle")
+            )
     if "request_limit" in given:
         limit = _object(given["request_limit"], "request_limit", {"count", "cycle"})
-        changes["request_limit_count"] = (
-            None if limit is None else _count(limit.get("count"), "request_limit.count", MAX_REQUEST_COUNT)
-        )
-        changes["request_cycle"] = (
-            None if limit is None else _cycle(limit.get("cycle"), "request_limit.cycle")
-        )
+        keep = current if current is not None and limit is not None else None
+        if limit is None:
+            changes["request_limit_count"] = changes["request_cycle"] = None
+        elif keep is not None and "count" not in limit:
+            if keep.request_limit_count is None:
+                raise BadRequest("request_limit.count is required: this key has no request limit yet")
+            changes["request_limit_count"] = keep.request_limit_count
+        else:
+            changes["request_limit_count"] = _count(
+                limit.get("count"), "request_limit.count", MAX_REQUEST_COUNT
+            )
+        if limit is not None:
+            changes["request_cycle"] = (
+                keep.request_cycle or "total"
+                if keep is not None and "cycle" not in limit
+                else _cycle(limit.get("cycle"), "request_limit.cycle")
+            )
     if "rate_limit" in given:
         limit = _object(given["rate_limit"], "rate_limit", {"rpm", "burst"})
         rpm = None if limit is None else _count(limit.get("rpm"), "rate_limit.rpm", MAX_RPM)

@@ -6,6 +6,12 @@ rules; this module only parses the request, picks the service from the model, re
 the upstream answer (streams chunk by chunk, as they arrive) and renders errors in the
 caller's API shape. The caller's key never goes upstream: upstream keys come from the
 catalog.
+
+The whole body is read (within `LAVA_BODY_TIMEOUT_S`, else 408) before the key is looked
+up: a call is judged by the key as it is once the request is complete, never by a key
+read while the client was still sending — a rotate, revoke, pause or narrowed scope that
+lands meanwhile refuses it. The hold then confirms the key has not changed since
+(`spend_keys.reserve` checks its version).
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ from starlette.types import Receive, Scope, Send
 
 from lava_mcp.core import spend_keys
 from lava_mcp.core.metering import Metering, Ticket
-from lava_mcp.errors import BadRequest, LavaError, RateLimited, UpstreamError
+from lava_mcp.errors import BadRequest, InternalError, LavaError, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Service
 from lava_mcp.providers.streams import StreamUsage
 from lava_mcp.store.models import SpendKey
-from lava_mcp.transports.http import bearer_token, json_body, runtime_of
+from lava_mcp.transports.http import bearer_token, json_body, retry_after_headers, runtime_of
 
 logger = logging.getLogger("lava_mcp.gateway")
 
@@ -44,8 +50,10 @@ ERROR_TYPES_OPENAI: dict[int, tuple[str, str]] = {
     402: ("insufficient_quota", "insufficient_quota"),
     403: ("permission_error", "permission_denied"),
     404: ("invalid_request_error", "model_not_found"),
+    408: ("invalid_request_error", "request_timeout"),
     409: ("invalid_request_error", "conflict"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
+    500: ("api_error", "internal_error"),
     502: ("api_error", "upstream_error"),
 }
 ERROR_TYPES_ANTHROPIC: dict[int, str] = {
@@ -54,8 +62,10 @@ ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
+    408: "timeout_error",
     409: "invalid_request_error",
     429: "rate_limit_error",
+    500: "api_error",
     502: "api_error",
 }
 
@@ -73,8 +83,7 @@ def error_body(shape: Shape, error: LavaError) -> dict[str, Any]:
 
 
 def error_response(shape: Shape, error: LavaError) -> JSONResponse:
-    headers = {"retry-after": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
-    return JSONResponse(error_body(shape, error), status_code=error.code, headers=headers)
+    return JSONResponse(error_body(shape, error), status_code=error.code, headers=retry_after_headers(error))
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -94,9 +103,8 @@ def gateway_endpoint(
                 response = error_response(shape if isinstance(shape, str) else shape(request), error)
             except Exception:
                 logger.exception("gateway request %s failed", request_id)
-                internal = UpstreamError("internal error in the gateway; nothing was charged")
+                internal = InternalError("internal error in the gateway; nothing was charged")
                 response = error_response(shape if isinstance(shape, str) else shape(request), internal)
-                response.status_code = 500
             response.headers[REQUEST_ID_HEADER] = request_id
             return response
 
@@ -138,8 +146,9 @@ def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Servi
 
 
 async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
+    # Body first, key second: the key is read only once the whole request is in.
+    body = await json_body(request, exact_numbers=False)
     key = await authenticate(request)
-    body = await json_body(request)
     metering = runtime_of(request).metering
     service = service_for(metering, shape, body)
     stream = body.get("stream", False)

@@ -1,4 +1,13 @@
-"""Shared pieces of the HTTP surfaces: error rendering, wallet-key auth, JSON bodies."""
+"""Shared pieces of the HTTP surfaces: error rendering, wallet-key auth, request bodies.
+
+Every body, on every route, is read by `read_body`: at most `MAX_BODY_BYTES` into memory,
+and whole within `Settings.body_timeout_s` (a client that trickles its body gets 408, so
+nothing waits on it and no decision is made before the whole request is in). JSON is parsed
+by `parse_json`: malformed, too deeply nested (more than `MAX_JSON_DEPTH` levels) or not an
+object is a 400, never a 500; and a number with a fraction or an exponent keeps the exact
+text it was sent as (`JsonFloat.text`), so money is judged on what the client wrote, never
+on a float's rounding (`{"amount": 1e1}` is refused as the exponent it is).
+"""
 
 from __future__ import annotations
 
@@ -6,16 +15,39 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lava_mcp.core import wallet
-from lava_mcp.errors import BadRequest, LavaError, RateLimited, Unauthorized
+from lava_mcp.errors import BadRequest, LavaError, RateLimited, RequestTimeout, Unauthorized
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import Wallet
 
 MAX_BODY_BYTES = 1_000_000
+# Deeper than any real request (tool schemas nest a few dozen levels at most); deeper
+# input would exhaust the parser's or a later reader's recursion.
+MAX_JSON_DEPTH = 100
+
+
+class JsonFloat(float):
+    """A JSON number with a fraction or exponent, remembering the exact text it was sent as.
+
+    It is a float for every other reader (and serialises as one); `money.parse_amount`
+    reads `text`, so `19.9999999999999999` is judged as 16 decimals, not as `20.0`.
+    """
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> JsonFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (JsonFloat, (self.text,))
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -25,8 +57,14 @@ def runtime_of(request: Request) -> Runtime:
 
 def error_response(error: LavaError) -> JSONResponse:
     """The flat REST error: `{"error", "code", ...extra}` with HTTP status = code."""
-    headers = {"retry-after": str(error.retry_after_s)} if isinstance(error, RateLimited) else None
-    return JSONResponse(error.to_dict(), status_code=error.code, headers=headers)
+    return JSONResponse(error.to_dict(), status_code=error.code, headers=retry_after_headers(error))
+
+
+def retry_after_headers(error: LavaError) -> dict[str, str] | None:
+    """`Retry-After` for a 429 that will pass later; none for a limit that never resets."""
+    if isinstance(error, RateLimited) and error.retry_after_s is not None:
+        return {"retry-after": str(error.retry_after_s)}
+    return None
 
 
 def bearer_token(request: Request) -> str | None:
@@ -45,34 +83,89 @@ async def authenticate_wallet(request: Request) -> Wallet:
     return await anyio.to_thread.run_sync(wallet.authenticate, runtime_of(request).db, token)
 
 
-async def json_body(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The body as a JSON object, read up to `MAX_BODY_BYTES` (never more into memory).
+async def read_body(request: Request) -> bytes:
+    """The raw body, at most `MAX_BODY_BYTES` (never more into memory), whole within the
+    server's `body_timeout_s`.
 
-    Raises: BadRequest for a missing (unless `allow_empty`), malformed, non-object or
-    oversized body.
+    Raises: BadRequest for an oversized body; RequestTimeout (408) for one that did not
+    arrive in time.
     """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+    timeout_s = runtime_of(request).settings.body_timeout_s
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError as error:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g} s; nothing was done",
+            next_step="send the whole body at once, then retry",
+        ) from error
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes | str, *, exact_numbers: bool = True) -> Any:
+    """Parse JSON text: any JSON value, nested at most `MAX_JSON_DEPTH` levels.
+
+    `exact_numbers`: numbers with a fraction or exponent become `JsonFloat`s (exact text
+    kept); otherwise plain floats (the gateway, which only forwards them).
+
+    Raises: BadRequest for text that is not JSON or is nested too deeply.
+    """
+    try:
+        value = json.loads(raw, parse_float=JsonFloat if exact_numbers else float)
+    except RecursionError as error:
+        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from error
+    except ValueError as error:  # UnicodeDecodeError is a ValueError too
+        raise BadRequest("request body is not valid JSON") from error
+    if _depth_over(value, MAX_JSON_DEPTH):
+        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+async def json_body(
+    request: Request, *, allow_empty: bool = False, exact_numbers: bool = True
+) -> dict[str, Any]:
+    """The body as a JSON object, read by `read_body` and parsed by `parse_json`.
+
+    Raises:
+        BadRequest: a missing (unless `allow_empty`), malformed, too deeply nested,
+            non-object or oversized body.
+        RequestTimeout: the body did not arrive within the server's `body_timeout_s`.
+    """
+    raw = await read_body(request)
     if not raw.strip():
         if allow_empty:
             return {}
         raise BadRequest("request body must be a JSON object")
-    try:
-        body = json.loads(raw)
-    except ValueError as error:
-        raise BadRequest("request body is not valid JSON") from error
+    body = parse_json(raw, exact_numbers=exact_numbers)
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Does `value` nest more than `limit` containers deep? (Iterative: no recursion.)"""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 Handler = Callable[[Request, Wallet], Awaitable[Response]]
