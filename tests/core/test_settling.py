@@ -18,6 +18,7 @@ from sqlmodel import select
 
 from lava_mcp.config import Settings
 from lava_mcp.core import holds, spend_keys, verify, wallet
+from lava_mcp.core.metering import Metering
 from lava_mcp.errors import RateLimited, UpstreamError
 from lava_mcp.providers import shapes
 from lava_mcp.runtime import Runtime
@@ -142,12 +143,10 @@ def test_the_sweep_and_settles_on_postgresql_never_deadlock(
                 )
                 # What `spend_keys.reserve` holds on the key for the two.
                 session.execute(update(SpendKey).where(SpendKey.id == key.id).values(held_micros=2000))  # type: ignore[arg-type]
-        from lava_mcp.core.metering import Metering
-
         metering = Metering(db, None, None)  # type: ignore[arg-type]
         start = threading.Barrier(len(live) + 1)
 
-        def settle(hold_id: str) -> None:
+        def settle(hold_id: str, start: threading.Barrier = start) -> None:
             start.wait()
             try:
                 with db.write() as session:
@@ -155,7 +154,7 @@ def test_the_sweep_and_settles_on_postgresql_never_deadlock(
             except BaseException as error:  # a deadlock surfaces here
                 failures.append(error)
 
-        def sweep() -> None:
+        def sweep(start: threading.Barrier = start, metering: Metering = metering) -> None:
             start.wait()
             try:
                 metering.expire_holds()
