@@ -213,15 +213,17 @@ class Metering:
             return
         for listener in self.draining_listeners:
             listener(ticket.request_id)
+        await _wait_for(request, self.stream_drain_s)
         result: Any = None
-        with anyio.move_on_after(self.stream_drain_s):
-            try:
-                result = await request
-            except LavaError as error:
-                await self.fail(ticket, error)
+        if request.done() and not request.cancelled():
+            failure = request.exception()
+            if isinstance(failure, LavaError):
+                await self.fail(ticket, failure)
                 return
-            except Exception:
-                logger.exception("request %s failed after its caller left", ticket.request_id)
+            if failure is not None:
+                logger.error("request %s failed after its caller left", ticket.request_id, exc_info=failure)
+            else:
+                result = request.result()
         request.cancel()
         usage = _usage(ticket.service, result) if result is not None else None
         logger.info(
@@ -516,6 +518,20 @@ def _usage(service: Service, result: Any) -> shapes.Usage | None:
     if usage is None and service.pricing != "per_token":
         return shapes.Usage(0, 0)  # a free or per-call service costs the same either way
     return usage
+
+
+async def _wait_for(request: asyncio.Future[Any], timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `request` without ever cancelling it, even when a
+    cancellation of the caller that was already on its way is delivered meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not request.done() and (remaining_s := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait({request}, timeout=remaining_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the same cancel delivered again; the caller re-raises the first
 
 
 def _believable(usage: shapes.Usage, bound: shapes.Usage) -> bool:
