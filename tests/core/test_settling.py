@@ -98,9 +98,8 @@ async def test_a_retried_settle_whose_first_commit_went_through_charges_once(
 ) -> None:
     fund(runtime, new_wallet.wallet_id, "1.00")
     ticket = await open_call(runtime, new_wallet.wallet_id)
-    charge = runtime.metering.charge(ticket, shapes.Usage(3, 6))
-    runtime.metering._settle_sync(ticket, charge)
-    runtime.metering._settle_sync(ticket, charge)  # the retry of a commit whose answer was lost
+    await runtime.metering.settle(ticket, shapes.Usage(3, 6))
+    await runtime.metering.settle(ticket, shapes.Usage(3, 6))  # the retry of a commit whose answer was lost
     state = ledger_state(runtime.db, new_wallet.wallet_id)
     assert (state.balance_micros, state.held_micros, state.entries) == (1_000_000 - 15, 0, 2)
     assert verify.verify(runtime.db) == []
