@@ -13,6 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -254,3 +255,39 @@ async def test_an_upstream_failure_gives_its_request_back(
     with runtime.db.read() as session:
         errors = [record.error_code for record in session.exec(select(RequestRecord)).all()]
     assert sorted(errors, key=str) == [429, 502, None]
+
+
+def test_a_hold_outlives_connecting_reading_and_draining() -> None:
+    with pytest.raises(ValidationError, match="LAVA_STREAM_DRAIN_S"):
+        # 130 s outlives the 120 s read timeout, but not 10 s to connect + 120 s + 5 s drain.
+        Settings(LAVA_HOLD_TTL_S=130, LAVA_UPSTREAM_TIMEOUT_S=120, _env_file=None)  # type: ignore[call-arg]
+    assert Settings(LAVA_HOLD_TTL_S=136, LAVA_UPSTREAM_TIMEOUT_S=120, _env_file=None).hold_ttl_s == 136  # type: ignore[call-arg]
+
+
+async def test_a_non_streaming_call_keeps_its_hold_alive_while_it_waits(
+    runtime: Runtime, new_wallet, fake: FakeProvider
+) -> None:
+    """A hold must never expire under a running call: a JSON call pushes its expiry
+    forward while the provider works, as a stream does."""
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    runtime.metering.hold_ttl_s = 3  # extended every second
+    fake.hold_answers = True
+    calling = asyncio.ensure_future(
+        runtime.metering.call(
+            wallet_id=new_wallet.wallet_id, service_id="cheapchat", model="cheap-1", body=HELLO
+        )
+    )
+    assert await asyncio.to_thread(fake.answer_waiting.wait, 15)
+    with runtime.db.read() as session:
+        first_expiry = session.exec(select(Hold.expires_at)).one()
+    extended = False
+    for _ in range(300):  # waits on the condition; the keep-alive runs every second
+        with runtime.db.read() as session:
+            extended = session.exec(select(Hold.expires_at)).one() > first_expiry
+        if extended:
+            break
+        await asyncio.sleep(0.05)
+    fake.answer_gate.set()
+    await calling
+    assert extended
+    assert verify.verify(runtime.db) == []
