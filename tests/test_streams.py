@@ -50,3 +50,21 @@ def test_anthropic_usage_from_message_start_and_delta() -> None:
     for name, data in events:
         meter.feed(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
     assert meter.final and meter.usage() == shapes.Usage(12, 5)
+
+
+def test_anthropic_delta_counts_left_null_keep_the_start_counts() -> None:
+    """Newer API versions repeat the input counts in message_delta, or send them as null."""
+    events = [
+        (
+            "message_start",
+            {"message": {"usage": {"input_tokens": 12, "cache_read_input_tokens": 30, "output_tokens": 1}}},
+        ),
+        (
+            "message_delta",
+            {"usage": {"input_tokens": None, "cache_read_input_tokens": None, "output_tokens": 5}},
+        ),
+    ]
+    meter = StreamUsage("anthropic")
+    for name, data in events:
+        meter.feed(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
+    assert meter.usage() == shapes.Usage(12, 5, cache_read_tokens=30)

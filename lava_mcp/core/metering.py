@@ -194,6 +194,8 @@ class Metering:
             raise
         finally:
             keep_alive.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({keep_alive})
         settlement = await self.settle(ticket, _usage(ticket.service, result))
         return CallResult(result, settlement)
 

@@ -56,7 +56,10 @@ class StreamUsage:
         elif b"message_delta" in data[:40]:
             usage = _json(data).get("usage")
             if isinstance(usage, dict):
-                self._anthropic_fields.update(usage)
+                # The delta's counts are cumulative; a count it leaves null keeps message_start's.
+                self._anthropic_fields.update(
+                    {name: value for name, value in usage.items() if value is not None}
+                )
             else:
                 self._anthropic_fields["output_tokens"] = None  # a final report with no counts
             self._usage = shapes.anthropic_usage_fields(self._anthropic_fields)
