@@ -5,13 +5,14 @@ at the hold, or the hold when no usage arrives."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import httpx
 import pytest
 from sqlmodel import select
 
 from lava_mcp.store.models import Hold, RequestRecord
-from tests.fake_provider import FakeProvider
+from tests.fake_provider import ConnectionDropper, FakeProvider
 from tests.gateway.conftest import Gateway
 
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
@@ -221,4 +222,28 @@ def test_unusable_stream_usage_is_charged_the_hold(
     saved = record(gateway, request_id)
     assert (saved.status, saved.charge_basis) == ("completed", "hold")
     assert saved.cost_micros == saved.hold_micros > 0
+    assert gateway.verify() == []
+
+
+def test_a_stream_whose_connection_drops_before_an_answer_is_sent_once_and_voided(
+    gateway: Gateway, fake: FakeProvider
+) -> None:
+    """No resend after the request may have reached the provider: exactly one request
+    arrives, the caller gets 502, and nothing is charged (the provider never answered)."""
+    key = gateway.create_key()["key"]
+    before = gateway.balance_micros()
+    dropper = ConnectionDropper()
+    with dropper.serve() as url:
+        services = gateway.runtime.catalog.services
+        services["cheapchat"] = replace(services["cheapchat"], base_url=f"{url}/v1")
+        body = {**stream_body("openai"), "model": "cheap-1"}
+        with httpx.Client(timeout=30) as client:
+            response = client.post(
+                f"{gateway.url}/v1/chat/completions", json=body, headers={"x-api-key": key}
+            )
+    assert response.status_code == 502
+    assert dropper.received == 1
+    saved = record(gateway, response.headers["x-lava-request-id"])
+    assert (saved.status, saved.cost_micros, saved.charge_basis) == ("error", 0, None)
+    assert gateway.balance_micros() == before
     assert gateway.verify() == []
