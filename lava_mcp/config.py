@@ -9,6 +9,9 @@ import platformdirs
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# How long an upstream connection may take to open (the hold's lifetime covers it).
+UPSTREAM_CONNECT_TIMEOUT_S = 10.0
+
 
 def default_database_url() -> str:
     data_dir = Path(platformdirs.user_data_dir("lava-mcp", appauthor=False))
@@ -68,11 +71,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _holds_outlive_calls(self) -> Settings:
         # A hold that expired while its call still waited on the provider would let the
-        # wallet and the spend key be spent twice over: it must outlive the upstream wait.
-        if self.hold_ttl_s <= self.upstream_timeout_s:
+        # wallet and the spend key be spent twice over: it must outlive the longest wait a
+        # call can make before it settles — connecting, the read timeout, and the drain of
+        # a call whose client left (an upstream POST is never resent, so no retry adds to
+        # it). Calls also extend their hold while they run; this covers a missed extension.
+        longest_wait_s = UPSTREAM_CONNECT_TIMEOUT_S + self.upstream_timeout_s + self.stream_drain_s
+        if self.hold_ttl_s <= longest_wait_s:
             raise ValueError(
-                f"LAVA_HOLD_TTL_S ({self.hold_ttl_s}) must be longer than LAVA_UPSTREAM_TIMEOUT_S "
-                f"({self.upstream_timeout_s:g})"
+                f"LAVA_HOLD_TTL_S ({self.hold_ttl_s}) must be longer than the longest upstream wait: "
+                f"{UPSTREAM_CONNECT_TIMEOUT_S:g} s to connect + LAVA_UPSTREAM_TIMEOUT_S "
+                f"({self.upstream_timeout_s:g}) + LAVA_STREAM_DRAIN_S ({self.stream_drain_s:g})"
             )
         return self
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.to_thread
 
-from lava_mcp.config import Settings
+from lava_mcp.config import UPSTREAM_CONNECT_TIMEOUT_S, Settings
 from lava_mcp.core.metering import Metering
 from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter
 from lava_mcp.payments import build_payments
@@ -43,7 +43,7 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         catalog = load_catalog(settings.catalog_path, environment=catalog_environment(settings))
-        upstream_client = Upstream(settings.upstream_timeout_s)
+        upstream_client = Upstream(settings.upstream_timeout_s, connect_timeout_s=UPSTREAM_CONNECT_TIMEOUT_S)
         rate_limiter = InProcessRateLimiter()
         metering = Metering(
             db,
@@ -52,6 +52,8 @@ class Runtime:
             hold_ttl_s=settings.hold_ttl_s,
             default_max_tokens=settings.default_max_tokens,
             rate_limiter=rate_limiter,
+            stream_drain_s=settings.stream_drain_s,
+            money_mode=settings.money_mode,
         )
         payments = build_payments(settings)
         return cls(settings, db, catalog, upstream_client, metering, payments, rate_limiter=rate_limiter)

@@ -1,6 +1,9 @@
 """A small fake of the upstream providers on loopback: OpenAI chat completions and
 Anthropic messages, streaming and not. It records every request it receives.
 
+`ConnectionDropper` is a provider that reads a request and closes the connection without
+answering (what a provider that crashed, or a stale pooled connection, looks like).
+
 Usage it reports is deterministic and within the bounds real tokenizers respect:
 input tokens = UTF-8 bytes of the message contents // 4 + 1, output tokens = the words
 it sends (at most max_tokens).
@@ -54,6 +57,19 @@ class FakeProvider:
     # Omit the final usage from streams (a provider that never reports it).
     omit_stream_usage: bool = False
     omit_usage: bool = False  # non-streaming answers without a `usage` object
+    # Report this object as the usage instead (malformed usage: {}, strings, floats...).
+    usage_override: Any = None
+    # Prompt caching: of the input tokens, report these as cache reads, cache writes, and
+    # of the writes these at the 1-hour TTL (each shape in its own fields).
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    # Break a stream off (the connection drops) after this many words.
+    break_stream_after_words: int | None = None
+    # Hold non-streaming answers until `answer_gate` is set (`answer_waiting` is set then).
+    hold_answers: bool = False
+    answer_gate: threading.Event = field(default_factory=threading.Event)
+    answer_waiting: threading.Event = field(default_factory=threading.Event)
 
     def reset(self) -> None:
         """Back to the defaults (the session's provider is shared by every test)."""
@@ -68,6 +84,23 @@ class FakeProvider:
         self.stream_paused = threading.Event()
         self.omit_stream_usage = False
         self.omit_usage = False
+        self.usage_override = None
+        self.cache_read_tokens = self.cache_write_tokens = self.cache_write_1h_tokens = 0
+        self.break_stream_after_words = None
+        self.hold_answers = False
+        self.answer_gate.set()
+        self.answer_gate = threading.Event()
+        self.answer_waiting = threading.Event()
+
+    async def _maybe_hold_answer(self) -> None:
+        if self.hold_answers:
+            self.answer_waiting.set()
+            gate = self.answer_gate
+            await asyncio.to_thread(gate.wait, 30)
+
+    def _maybe_break(self, sent_words: int) -> None:
+        if self.break_stream_after_words is not None and sent_words >= self.break_stream_after_words:
+            raise ConnectionAbortedError("the fake provider breaks the stream off")
 
     async def _maybe_pause(self, sent_words: int) -> None:
         if self.pause_after_words is not None and sent_words == self.pause_after_words:
@@ -97,13 +130,19 @@ class FakeProvider:
                     {"error": {"message": "fake failure", "type": "server_error"}}, self.fail_status
                 )
             words = self.words(body)
-            usage = {
-                "prompt_tokens": self.input_tokens(body),
+            prompt_tokens = self.input_tokens(body) + self.cache_read_tokens
+            usage: Any = {
+                "prompt_tokens": prompt_tokens,
                 "completion_tokens": len(words) + self.overreport_tokens,
+                "total_tokens": prompt_tokens + len(words) + self.overreport_tokens,
             }
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            if self.cache_read_tokens:
+                usage["prompt_tokens_details"] = {"cached_tokens": self.cache_read_tokens}
+            if self.usage_override is not None:
+                usage = self.usage_override
             base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
             if not body.get("stream"):
+                await self._maybe_hold_answer()
                 return JSONResponse(
                     {
                         **base,
@@ -127,6 +166,7 @@ class FakeProvider:
                         "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}],
                     }
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
+                    self._maybe_break(sent + 1)
                     await self._maybe_pause(sent + 1)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
@@ -152,6 +192,16 @@ class FakeProvider:
             words = self.words(body)
             input_tokens = self.input_tokens(body)
             output_tokens = len(words) + self.overreport_tokens
+            usage: Any = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+            if self.cache_read_tokens or self.cache_write_tokens:
+                usage["cache_read_input_tokens"] = self.cache_read_tokens
+                usage["cache_creation_input_tokens"] = self.cache_write_tokens
+                usage["cache_creation"] = {
+                    "ephemeral_5m_input_tokens": self.cache_write_tokens - self.cache_write_1h_tokens,
+                    "ephemeral_1h_input_tokens": self.cache_write_1h_tokens,
+                }
+            if self.usage_override is not None:
+                usage = self.usage_override
             message = {
                 "id": "msg_fake",
                 "type": "message",
@@ -161,24 +211,17 @@ class FakeProvider:
                 "stop_sequence": None,
             }
             if not body.get("stream"):
+                await self._maybe_hold_answer()
                 return JSONResponse(
-                    {
-                        **message,
-                        "content": [{"type": "text", "text": "".join(words)}],
-                        "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
-                    }
+                    {**message, "content": [{"type": "text", "text": "".join(words)}], "usage": usage}
                 )
 
             async def events() -> AsyncIterator[bytes]:
                 def event(name: str, data: dict[str, Any]) -> bytes:
                     return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode()
 
-                start = {
-                    **message,
-                    "content": [],
-                    "stop_reason": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": 1},
-                }
+                start_usage = {**usage, "output_tokens": 1} if isinstance(usage, dict) else usage
+                start = {**message, "content": [], "stop_reason": None, "usage": start_usage}
                 yield event("message_start", {"message": start})
                 yield event(
                     "content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}
@@ -187,6 +230,7 @@ class FakeProvider:
                     yield event(
                         "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}
                     )
+                    self._maybe_break(sent + 1)
                     await self._maybe_pause(sent + 1)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
@@ -196,7 +240,11 @@ class FakeProvider:
                         "message_delta",
                         {
                             "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                            "usage": {"output_tokens": output_tokens},
+                            "usage": (
+                                {"output_tokens": output_tokens}
+                                if self.usage_override is None
+                                else self.usage_override
+                            ),
                         },
                     )
                 yield event("message_stop", {})
@@ -251,3 +299,64 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+class ConnectionDropper:
+    """A provider that reads each request whole, counts it, and closes the connection
+    without a byte of answer. `received` counts the requests that arrived."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.url = ""
+        self._lock = threading.Lock()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value.strip())
+            await reader.readexactly(length)
+            with self._lock:
+                self.received += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @contextmanager
+    def serve(self) -> Iterator[str]:
+        """Serve on loopback in a background thread; yields the base URL."""
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        port = free_port()
+
+        async def main() -> None:
+            server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+            async with server:
+                started.set()
+                await server.serve_forever()
+
+        task: list[asyncio.Task[None]] = []
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            task.append(loop.create_task(main()))
+            try:
+                loop.run_until_complete(task[0])
+            except asyncio.CancelledError:
+                pass
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert started.wait(15), "the dropping provider did not start"
+        self.url = f"http://127.0.0.1:{port}"
+        try:
+            yield self.url
+        finally:
+            loop.call_soon_threadsafe(task[0].cancel)
+            thread.join(timeout=15)

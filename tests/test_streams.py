@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from lava_mcp.providers import shapes
 from lava_mcp.providers.streams import StreamUsage
 
-BODY = {"messages": [{"role": "user", "content": "Say hello"}]}
 OPENAI = (
     b"".join(
         f"data: {json.dumps(event)}\n\n".encode()
@@ -27,19 +26,18 @@ OPENAI = (
 
 @given(st.lists(st.integers(min_value=1, max_value=len(OPENAI) - 1), unique=True, max_size=12))
 def test_openai_final_usage_survives_any_split(cuts: list[int]) -> None:
-    meter = StreamUsage("openai", BODY)
+    meter = StreamUsage("openai")
     edges = [0, *sorted(cuts), len(OPENAI)]
     for start, end in itertools.pairwise(edges):
         meter.feed(OPENAI[start:end])
     assert meter.final and meter.usage() == shapes.Usage(9, 2)
 
 
-def test_a_stream_cut_short_is_estimated_from_what_was_produced() -> None:
-    meter = StreamUsage("openai", BODY)
+def test_a_stream_cut_short_has_no_usage_to_charge() -> None:
+    """Nothing is estimated from what passed: with no final usage, the hold is charged."""
+    meter = StreamUsage("openai")
     meter.feed(OPENAI[: OPENAI.index(b"usage")])  # the final usage never arrives
-    usage = meter.usage()
-    assert not meter.final and meter.produced
-    assert usage.output_tokens == 2 and usage.input_tokens >= 1
+    assert not meter.final and meter.usage() is None
 
 
 def test_anthropic_usage_from_message_start_and_delta() -> None:
@@ -48,7 +46,25 @@ def test_anthropic_usage_from_message_start_and_delta() -> None:
         ("content_block_delta", {"delta": {"type": "text_delta", "text": "Hi"}}),
         ("message_delta", {"usage": {"output_tokens": 5}}),
     ]
-    meter = StreamUsage("anthropic", BODY)
+    meter = StreamUsage("anthropic")
     for name, data in events:
         meter.feed(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
     assert meter.final and meter.usage() == shapes.Usage(12, 5)
+
+
+def test_anthropic_delta_counts_left_null_keep_the_start_counts() -> None:
+    """Newer API versions repeat the input counts in message_delta, or send them as null."""
+    events = [
+        (
+            "message_start",
+            {"message": {"usage": {"input_tokens": 12, "cache_read_input_tokens": 30, "output_tokens": 1}}},
+        ),
+        (
+            "message_delta",
+            {"usage": {"input_tokens": None, "cache_read_input_tokens": None, "output_tokens": 5}},
+        ),
+    ]
+    meter = StreamUsage("anthropic")
+    for name, data in events:
+        meter.feed(f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n".encode())
+    assert meter.usage() == shapes.Usage(12, 5, cache_read_tokens=30)

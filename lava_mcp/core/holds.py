@@ -1,55 +1,91 @@
 """Holds: pending → posted (at most the held amount) | voided | expired.
 
-A hold is taken with one conditional UPDATE (available = balance − held must cover it),
-so concurrent calls can never overdraw a wallet, on SQLite or PostgreSQL alike. Posting
-more than the hold is impossible by construction: the charge is `min`-checked here and
-the provider's reported usage can only lower it. A hold also counts against its spend
-key's cycle limit (see `spend_keys`), released and posted in the same transaction.
+A hold is taken with one conditional UPDATE (available = balance − held − shortfall must
+cover it, and the wallet's money must be in the server's mode), so concurrent calls can
+never overdraw a wallet, on SQLite or PostgreSQL alike. Posting more than the hold is
+impossible by construction: the charge is `min`-checked here and the provider's reported
+usage can only lower it. A hold also counts against its spend key's cycle limit (see
+`spend_keys`), released and posted in the same transaction.
+
+Cycles: a hold remembers the key's spend and request cycles it was taken in. Its cost
+counts in the key's current cycle only if that is still the cycle it was held in (a call
+held before midnight and settled after counts in the day it was held); it always counts
+in the key's total. A voided hold (the call failed upstream, or never left) gives its
+request back to the cycle it was counted in.
+
+Lock order, everywhere: hold, then spend key, then wallet; and the expired-hold sweep
+releases one hold per transaction (`expire_one`), so it never holds one wallet while
+waiting for another call's key.
+
+Posting is idempotent: a settle retried after a commit whose answer was lost finds the
+hold posted and charges nothing twice.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from lava_mcp.core import ledger
-from lava_mcp.errors import InsufficientBalance, NotFound
+from lava_mcp.errors import Forbidden, InsufficientBalance, NotFound
 from lava_mcp.ids import new_id
+from lava_mcp.money import format_cost
 from lava_mcp.store import fast
-from lava_mcp.store.models import Hold, Wallet, utc_now
+from lava_mcp.store.models import Hold, SpendKey, Wallet, utc_now
 
 # The hot path's statements run straight on the driver (`store.fast`); the same SQL on
 # SQLite and PostgreSQL.
+_AVAILABLE = "balance_micros - held_micros - shortfall_micros"
 _TAKE = fast.Statement(
+    f"UPDATE wallet SET held_micros = held_micros + :amount WHERE id = :wallet_id AND {_AVAILABLE} >= :amount"
+)
+_TAKE_IN_MODE = fast.Statement(
     "UPDATE wallet SET held_micros = held_micros + :amount"
-    " WHERE id = :wallet_id AND balance_micros - held_micros >= :amount"
+    f" WHERE id = :wallet_id AND mode = :mode AND {_AVAILABLE} >= :amount"
 )
 _INSERT_HOLD = fast.Statement(
     "INSERT INTO hold (id, wallet_id, spend_key_id, request_id, amount_micros, settled_micros, status,"
     " expires_at, created_at) VALUES (:id, :wallet_id, :spend_key_id, :request_id, :amount, 0, 'pending',"
     " :expires_at, :created_at)"
 )
+# A key's hold records the cycles `spend_keys.reserve` just counted it in (same transaction).
+_INSERT_KEY_HOLD = fast.Statement(
+    "INSERT INTO hold (id, wallet_id, spend_key_id, request_id, amount_micros, settled_micros, status,"
+    " expires_at, created_at, spend_cycle_start, request_cycle_start) VALUES (:id, :wallet_id, :spend_key_id,"
+    " :request_id, :amount, 0, 'pending', :expires_at, :created_at,"
+    " (SELECT cycle_started_at FROM spend_key WHERE id = :spend_key_for_cycle),"
+    " (SELECT request_cycle_started_at FROM spend_key WHERE id = :spend_key_for_request_cycle))"
+)
 _CHARGE = fast.Statement(
     "UPDATE wallet SET balance_micros = balance_micros - :cost, held_micros = held_micros - :release"
-    " WHERE id = :wallet_id RETURNING balance_micros, held_micros"
+    " WHERE id = :wallet_id RETURNING balance_micros, held_micros, shortfall_micros"
 )
-_CHARGE_AVAILABLE = fast.Statement(
-    "UPDATE wallet SET balance_micros = balance_micros - :cost, held_micros = held_micros - :release"
-    " WHERE id = :wallet_id AND balance_micros - held_micros >= :cost RETURNING balance_micros, held_micros"
-)
+# The cost counts in the key's cycle only while that is the cycle the hold was taken in
+# (a key's cycle start only moves forward, except to the `total` cycle's epoch).
 _SETTLE_KEY = fast.Statement(
     "UPDATE spend_key SET held_micros = held_micros - :release,"
-    " cycle_spend_micros = cycle_spend_micros + :cost, total_spend_micros = total_spend_micros + :cost"
+    " cycle_spend_micros = cycle_spend_micros"
+    " + (CASE WHEN cycle_started_at <= :held_in THEN :cost ELSE 0 END),"
+    " total_spend_micros = total_spend_micros + :cost"
+    " WHERE id = :spend_key_id"
+)
+# A voided call gives its request back to the cycle it was counted in.
+_GIVE_BACK_REQUEST = fast.Statement(
+    "UPDATE spend_key SET cycle_requests = cycle_requests"
+    " - (CASE WHEN request_cycle_started_at <= :held_in AND cycle_requests > 0 THEN 1 ELSE 0 END)"
     " WHERE id = :spend_key_id"
 )
 _POSTED = fast.Statement(
     "UPDATE hold SET status = 'posted', settled_micros = :cost, resolved_at = :resolved_at WHERE id = :hold_id"
 )
 _SELECT_HOLD = (
-    "SELECT wallet_id, spend_key_id, request_id, amount_micros, status FROM hold WHERE id = :hold_id"
+    "SELECT wallet_id, spend_key_id, request_id, amount_micros, status, spend_cycle_start"
+    " FROM hold WHERE id = :hold_id"
 )
+_SELECT_AVAILABLE = fast.Statement(f"SELECT {_AVAILABLE} FROM wallet WHERE id = :wallet_id")
 # Lock order, everywhere: hold, then spend key, then wallet (a hold is taken key first,
 # then wallet: `spend_keys.reserve` runs before `reserve`). On PostgreSQL a settlement
 # locks the key explicitly before it touches the wallet, or concurrent calls on one key
@@ -74,19 +110,27 @@ def reserve(
     request_id: str,
     ttl_s: int,
     spend_key_id: str | None = None,
+    mode: str | None = None,
 ) -> Hold:
     """Hold `amount_micros` of the wallet's available balance.
 
     The caller reserves the spend key's share (`spend_keys.reserve`) in the same transaction.
-    Raises: InsufficientBalance when balance − held < amount; NotFound for an unknown wallet.
+    `mode` (the server's money mode) is required of the wallet when anything is held: a
+    balance buys paid calls only on a server whose money is in the same mode.
+
+    Raises: InsufficientBalance when balance − held − shortfall < amount (with `required`,
+    `available` and `short_by`); Forbidden for a wallet in another mode; NotFound for an
+    unknown wallet.
     """
     assert amount_micros >= 0, amount_micros
     if amount_micros > 0:
-        taken = fast.run(session, _TAKE, {"amount": amount_micros, "wallet_id": wallet_id})
+        parameters = {"amount": amount_micros, "wallet_id": wallet_id}
+        if mode is None:
+            taken = fast.run(session, _TAKE, parameters)
+        else:
+            taken = fast.run(session, _TAKE_IN_MODE, {**parameters, "mode": mode})
         if taken.rowcount != 1:
-            if session.get(Wallet, wallet_id) is None:
-                raise NotFound(f"unknown wallet {wallet_id!r}")
-            raise InsufficientBalance()
+            _refuse(session, wallet_id, amount_micros, mode)
     now = utc_now()
     hold = Hold.model_construct(
         id=new_id("hold"),
@@ -100,29 +144,60 @@ def reserve(
         created_at=now,
         resolved_at=None,
     )
-    fast.run(
+    inserted = fast.run(
         session,
-        _INSERT_HOLD,
+        _INSERT_HOLD if spend_key_id is None else _INSERT_KEY_HOLD,
         {
             "id": hold.id,
             "wallet_id": wallet_id,
             "spend_key_id": spend_key_id,
+            "spend_key_for_cycle": spend_key_id,
+            "spend_key_for_request_cycle": spend_key_id,
             "request_id": request_id,
             "amount": amount_micros,
             "expires_at": hold.expires_at,
             "created_at": now,
         },
     )
+    assert inserted.rowcount == 1, (request_id, spend_key_id)
     return hold
+
+
+def _refuse(session: Session, wallet_id: str, amount_micros: int, mode: str | None) -> NoReturn:
+    """Raise the refusal a hold that could not be taken means (read after the failed UPDATE)."""
+    wallet = session.get(Wallet, wallet_id, populate_existing=True)
+    if wallet is None:
+        raise NotFound(f"unknown wallet {wallet_id!r}")
+    if mode is not None and wallet.mode != mode:
+        raise Forbidden(
+            f"this wallet holds {wallet.mode} money, and this server's payments are {mode}: "
+            f"{wallet.mode} money can't pay for calls here",
+            next_step=f"use a wallet funded in {mode} mode on this server",
+        )
+    available = max(0, wallet.balance_micros - wallet.held_micros - wallet.shortfall_micros)
+    extra = {
+        "required": format_cost(amount_micros),
+        "available": format_cost(available),
+        "short_by": format_cost(amount_micros - available),
+    }
+    if wallet.shortfall_micros:
+        extra["shortfall"] = format_cost(wallet.shortfall_micros)
+    raise InsufficientBalance(
+        next_step="lower max_tokens (the hold is the most the call could cost) or add funds",
+        extra=extra,
+    )
 
 
 def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") -> int:
     """Settle a pending hold at `cost_micros` (≤ its amount); release the rest.
 
-    Returns the wallet's available balance after (balance − what is still held). A hold
-    that is no longer pending (it expired while the call ran) is settled all the same if
-    the wallet can still pay: the call ran, and its cost must be recorded; the charge then
-    comes out of the available balance.
+    Returns the wallet's available balance after (balance − held − shortfall). A hold
+    already posted (a retried settle whose first commit went through) is left as it is.
+
+    A hold that is no longer pending (it expired while the call ran) is settled all the
+    same: the call ran, and its cost must be recorded. Its money is no longer held, so the
+    charge is what the wallet can still pay and what the spend key's limit still has room
+    for, never more; what could not be charged is written in the charge's memo.
 
     Raises: NotFound for an unknown hold.
     """
@@ -132,31 +207,28 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     ).fetchone()
     if found is None:
         raise NotFound(f"unknown hold {hold_id!r}")
-    wallet_id, spend_key_id, request_id, amount_micros, status = found
+    wallet_id, spend_key_id, request_id, amount_micros, status, held_in = found
     assert 0 <= cost_micros <= amount_micros, (cost_micros, amount_micros)
+    if status == "posted":
+        return _available(session, wallet_id)
     assert status in ("pending", "expired"), (hold_id, status)
+    held_in = held_in if held_in is not None else utc_now()
     was_pending = status == "pending"
     held_release = amount_micros if was_pending else 0
     _lock_key(session, spend_key_id)
-    # A hold no longer pending is gone, so the charge must fit in what is available now.
-    wallet_update = _CHARGE if was_pending else _CHARGE_AVAILABLE
-    row = fast.run(
-        session, wallet_update, {"cost": cost_micros, "release": held_release, "wallet_id": wallet_id}
-    ).fetchone()
-    if row is None:
-        # Only reachable for an expired hold on a wallet emptied meanwhile: charge what
-        # is available and record the shortfall in the memo, never go below zero.
-        wallet = session.get(Wallet, wallet_id)
-        assert wallet is not None
-        cost_micros = max(0, wallet.balance_micros - wallet.held_micros)
-        memo = f"{memo} (hold expired; short by the rest)".strip()
+    if was_pending:
+        row = fast.run(
+            session, _CHARGE, {"cost": cost_micros, "release": held_release, "wallet_id": wallet_id}
+        ).fetchone()
+    else:
+        cost_micros, memo = _late_charge(session, wallet_id, spend_key_id, held_in, cost_micros, memo)
         row = session.execute(
             update(Wallet)
             .where(col(Wallet.id) == wallet_id)
             .values(balance_micros=col(Wallet.balance_micros) - cost_micros)
-            .returning(col(Wallet.balance_micros), col(Wallet.held_micros))
+            .returning(col(Wallet.balance_micros), col(Wallet.held_micros), col(Wallet.shortfall_micros))
         ).one()
-    balance_after, held_after = int(row[0]), int(row[1])
+    balance_after, held_after, shortfall = int(row[0]), int(row[1]), int(row[2])
     assert 0 <= held_after <= balance_after, (held_after, balance_after)
     if cost_micros > 0:
         ledger.insert_entry(
@@ -169,17 +241,68 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
             memo=memo,
         )
     if spend_key_id is not None:
-        _settle_key(session, spend_key_id, held_release, cost_micros)
+        _settle_key(session, spend_key_id, held_release, cost_micros, held_in)
     fast.run(session, _POSTED, {"cost": cost_micros, "resolved_at": utc_now(), "hold_id": hold_id})
-    return balance_after - held_after
+    return max(0, balance_after - held_after - shortfall)
+
+
+def _late_charge(
+    session: Session,
+    wallet_id: str,
+    spend_key_id: str | None,
+    held_in: object,
+    cost_micros: int,
+    memo: str,
+) -> tuple[int, str]:
+    """What an expired hold's call may still be charged: at most what the wallet has
+    available and what its key's limit has room for in the cycle it was held in."""
+    wallet = session.get(Wallet, wallet_id, populate_existing=True)
+    assert wallet is not None
+    charge = min(cost_micros, max(0, wallet.balance_micros - wallet.held_micros - wallet.shortfall_micros))
+    short = (
+        [f"hold expired; the wallet was short by {format_cost(cost_micros - charge)}"]
+        if charge < cost_micros
+        else []
+    )
+    key = session.get(SpendKey, spend_key_id, populate_existing=True) if spend_key_id else None
+    if key is not None and key.spend_limit_micros is not None:
+        same_cycle = key.cycle_started_at is not None and _comparable_time(
+            key.cycle_started_at
+        ) <= _comparable_time(held_in)
+        if same_cycle:
+            room = max(0, key.spend_limit_micros - key.cycle_spend_micros - key.held_micros)
+            if room < charge:
+                short.append(f"hold expired; the key's limit was short by {format_cost(charge - room)}")
+                charge = room
+    if short:
+        memo = f"{memo} ({'; '.join(short)}: not charged)".strip()
+    return charge, memo
+
+
+def _comparable_time(value: object) -> str:
+    """A datetime as `store.fast` binds it on SQLite (the text SQLite stores and compares)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return str(value)
+
+
+def _available(session: Session, wallet_id: str) -> int:
+    return max(0, int(fast.run(session, _SELECT_AVAILABLE, {"wallet_id": wallet_id}).fetchone()[0]))
 
 
 def void(session: Session, hold_id: str) -> None:
-    """Release a pending hold in full (the call failed or was never made)."""
+    """Release a pending hold in full (the call failed or was never made) and give its
+    request back to the spend key's cycle it was counted in. Idempotent."""
     hold = _get(session, hold_id)
     if hold.status != "pending":
         return
     _release(session, hold, "voided")
+    if hold.spend_key_id is not None:
+        fast.run(
+            session,
+            _GIVE_BACK_REQUEST,
+            {"spend_key_id": hold.spend_key_id, "held_in": hold.request_cycle_start or utc_now()},
+        )
 
 
 def extend(session: Session, hold_id: str, ttl_s: int) -> None:
@@ -191,8 +314,35 @@ def extend(session: Session, hold_id: str, ttl_s: int) -> None:
     )
 
 
+def due(session: Session, now: datetime | None = None, limit: int = 1000) -> list[str]:
+    """The ids of pending holds past their expiry (read without locks; `expire_one` checks)."""
+    return list(
+        session.exec(
+            select(Hold.id)
+            .where(Hold.status == "pending", col(Hold.expires_at) < (now or utc_now()))
+            .order_by(col(Hold.expires_at))
+            .limit(limit)
+        ).all()
+    )
+
+
+def expire_one(session: Session, hold_id: str, now: datetime | None = None) -> bool:
+    """Release one hold if it is still pending and past its expiry; True if it was.
+
+    One hold per transaction, locked hold → key → wallet like a settlement, so the sweep
+    never waits for a key while it holds a wallet another call's settlement needs.
+    """
+    hold = _get(session, hold_id)
+    if hold.status != "pending" or hold.expires_at >= (now or utc_now()):
+        return False
+    _release(session, hold, "expired")
+    fast.run(session, _RECORD_EXPIRED, {"request_id": hold.request_id, "completed_at": utc_now()})
+    return True
+
+
 def expire_due(session: Session, now: datetime | None = None) -> int:
-    """Release every pending hold past its expiry; returns how many were released."""
+    """Release every pending hold past its expiry in this one transaction; returns how
+    many were released. (The background sweep uses `expire_one` per hold instead.)"""
     due = session.exec(
         select(Hold)
         .where(Hold.status == "pending", col(Hold.expires_at) < (now or utc_now()))
@@ -214,7 +364,7 @@ def _release(session: Session, hold: Hold, status: str) -> None:
             .values(held_micros=col(Wallet.held_micros) - hold.amount_micros)
         )
     if hold.spend_key_id is not None:
-        _settle_key(session, hold.spend_key_id, hold.amount_micros, 0)
+        _settle_key(session, hold.spend_key_id, hold.amount_micros, 0, hold.spend_cycle_start or utc_now())
     hold.status = status
     hold.resolved_at = utc_now()
     session.add(hold)
@@ -225,9 +375,13 @@ def _lock_key(session: Session, spend_key_id: str | None) -> None:
         fast.run(session, _LOCK_KEY, {"spend_key_id": spend_key_id})
 
 
-def _settle_key(session: Session, spend_key_id: str, released_micros: int, cost_micros: int) -> None:
+def _settle_key(
+    session: Session, spend_key_id: str, released_micros: int, cost_micros: int, held_in: object
+) -> None:
     fast.run(
-        session, _SETTLE_KEY, {"release": released_micros, "cost": cost_micros, "spend_key_id": spend_key_id}
+        session,
+        _SETTLE_KEY,
+        {"release": released_micros, "cost": cost_micros, "spend_key_id": spend_key_id, "held_in": held_in},
     )
 
 

@@ -6,19 +6,36 @@
     settle()  post the hold at the actual cost, release the rest, complete the record.
     fail()    void the hold (nothing charged) and record why the call failed.
 
-`call()` does all three around one non-streaming upstream request. The gateway streams
-between `open()` and `settle()` itself and calls `keep_alive()` while a stream lives.
+The charging rule, one for every surface: a call is charged the usage its provider
+reported, priced as the provider prices it (cache reads and writes included), capped at
+its hold (`charge_basis` "usage" or "capped"). No usable usage — missing, empty,
+malformed, or absurd (orders of magnitude beyond the bound) — is charged the hold
+("hold"), never $0. A call the provider never received, or answered with an error, is
+voided: nothing charged (the 502 contract).
+
+`call()` does all three around one non-streaming upstream request, sent at most once. The
+hold is kept alive while it waits. If the caller goes away (an MCP cancel) after the
+request may have reached the provider, the answer is still awaited for up to
+`stream_drain_s` for its usage, then charged by the rule; before that, it is voided. The
+gateway streams between `open()` and `settle()` through `core.relay`.
+
+A settle or void that fails on the database (busy, deadlock, serialization failure, a
+dropped connection) is retried with bounded backoff until it succeeds, shielded from
+cancellation: an answered call is never left uncharged.
+
 Database work goes through `Database.run`: inline on SQLite, in a worker thread on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
@@ -27,7 +44,6 @@ from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost
 from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
-from lava_mcp.providers.streams import StreamUsage
 from lava_mcp.store import fast
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
@@ -42,11 +58,21 @@ _INSERT_PENDING = fast.Statement(
 )
 _COMPLETE = fast.Statement(
     "UPDATE request_record SET status = 'completed', input_tokens = :input_tokens,"
-    " output_tokens = :output_tokens, input_cost_micros = :input_cost, cost_micros = :cost,"
-    " completed_at = :completed_at WHERE id = :id"
+    " output_tokens = :output_tokens, cache_read_tokens = :cache_read_tokens,"
+    " cache_write_tokens = :cache_write_tokens, charge_basis = :charge_basis,"
+    " input_cost_micros = :input_cost, cost_micros = :cost, completed_at = :completed_at WHERE id = :id"
 )
 
 logger = logging.getLogger("lava_mcp.metering")
+
+T = TypeVar("T")
+ChargeBasis = Literal["usage", "capped", "hold"]
+# Reported usage this many times beyond the bound is not a report that can be believed
+# (nor stored: such counts may not even fit a database integer): charged the hold.
+ABSURD_FACTOR = 100
+# A failed settle is retried after these waits, doubling up to the longest (then forever).
+SETTLE_RETRY_FIRST_S = 0.05
+SETTLE_RETRY_LONGEST_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +89,16 @@ class Ticket:
     spend_key_id: str | None
     # The token bounds the hold was priced at (what a call that reports no usage is charged).
     bound: shapes.Usage
+    bound_cost: prices.Cost = prices.FREE  # the hold's price; total_micros == hold_micros
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What a call is charged, by the charging rule."""
+
+    usage: shapes.Usage  # the tokens charged (the bound, for basis "hold")
+    cost: prices.Cost
+    basis: ChargeBasis
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,7 @@ class Settlement:
     usage: shapes.Usage
     cost: prices.Cost
     available_micros: int  # the wallet's balance after, less what other calls hold
+    basis: ChargeBasis = "usage"
 
 
 @dataclass(frozen=True)
@@ -89,6 +126,8 @@ class Metering:
         hold_ttl_s: int = 600,
         default_max_tokens: int = 4096,
         rate_limiter: RateLimiter | None = None,
+        stream_drain_s: float = 5.0,
+        money_mode: str | None = None,
     ) -> None:
         self.db = db
         self.catalog = catalog
@@ -96,8 +135,16 @@ class Metering:
         self.hold_ttl_s = hold_ttl_s
         self.default_max_tokens = default_max_tokens
         self.rate_limiter = rate_limiter
+        # How long a call whose caller left is still read for its usage.
+        self.stream_drain_s = stream_drain_s
+        # The server's money mode: paid calls need a wallet in the same mode (None: any).
+        self.money_mode = money_mode
+        self.settle_retry_first_s = SETTLE_RETRY_FIRST_S
+        self.settle_retry_longest_s = SETTLE_RETRY_LONGEST_S
         # Called with the request id once a call is settled or failed (metrics, tests).
         self.resolved_listeners: list[Callable[[str], None]] = []
+        # Called with the request id when a call's client left and its upstream is drained.
+        self.draining_listeners: list[Callable[[str], None]] = []
 
     async def call(
         self,
@@ -131,27 +178,60 @@ class Metering:
             request_shape=request_shape,
             request_id=request_id,
         )
+        exchange = upstream.Exchange()
+        # The request runs in its own task, so that a caller who leaves (a cancel) does not
+        # cut it off before its usage can be read (`_abandon`).
+        request = asyncio.ensure_future(self.upstream.post_json(ticket.service, ticket.body, exchange))
+        keep_alive = asyncio.ensure_future(self.keep_alive_while(ticket))
         try:
-            result = await self.upstream.post_json(ticket.service, ticket.body)
+            result = await asyncio.shield(request)
         except LavaError as error:
             await self.fail(ticket, error)
             raise
         except BaseException:
-            # Cancelled mid-call (the client went away): release the hold, charge nothing.
             with anyio.CancelScope(shield=True):
-                await self.db.run(self._fail_sync, ticket, "call cancelled", 499)
+                await self._abandon(ticket, exchange, request)
             raise
-        usage = _usage(ticket.service, result)
-        if usage is None:
-            # A paid model answered without reporting usage: charge the hold, never nothing.
-            logger.warning(
-                "%s answered request %s without usage; charging its hold",
-                ticket.service.id,
-                ticket.request_id,
-            )
-            usage = ticket.bound
-        settlement = await self.settle(ticket, usage)
+        finally:
+            keep_alive.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({keep_alive})
+        settlement = await self.settle(ticket, _usage(ticket.service, result))
         return CallResult(result, settlement)
+
+    async def _abandon(
+        self, ticket: Ticket, exchange: upstream.Exchange, request: asyncio.Future[Any]
+    ) -> None:
+        """Resolve a call whose caller left while it waited on the provider.
+
+        Not yet sent: voided. Sent (the provider may bill it): its answer is awaited for
+        up to `stream_drain_s` and charged by the rule — its usage, or the hold when none
+        comes. A provider that answers with an error is voided, as for any caller.
+        """
+        if not exchange.sent:
+            request.cancel()
+            await self._write(self._fail_sync, ticket, "call cancelled before it reached the provider", 499)
+            self._resolved(ticket)
+            return
+        for listener in self.draining_listeners:
+            listener(ticket.request_id)
+        await _wait_for(request, self.stream_drain_s)
+        result: Any = None
+        if request.done() and not request.cancelled():
+            failure = request.exception()
+            if isinstance(failure, LavaError):
+                await self.fail(ticket, failure)
+                return
+            if failure is not None:
+                logger.error("request %s failed after its caller left", ticket.request_id, exc_info=failure)
+            else:
+                result = request.result()
+        request.cancel()
+        usage = _usage(ticket.service, result) if result is not None else None
+        logger.info(
+            "request %s: caller left; charging %s", ticket.request_id, "its usage" if usage else "its hold"
+        )
+        await self.settle(ticket, usage)
 
     async def open(
         self,
@@ -175,7 +255,7 @@ class Metering:
         model_name = _model_name(service, model, body)
         prices.require_price(service, model_name)
         prepared = self._prepare(service, model_name, body)
-        bound = prices.cost_of(service, model_name, prepared.input_tokens_bound, prepared.output_tokens_bound)
+        bound = prices.bound_cost(service, model_name, prepared)
         ticket = Ticket(
             request_id=request_id or new_id("req"),
             wallet_id=wallet_id,
@@ -185,6 +265,7 @@ class Metering:
             hold_id="",
             hold_micros=bound.total_micros,
             bound=shapes.Usage(prepared.input_tokens_bound, prepared.output_tokens_bound),
+            bound_cost=bound,
             spend_key_id=spend_key.id if spend_key else None,
         )
         try:
@@ -206,31 +287,55 @@ class Metering:
             await self.db.run(self._record_refusal, ticket, endpoint, error)
             raise
 
-    async def settle(self, ticket: Ticket, usage: shapes.Usage) -> Settlement:
-        """Post the hold at the cost of `usage` (capped at the hold) and complete the record."""
-        cost = prices.cost_of(ticket.service, ticket.model, usage.input_tokens, usage.output_tokens)
+    def charge(self, ticket: Ticket, usage: shapes.Usage | None) -> Charge:
+        """What `ticket` is charged for `usage` (None: no usable usage) by the charging rule."""
+        if usage is not None and not _believable(usage, ticket.bound):
+            logger.warning(
+                "%s reported usage far beyond request %s's bound (%s); charging its hold",
+                ticket.service.id,
+                ticket.request_id,
+                usage,
+            )
+            usage = None
+        if usage is None:
+            if ticket.service.pricing == "per_token":
+                logger.warning(
+                    "%s gave request %s no usable usage; charging its hold",
+                    ticket.service.id,
+                    ticket.request_id,
+                )
+            return Charge(ticket.bound, ticket.bound_cost, "hold")
+        cost = prices.price(ticket.service, ticket.model, usage)
         if cost.total_micros > ticket.hold_micros:
             # The provider reported more than the bound allowed; the hold caps the charge.
-            cost = prices.Cost(min(cost.input_micros, ticket.hold_micros), ticket.hold_micros)
-        settlement = await self.db.run(self._settle_sync, ticket, usage, cost)
+            capped = prices.Cost(min(cost.input_micros, ticket.hold_micros), ticket.hold_micros)
+            return Charge(usage, capped, "capped")
+        return Charge(usage, cost, "usage")
+
+    async def settle(self, ticket: Ticket, usage: shapes.Usage | None) -> Settlement:
+        """Post the hold at what the charging rule says `usage` costs and complete the
+        record; retried until the database takes it."""
+        charge = self.charge(ticket, usage)
+        settlement = await self._write(self._settle_sync, ticket, charge)
         self._resolved(ticket)
         return settlement
 
     async def fail(self, ticket: Ticket, error: LavaError) -> None:
         """Void the hold and record the failure: nothing is charged."""
-        await self.db.run(self._fail_sync, ticket, error.message, error.code)
+        await self._write(self._fail_sync, ticket, error.message, error.code)
         self._resolved(ticket)
 
-    async def finish_stream(self, ticket: Ticket, meter: StreamUsage, *, failed: bool) -> None:
-        """Settle a stream at what it produced; one that failed before producing anything
-        is voided (nothing charged)."""
-        if failed and not meter.produced:
+    async def finish_stream(self, ticket: Ticket, usage: shapes.Usage | None, *, accepted: bool) -> None:
+        """Settle a stream by the charging rule. One the provider never accepted (no 2xx
+        answer) is voided; once it answered 2xx it may bill, so it is charged its usage,
+        or its hold when no usable usage came."""
+        if not accepted:
             await self.fail(ticket, UpstreamError(f"{ticket.service.id} stream failed; nothing was charged"))
             return
-        await self.settle(ticket, meter.usage())
+        await self.settle(ticket, usage)
 
     async def keep_alive(self, ticket: Ticket) -> None:
-        """Push the hold's expiry forward while its stream is still alive."""
+        """Push the hold's expiry forward while its call is still running."""
 
         def extend() -> None:
             with self.db.write() as session:
@@ -238,14 +343,60 @@ class Metering:
 
         await self.db.run(extend)
 
+    async def keep_alive_while(self, ticket: Ticket) -> None:
+        """Keep the hold alive until cancelled (run beside a call that waits upstream)."""
+        while True:
+            await anyio.sleep(max(1.0, self.hold_ttl_s / 3))
+            try:
+                await self.keep_alive(ticket)
+            except Exception:  # the next round retries; the hold's TTL covers a miss
+                logger.exception("could not extend the hold of request %s", ticket.request_id)
+
+    async def _write(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a settling transaction until it commits, shielded from cancellation.
+
+        Only errors that say "try again" are retried (busy or locked, deadlock,
+        serialization failure, a dropped connection); anything else is a bug and raised.
+        """
+        delay_s = self.settle_retry_first_s
+        attempt = 1
+        with anyio.CancelScope(shield=True):
+            while True:
+                try:
+                    return await self.db.run(function, *args)
+                except DBAPIError as error:
+                    if not _transient(error):
+                        raise
+                    logger.warning(
+                        "%s failed on attempt %d (%s); retrying in %.2fs",
+                        getattr(function, "__name__", "settle"),
+                        attempt,
+                        str(error.orig).splitlines()[0] if error.orig else type(error).__name__,
+                        delay_s,
+                    )
+                await anyio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self.settle_retry_longest_s)
+                attempt += 1
+        raise AssertionError("a shielded scope is never cancelled")
+
     def _resolved(self, ticket: Ticket) -> None:
         for listener in self.resolved_listeners:
             listener(ticket.request_id)
 
     def expire_holds(self) -> int:
-        """Release every hold past its expiry (a crash between hold and settle loses nothing)."""
-        with self.db.write() as session:
-            return holds.expire_due(session)
+        """Release every hold past its expiry (a crash between hold and settle loses nothing).
+
+        One hold per transaction, in the same lock order as a settlement (hold, key,
+        wallet), so the sweep and concurrent settlements never deadlock.
+        """
+        now = utc_now()
+        with self.db.read() as session:
+            due = holds.due(session, now)
+        released = 0
+        for hold_id in due:
+            with self.db.write() as session:
+                released += holds.expire_one(session, hold_id, now)
+        return released
 
     # -- the transactions ---------------------------------------------------------------
 
@@ -286,6 +437,7 @@ class Metering:
                 request_id=ticket.request_id,
                 ttl_s=self.hold_ttl_s,
                 spend_key_id=ticket.spend_key_id,
+                mode=None if ticket.service.is_free else self.money_mode,
             )
             fast.run(
                 session,
@@ -304,7 +456,8 @@ class Metering:
             )
         return replace(ticket, hold_id=hold.id)
 
-    def _settle_sync(self, ticket: Ticket, usage: shapes.Usage, cost: prices.Cost) -> Settlement:
+    def _settle_sync(self, ticket: Ticket, charge: Charge) -> Settlement:
+        usage, cost = charge.usage, charge.cost
         with self.db.write() as session:
             available = holds.post(session, ticket.hold_id, cost.total_micros)
             completed = fast.run(
@@ -314,19 +467,24 @@ class Metering:
                     "id": ticket.request_id,
                     "input_tokens": usage.input_tokens,
                     "output_tokens": usage.output_tokens,
+                    "cache_read_tokens": usage.cache_read_tokens,
+                    "cache_write_tokens": usage.cache_write_tokens,
+                    "charge_basis": charge.basis,
                     "input_cost": cost.input_micros,
                     "cost": cost.total_micros,
                     "completed_at": utc_now(),
                 },
             )
             assert completed.rowcount == 1, ticket.request_id
-        return Settlement(ticket.request_id, usage, cost, available)
+        return Settlement(ticket.request_id, usage, cost, available, charge.basis)
 
     def _fail_sync(self, ticket: Ticket, message: str, code: int) -> None:
         with self.db.write() as session:
             holds.void(session, ticket.hold_id)
             record = session.get(RequestRecord, ticket.request_id)
             assert record is not None
+            if record.status == "completed":
+                return  # settled already (a cancel racing the settle): keep the charge
             record.status = "error"
             record.error = message[:500]
             record.error_code = code
@@ -365,12 +523,40 @@ def _model_name(service: Service, model: object, body: object) -> str | None:
 
 
 def _usage(service: Service, result: Any) -> shapes.Usage | None:
-    """The usage the provider reported; None when a per-token service reported none."""
+    """The usage the provider reported; None when a per-token service reported none usable."""
     if service.shape not in ("openai", "anthropic"):
         return shapes.Usage(0, 0)
-    reported = isinstance(result, dict) and isinstance(result.get("usage"), dict)
-    if not reported:
-        return None if service.pricing == "per_token" else shapes.Usage(0, 0)
-    if service.shape == "openai":
-        return shapes.openai_usage(result)
-    return shapes.anthropic_usage(result)
+    usage = shapes.openai_usage(result) if service.shape == "openai" else shapes.anthropic_usage(result)
+    if usage is None and service.pricing != "per_token":
+        return shapes.Usage(0, 0)  # a free or per-call service costs the same either way
+    return usage
+
+
+async def _wait_for(request: asyncio.Future[Any], timeout_s: float) -> None:
+    """Wait up to `timeout_s` for `request` without ever cancelling it, even when a
+    cancellation of the caller that was already on its way is delivered meanwhile."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not request.done() and (remaining_s := deadline - loop.time()) > 0:
+        try:
+            await asyncio.wait({request}, timeout=remaining_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the same cancel delivered again; the caller re-raises the first
+
+
+def _believable(usage: shapes.Usage, bound: shapes.Usage) -> bool:
+    """Usage within orders of magnitude of the bound (beyond it, it is capped; far beyond,
+    it is not a report to store or believe). A real prompt is at least one token."""
+    if usage.all_input_tokens > ABSURD_FACTOR * max(bound.input_tokens, 1):
+        return False
+    if usage.output_tokens > ABSURD_FACTOR * max(bound.output_tokens, 1):
+        return False
+    return usage.all_input_tokens > 0 or bound.input_tokens == 0
+
+
+def _transient(error: DBAPIError) -> bool:
+    """A database error that says "try again": busy/locked, deadlock, serialization
+    failure (all OperationalError in SQLite's and psycopg's trees) or a lost connection."""
+    return isinstance(error, OperationalError | InterfaceError) or bool(error.connection_invalidated)

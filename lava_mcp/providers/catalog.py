@@ -26,10 +26,14 @@ Pricing = Literal["per_token", "per_call", "free"]
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """Dollars per million tokens, which is also micro-dollars per token."""
+    """Dollars per million tokens, which is also micro-dollars per token. Cache prices
+    left out follow `prices`' rule (reads at input, writes at 1.25x, 1-hour writes at 2x)."""
 
     input_per_mtok: Decimal
     output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+    cache_write_1h_per_mtok: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,9 @@ def _service(service_id: str, entry: Mapping[str, Any], env: Mapping[str, str | 
         name: ModelPrice(
             input_per_mtok=parse_decimal_price(str(price["input_per_mtok"])),
             output_per_mtok=parse_decimal_price(str(price["output_per_mtok"])),
+            cache_read_per_mtok=_optional_price(price, "cache_read_per_mtok"),
+            cache_write_per_mtok=_optional_price(price, "cache_write_per_mtok"),
+            cache_write_1h_per_mtok=_optional_price(price, "cache_write_1h_per_mtok"),
         )
         for name, price in entry.get("models", {}).items()
     }
@@ -145,3 +152,8 @@ def _service(service_id: str, entry: Mapping[str, Any], env: Mapping[str, str | 
         models=models,
         description=str(entry.get("description", "")),
     )
+
+
+def _optional_price(price: Mapping[str, Any], name: str) -> Decimal | None:
+    value = price.get(name)
+    return None if value is None else parse_decimal_price(str(value))

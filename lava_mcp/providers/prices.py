@@ -2,6 +2,14 @@
 
 A cost is the exact price rounded up to the micro-dollar; `input_micros` is the input
 part rounded up and the output part is the rest, so the two always add up to the cost.
+
+Prompt caching is priced as the provider prices it: cache reads and writes (5-minute and
+1-hour TTLs) at their own rates, through genai-prices. A catalog override that names no
+cache prices uses a rule that never charges less than Anthropic would: reads at the input
+price, 5-minute writes at 1.25x input, 1-hour writes at 2x input.
+
+A hold is priced by `bound_cost`: its input bound at the dearest input rate the request
+may incur (all of it written to the cache, when the request asks for caching).
 """
 
 from __future__ import annotations
@@ -16,7 +24,12 @@ from genai_prices.types import ModelPrice as GenaiModelPrice
 
 from lava_mcp.errors import BadRequest
 from lava_mcp.money import dollars_to_micros_ceil
+from lava_mcp.providers import shapes
 from lava_mcp.providers.catalog import ModelPrice, Service
+
+# The override rule for cache prices a catalog entry leaves out (Anthropic's multipliers).
+CACHE_WRITE_MULTIPLIER = Decimal("1.25")
+CACHE_WRITE_1H_MULTIPLIER = Decimal("2")
 
 
 @dataclass(frozen=True)
@@ -47,33 +60,107 @@ def require_price(service: Service, model: str | None) -> None:
         )
 
 
-def cost_of(service: Service, model: str | None, input_tokens: int, output_tokens: int) -> Cost:
-    """The cost of a call that used these tokens (or of one call, for per-call services)."""
-    assert input_tokens >= 0 and output_tokens >= 0, (input_tokens, output_tokens)
+def cost_of(
+    service: Service,
+    model: str | None,
+    input_tokens: int,
+    output_tokens: int,
+    *,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+) -> Cost:
+    """The cost of a call that used these tokens (or of one call, for per-call services).
+
+    `input_tokens` is the uncached input; `cache_write_tokens` counts every cache write,
+    of which `cache_write_1h_tokens` were at the 1-hour TTL.
+    """
+    counts = (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens)
+    assert all(count >= 0 for count in counts), counts
+    assert cache_write_1h_tokens <= cache_write_tokens, (cache_write_1h_tokens, cache_write_tokens)
     if service.pricing == "free":
         return FREE
     if service.pricing == "per_call":
         return Cost(service.per_call_micros, service.per_call_micros)
     assert model, "per-token pricing needs a model (require_price checks this first)"
+    cached = cache_read_tokens or cache_write_tokens
     override = _override(service, model)
     if override is not None:
         # Dollars per million tokens == micro-dollars per token.
-        input_exact = override.input_per_mtok * input_tokens
+        input_exact = (
+            override.input_per_mtok * input_tokens
+            + _or(override.cache_read_per_mtok, override.input_per_mtok) * cache_read_tokens
+            + _or(override.cache_write_per_mtok, override.input_per_mtok * CACHE_WRITE_MULTIPLIER)
+            * (cache_write_tokens - cache_write_1h_tokens)
+            + _or(override.cache_write_1h_per_mtok, override.input_per_mtok * CACHE_WRITE_1H_MULTIPLIER)
+            * cache_write_1h_tokens
+        )
         total_exact = input_exact + override.output_per_mtok * output_tokens
         return Cost(_ceil(input_exact), _ceil(total_exact))
     model_price = _model_price(
         service.prices_provider or service.id, service.upstream_model(model), _this_minute()
     )
-    if isinstance(model_price.input_mtok, Decimal) and isinstance(model_price.output_mtok, Decimal):
-        # Flat per-token prices (most models): the same arithmetic as an override.
+    if (
+        not cached
+        and isinstance(model_price.input_mtok, Decimal)
+        and isinstance(model_price.output_mtok, Decimal)
+    ):
+        # Flat per-token prices (most models) and no cache: the same arithmetic as an override.
         input_exact = model_price.input_mtok * input_tokens
         total_exact = input_exact + model_price.output_mtok * output_tokens
         return Cost(_ceil(input_exact), _ceil(total_exact))
-    prices = model_price.calc_price(Usage(input_tokens=input_tokens, output_tokens=output_tokens))
+    # genai-prices counts cached tokens inside input_tokens and prices them apart.
+    usage = Usage(
+        input_tokens=input_tokens + cache_read_tokens + cache_write_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read_tokens or None,
+        cache_write_tokens=cache_write_tokens or None,
+        cache_write_1h_tokens=cache_write_1h_tokens or None,
+    )
+    prices = model_price.calc_price(usage)
     return Cost(
         dollars_to_micros_ceil(prices["input_price"]),
         dollars_to_micros_ceil(prices["total_price"]),
     )
+
+
+def price(service: Service, model: str | None, usage: shapes.Usage) -> Cost:
+    """`cost_of` for a `shapes.Usage`."""
+    return cost_of(
+        service,
+        model,
+        usage.input_tokens,
+        usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+    )
+
+
+def bound_cost(service: Service, model: str | None, prepared: shapes.Prepared) -> Cost:
+    """What a hold for `prepared` must be: the most its token bounds can cost.
+
+    Without caching that is the bound at the input rate. A request that asks for cache
+    writes may have every input token billed as a write (1.25x, or 2x for the 1-hour TTL),
+    so the bound is priced at the dearest of the rates it may incur.
+    """
+    input_bound, output_bound = prepared.input_tokens_bound, prepared.output_tokens_bound
+    plain = cost_of(service, model, input_bound, output_bound)
+    if not prepared.cache.writes:
+        return plain
+    written = cost_of(
+        service,
+        model,
+        0,
+        output_bound,
+        cache_write_tokens=input_bound,
+        cache_write_1h_tokens=input_bound if prepared.cache.writes_1h else 0,
+    )
+    return written if written.total_micros > plain.total_micros else plain
+
+
+def _or(value: Decimal | None, default: Decimal) -> Decimal:
+    return default if value is None else value
 
 
 def _ceil(micros: Decimal) -> int:

@@ -10,6 +10,17 @@ audio, files and documents cost tokens their JSON bytes don't bound, and server-
 (web search, code execution) are billed per use, so such requests are refused with a 400
 rather than metered wrongly. Tool definitions get a fixed allowance for the system prompt
 the provider wraps them in.
+
+Prompt caching changes the price, never the bound on tokens: a cache write costs more per
+token than plain input (Anthropic: 1.25x for the 5-minute TTL, 2x for 1 hour), so the
+hold prices its input bound at the dearest input rate the request can incur (`CacheUse`).
+Fields whose price the hold can't bound are refused here with a 400 (a `service_tier`
+other than the standard one, an unknown cache TTL, both `max_tokens` and
+`max_completion_tokens`), never forwarded unpriced.
+
+Usage is read strictly: every count must be a non-negative integer, and the output count
+must be present. Anything else (`{}`, strings, floats, negatives) reads as no usage
+(`None`), which the metering core charges at the hold — never at $0.
 """
 
 from __future__ import annotations
@@ -40,12 +51,38 @@ UNMETERED_PART_TYPES = frozenset(
 )
 UNMETERED_OPENAI_FIELDS = ("audio", "web_search_options", "modalities", "prediction")
 MAX_CHOICES = 8
+# The service tiers billed at the standard price; any other tier (OpenAI's `priority`,
+# `flex`, `scale`) is priced differently and refused.
+STANDARD_SERVICE_TIERS = {"openai": ("auto", "default"), "anthropic": ("auto", "standard_only")}
+CACHE_TTLS = ("5m", "1h")
 
 
 @dataclass(frozen=True)
 class Usage:
+    """Tokens as the provider bills them. `input_tokens` is plain (uncached) input; cache
+    reads and writes are counted apart (`cache_write_tokens` includes the 1-hour writes,
+    which `cache_write_1h_tokens` counts again on their own)."""
+
     input_tokens: int
     output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+
+    @property
+    def all_input_tokens(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+@dataclass(frozen=True)
+class CacheUse:
+    """The prompt-cache writes a request may cause (what its hold must be priced for)."""
+
+    writes: bool = False  # may write the cache at the 5-minute rate
+    writes_1h: bool = False  # may write at the 1-hour rate
+
+
+NO_CACHE = CacheUse()
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,7 @@ class Prepared:
     body: dict[str, Any]
     input_tokens_bound: int
     output_tokens_bound: int
+    cache: CacheUse = NO_CACHE
 
 
 def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -> Prepared:
@@ -66,9 +104,13 @@ def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -
             raise BadRequest(f"{name} is not supported: lava-mcp meters text only")
     _require_function_tools(body.get("tools"), allowed_types=("function",))
     body["model"] = upstream_model
+    _require_standard_tier(body, "openai")
     choices = body.get("n", 1)
     if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= MAX_CHOICES:
         raise BadRequest(f"n must be an integer from 1 to {MAX_CHOICES}")
+    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is not None:
+        # Which one the provider obeys is its choice; the hold can bound only one.
+        raise BadRequest("give max_completion_tokens or max_tokens, not both")
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is None:
         limit = default_max_tokens
@@ -79,6 +121,8 @@ def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -
         if not isinstance(options, dict):
             raise BadRequest("stream_options must be an object")
         body["stream_options"] = {**options, "include_usage": True}
+    # OpenAI caches prompts on its own and charges no more for it (cached input is
+    # cheaper): the plain input rate bounds every input token.
     return Prepared(body, _input_bound(body), limit * choices)
 
 
@@ -89,33 +133,115 @@ def prepare_anthropic(body: Any, *, upstream_model: str, default_max_tokens: int
     _refuse_unmetered_parts(body.get("system"))
     _require_function_tools(body.get("tools"), allowed_types=("custom",))
     body["model"] = upstream_model
+    _require_standard_tier(body, "anthropic")
     limit = body.get("max_tokens")
     if limit is None:
         limit = default_max_tokens
         body["max_tokens"] = limit
     _check_max_tokens(limit)
-    return Prepared(body, _input_bound(body), limit)
+    return Prepared(body, _input_bound(body), limit, _cache_use(body))
 
 
-def openai_usage(response: Any) -> Usage:
+def openai_usage(response: Any) -> Usage | None:
+    """The usage of an OpenAI answer; None when it reported none that can be used.
+
+    `prompt_tokens` includes the cached tokens (`prompt_tokens_details.cached_tokens`),
+    which are billed at the cache-read rate."""
     usage = response.get("usage") if isinstance(response, dict) else None
     if not isinstance(usage, dict):
-        return Usage(0, 0)
-    return Usage(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+        return None
+    prompt = _count(usage.get("prompt_tokens"))
+    completion = _count(usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached: int | None = 0
+    if isinstance(details, dict) and details.get("cached_tokens") is not None:
+        cached = _count(details.get("cached_tokens"))
+    elif details is not None and not isinstance(details, dict):
+        cached = None
+    if prompt is None or completion is None or cached is None or cached > prompt:
+        return None
+    return Usage(prompt - cached, completion, cache_read_tokens=cached)
 
 
-def anthropic_usage(response: Any) -> Usage:
-    """Cache reads and writes count as input (never below the real price: cache reads are
-    cheaper, writes cost 1.25x input and are rare through a metered gateway)."""
+def anthropic_usage(response: Any) -> Usage | None:
+    """The usage of an Anthropic message (or of `message_start`'s message); None when it
+    reported none that can be used.
+
+    `input_tokens` is the uncached input; cache writes (`cache_creation_input_tokens`,
+    split by TTL in `cache_creation`) and reads are billed at their own rates."""
     usage = response.get("usage") if isinstance(response, dict) else None
+    return anthropic_usage_fields(usage)
+
+
+def anthropic_usage_fields(usage: Any) -> Usage | None:
+    """`anthropic_usage` for the `usage` object itself (a stream's events carry it bare)."""
     if not isinstance(usage, dict):
-        return Usage(0, 0)
-    input_tokens = (
-        _count(usage.get("input_tokens"))
-        + _count(usage.get("cache_creation_input_tokens"))
-        + _count(usage.get("cache_read_input_tokens"))
+        return None
+    input_tokens = _count(usage.get("input_tokens"))
+    output_tokens = _count(usage.get("output_tokens"))
+    reads = _optional_count(usage, "cache_read_input_tokens")
+    writes = _optional_count(usage, "cache_creation_input_tokens")
+    split = usage.get("cache_creation")
+    writes_5m: int | None = 0
+    writes_1h: int | None = 0
+    if isinstance(split, dict):
+        writes_5m = _optional_count(split, "ephemeral_5m_input_tokens")
+        writes_1h = _optional_count(split, "ephemeral_1h_input_tokens")
+    elif split is not None:
+        writes_5m = writes_1h = None
+    counts = (input_tokens, output_tokens, reads, writes, writes_5m, writes_1h)
+    if any(count is None for count in counts):
+        return None
+    assert input_tokens is not None and output_tokens is not None
+    assert reads is not None and writes is not None and writes_5m is not None and writes_1h is not None
+    # The split should add up to the total; where it doesn't, bill the larger (never less).
+    return Usage(
+        input_tokens,
+        output_tokens,
+        cache_read_tokens=reads,
+        cache_write_tokens=max(writes, writes_5m + writes_1h),
+        cache_write_1h_tokens=writes_1h,
     )
-    return Usage(input_tokens, _count(usage.get("output_tokens")))
+
+
+def _require_standard_tier(body: dict[str, Any], shape: str) -> None:
+    tier = body.get("service_tier")
+    if tier is not None and tier not in STANDARD_SERVICE_TIERS[shape]:
+        raise BadRequest(
+            f"service_tier {str(tier)[:40]!r} is not supported: its price can't be held in advance",
+            next_step=f"leave service_tier out or use one of: {', '.join(STANDARD_SERVICE_TIERS[shape])}",
+        )
+
+
+def _cache_use(body: dict[str, Any]) -> CacheUse:
+    """The cache writes an Anthropic request asks for, from every `cache_control` in it.
+
+    Raises: BadRequest for a cache_control that isn't an object, or an unknown TTL.
+    """
+    ttls: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if isinstance(value, list):
+            for item in value:
+                visit(item)
+        elif isinstance(value, dict):
+            control = value.get("cache_control")
+            if control is not None:
+                if not isinstance(control, dict):
+                    raise BadRequest("cache_control must be an object")
+                ttl = control.get("ttl", "5m")
+                if ttl not in CACHE_TTLS:
+                    raise BadRequest(
+                        f"cache_control ttl {str(ttl)[:20]!r} is not supported",
+                        next_step=f"use one of: {', '.join(CACHE_TTLS)}",
+                    )
+                ttls.add(ttl)
+            for item in value.values():
+                if isinstance(item, list | dict):
+                    visit(item)
+
+    visit(body)
+    return CacheUse(writes=bool(ttls), writes_1h="1h" in ttls)
 
 
 def _require_messages(body: Any) -> dict[str, Any]:
@@ -184,5 +310,12 @@ def _input_bound(body: dict[str, Any]) -> int:
     )
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+def _count(value: Any) -> int | None:
+    """A token count as reported: a non-negative integer, or None (unusable)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _optional_count(fields: dict[str, Any], name: str) -> int | None:
+    """A count that may be left out (0), or None when present but unusable."""
+    value = fields.get(name)
+    return 0 if value is None else _count(value)

@@ -1,20 +1,18 @@
 """Reading usage from a provider's server-sent events as they pass through.
 
-The events themselves are relayed untouched; this only watches them, so that a stream is
-settled at the provider's own final usage, or, for a stream cut short, at an estimate of
-what was produced (which the hold caps in `Metering.settle`).
+The events themselves are relayed untouched; this only watches them for the provider's
+own final usage. A stream is charged by the same rule as a JSON answer: that usage when
+it arrives, the hold when it never does (`usage()` is then None). Nothing is estimated
+from the bytes or chunks that passed: an estimate is far below what the provider bills.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from lava_mcp.providers import shapes
-
-_CONTENT = re.compile(rb'"(?:content|text|partial_json|arguments|refusal|thinking)"\s*:\s*"(?!")')
 
 
 @dataclass
@@ -22,19 +20,20 @@ class StreamUsage:
     """Usage read from a stream's events as they pass (the events themselves pass untouched).
 
     OpenAI reports usage in a last chunk (`stream_options.include_usage`); Anthropic in
-    `message_start` (input) and `message_delta` (output, cumulative). Until then the
-    chunks that carried content are counted, to settle a stream cut short.
+    `message_start` (input and cache tokens) and `message_delta` (output, cumulative; newer
+    API versions repeat the input counts there). The usage is final once that last report
+    arrived: OpenAI's usage chunk, Anthropic's `message_delta`.
     """
 
     shape: str
-    body: dict[str, Any]  # the request sent upstream (to estimate a cut-short stream's input)
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    content_chunks: int = 0
     final: bool = False  # the provider's own final usage arrived
+    _usage: shapes.Usage | None = field(default=None, repr=False)
+    _anthropic_fields: dict[str, Any] = field(default_factory=dict, repr=False)
     _partial: bytes = field(default=b"", repr=False)
+    received_bytes: int = 0
 
     def feed(self, chunk: bytes) -> None:
+        self.received_bytes += len(chunk)
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
@@ -44,42 +43,31 @@ class StreamUsage:
     def _event(self, data: bytes) -> None:
         if self.shape == "openai":
             if b'"usage"' in data and data != b"[DONE]":
-                usage = shapes.openai_usage(_json(data))
-                if usage.input_tokens or usage.output_tokens:
-                    self.input_tokens, self.output_tokens, self.final = (
-                        usage.input_tokens,
-                        usage.output_tokens,
-                        True,
-                    )
-                    return
-            if _CONTENT.search(data):
-                self.content_chunks += 1
+                event = _json(data)
+                if event.get("usage") is not None:
+                    # A present but unusable report reads as None: charged the hold.
+                    self._usage, self.final = shapes.openai_usage(event), True
             return
         if b"message_start" in data[:40]:
-            usage = shapes.anthropic_usage(_json(data).get("message"))
-            self.input_tokens = usage.input_tokens
-            self.output_tokens = usage.output_tokens
+            message = _json(data).get("message")
+            usage = message.get("usage") if isinstance(message, dict) else None
+            if isinstance(usage, dict):
+                self._anthropic_fields.update(usage)
         elif b"message_delta" in data[:40]:
-            delta_usage = _json(data).get("usage")
-            output = delta_usage.get("output_tokens") if isinstance(delta_usage, dict) else None
-            if isinstance(output, int) and not isinstance(output, bool) and output >= 0:
-                self.output_tokens = output
-                self.final = True
-        elif _CONTENT.search(data):
-            self.content_chunks += 1
+            usage = _json(data).get("usage")
+            if isinstance(usage, dict):
+                # The delta's counts are cumulative; a count it leaves null keeps message_start's.
+                self._anthropic_fields.update(
+                    {name: value for name, value in usage.items() if value is not None}
+                )
+            else:
+                self._anthropic_fields["output_tokens"] = None  # a final report with no counts
+            self._usage = shapes.anthropic_usage_fields(self._anthropic_fields)
+            self.final = True
 
-    def usage(self) -> shapes.Usage:
-        """Exact when the provider's final usage arrived; otherwise an estimate of what was
-        produced (content chunks ≈ tokens) that the hold caps in `Metering.settle`."""
-        if self.final and self.input_tokens is not None and self.output_tokens is not None:
-            return shapes.Usage(self.input_tokens, self.output_tokens)
-        input_tokens = self.input_tokens if self.input_tokens is not None else _estimate_input(self.body)
-        output_tokens = max(self.output_tokens or 0, self.content_chunks)
-        return shapes.Usage(input_tokens, output_tokens)
-
-    @property
-    def produced(self) -> bool:
-        return self.content_chunks > 0 or bool(self.output_tokens) or self.final
+    def usage(self) -> shapes.Usage | None:
+        """The provider's final usage; None when it never arrived or can't be used."""
+        return self._usage if self.final else None
 
 
 def _json(data: bytes) -> dict[str, Any]:
@@ -88,9 +76,3 @@ def _json(data: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _estimate_input(body: dict[str, Any]) -> int:
-    """About four bytes of prompt per token (an estimate only for a stream cut short)."""
-    prompt = json.dumps([body.get("system"), body.get("messages")], ensure_ascii=False)
-    return len(prompt.encode()) // 4 + 1

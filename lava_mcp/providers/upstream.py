@@ -4,12 +4,19 @@ aiohttp rather than httpx on this path: with 32 calls in flight httpx's connecti
 costs about 3 ms of CPU a request (it scans every pooled connection per request), aiohttp
 about 0.2 ms — measured on the 2-core machine the README's figures come from. Upstream
 keys come from the catalog (i.e. from configuration), never from the caller.
+
+At most once: a request is POSTed once per client call and never resent. Once its first
+bytes were handed to a connection the provider may have received it, run it and billed
+it; a resend could bill twice. An `Exchange` records whether that point was reached, so
+that a call cancelled or cut short is charged (`Metering`) only when it may have run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -20,20 +27,46 @@ from lava_mcp.providers.catalog import Service
 API_VERSION_ANTHROPIC = "2023-06-01"
 # Errors that mean the provider could not be reached or stopped answering.
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Exchange:
+    """One upstream request's progress, as far as billing is concerned."""
+
+    # The request's headers were written to a connection: the provider may have it.
+    sent: bool = False
+    # The provider answered with a 2xx status: it accepted the request and may bill it.
+    accepted: bool = False
+
+
+async def _on_headers_sent(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    exchange = context.trace_request_ctx
+    if isinstance(exchange, Exchange):
+        exchange.sent = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_request_headers_sent.append(_on_headers_sent)
+    return config
 
 
 class Upstream:
     """The pooled HTTP client for every upstream call.
 
     The aiohttp session is opened on first use, inside the event loop that will use it
-    (an aiohttp session belongs to the loop that created it). Timeouts: 10 s to connect,
-    and `timeout_s` for each wait on the provider (a long stream is fine while it flows).
+    (an aiohttp session belongs to the loop that created it). Timeouts: `connect_timeout_s`
+    to connect, and `timeout_s` for each wait on the provider (a long stream is fine while
+    it flows). A hold's lifetime covers both (`Settings`).
     """
 
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout_s)
+    def __init__(self, timeout_s: float, *, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout_s, sock_read=timeout_s)
         # A JSON answer must arrive whole within timeout_s (streams are kept alive instead).
-        self.json_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
+        self.json_timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._session: aiohttp.ClientSession | None = None
 
     def session(self) -> aiohttp.ClientSession:
@@ -43,16 +76,19 @@ class Upstream:
                 timeout=self.timeout,
                 json_serialize=json.dumps,
                 auto_decompress=True,
+                trace_configs=[_trace_config()],
             )
         return self._session
 
-    async def post_json(self, service: Service, body: dict[str, Any]) -> Any:
-        """POST `body` to the service and return its JSON.
+    async def post_json(
+        self, service: Service, body: dict[str, Any], exchange: Exchange | None = None
+    ) -> Any:
+        """POST `body` to the service (once) and return its JSON.
 
         Raises: UpstreamError (502) when the provider can't be reached, fails, or answers
         something that isn't JSON; BadRequest (400) when it rejects the request as invalid.
         """
-        response = await self._send(service, body, timeout=self.json_timeout)
+        response = await self._send(service, body, exchange, timeout=self.json_timeout)
         try:
             content = await response.read()
         except TRANSPORT_ERRORS as error:
@@ -67,32 +103,43 @@ class Upstream:
         except ValueError as error:
             raise UpstreamError(f"{service.id} answered with invalid JSON; nothing was charged") from error
 
-    async def open_stream(self, service: Service, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """Send a streaming request; returns the response with its body still to read.
+    async def open_stream(
+        self, service: Service, body: dict[str, Any], exchange: Exchange | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send a streaming request (once); returns the response with its body still to read.
 
         Raises: UpstreamError when the provider can't be reached.
         """
-        return await self._send(service, body)
+        return await self._send(service, body, exchange)
 
     async def _send(
-        self, service: Service, body: dict[str, Any], *, timeout: aiohttp.ClientTimeout | None = None
+        self,
+        service: Service,
+        body: dict[str, Any],
+        exchange: Exchange | None,
+        *,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
         """Send the request and wait for the response's headers.
 
-        A pooled connection the provider closed while it sat idle fails before any answer
-        (ServerDisconnectedError): that is retried once, on a fresh connection.
+        Never resent: even a pooled connection the provider closed while it sat idle
+        (ServerDisconnectedError) may have carried the request, and a resend could be
+        billed twice. The caller gets a 502 and is charged nothing.
         """
-        for attempt in (1, 2):
-            try:
-                return await self.session().post(
-                    endpoint(service), json=body, headers=headers(service), timeout=timeout or self.timeout
-                )
-            except aiohttp.ServerDisconnectedError as error:
-                if attempt == 2:
-                    raise _unreachable(service, error) from error
-            except TRANSPORT_ERRORS as error:
-                raise _unreachable(service, error) from error
-        raise AssertionError("unreachable")
+        exchange = exchange if exchange is not None else Exchange()
+        try:
+            response = await self.session().post(
+                endpoint(service),
+                json=body,
+                headers=headers(service),
+                timeout=timeout or self.timeout,
+                trace_request_ctx=exchange,
+            )
+        except TRANSPORT_ERRORS as error:
+            raise _unreachable(service, error) from error
+        exchange.sent = True  # an answer came, so the request certainly arrived
+        exchange.accepted = response.status < 300
+        return response
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

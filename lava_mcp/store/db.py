@@ -29,7 +29,7 @@ T = TypeVar("T")
 class Database:
     """One ledger database: a write path and a read path over the same URL."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL") -> None:
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", busy_timeout_s: float = 30.0) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -39,11 +39,11 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(
                 url,
-                connect_args={"check_same_thread": False, "timeout": 30},
+                connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
                 pool_size=8,
                 max_overflow=8,
             )
-            _configure_sqlite(self.engine, sqlite_synchronous)
+            _configure_sqlite(self.engine, sqlite_synchronous, int(busy_timeout_s * 1000))
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         self._write_engine = self.engine.execution_options(lava_write=True)
@@ -104,7 +104,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event decide how each transaction starts.
@@ -113,7 +113,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -20,7 +20,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import aiohttp
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
@@ -30,11 +29,11 @@ from starlette.types import Receive, Scope, Send
 
 from lava_mcp.core import spend_keys
 from lava_mcp.core.metering import Metering, Ticket
+from lava_mcp.core.relay import StreamRelay
 from lava_mcp.errors import BadRequest, InternalError, LavaError, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Service
-from lava_mcp.providers.streams import StreamUsage
 from lava_mcp.store.models import SpendKey
 from lava_mcp.transports.http import bearer_token, json_body, retry_after_headers, runtime_of
 
@@ -226,14 +225,19 @@ async def _start_stream(metering: Metering, ticket: Ticket, shape: Shape) -> Res
     Raises: UpstreamError or BadRequest when the provider fails before the stream starts.
     """
     service = ticket.service
+    exchange = upstream.Exchange()
     try:
-        response = await metering.upstream.open_stream(service, ticket.body)
+        response = await metering.upstream.open_stream(service, ticket.body, exchange)
     except UpstreamError as failure:
         await metering.fail(ticket, failure)
         raise
     except BaseException:
         with anyio.CancelScope(shield=True):
-            await metering.fail(ticket, UpstreamError("call cancelled"))
+            # Sent, it may be billed: the hold (no usage can come now); else nothing.
+            if exchange.sent:
+                await metering.settle(ticket, None)
+            else:
+                await metering.fail(ticket, UpstreamError("call cancelled"))
         raise
     if response.status >= 400:
         try:
@@ -247,70 +251,39 @@ async def _start_stream(metering: Metering, ticket: Ticket, shape: Shape) -> Res
         except LavaError as error:
             await metering.fail(ticket, error)
             raise
-    return MeteredStream(metering, ticket, response, shape)
+    return MeteredStream(StreamRelay(metering, ticket, response, shape, exchange))
 
 
 class MeteredStream(Response):
-    """Relays an upstream SSE stream chunk by chunk and settles it when it ends.
+    """Relays an upstream SSE stream chunk by chunk; `core.relay` settles it when it ends
+    (and reads on for its usage when the client leaves early)."""
 
-    Three tasks: the pump (upstream → client), a watcher for the client's disconnect,
-    and a keep-alive that pushes the hold's expiry forward while the stream lives. Whatever
-    ends the stream — its end, the client leaving, an upstream error — the hold is settled
-    at what was produced (or voided, if nothing was), shielded from cancellation.
-    """
-
-    def __init__(
-        self, metering: Metering, ticket: Ticket, upstream_response: aiohttp.ClientResponse, shape: Shape
-    ) -> None:
+    def __init__(self, relay: StreamRelay) -> None:
         super().__init__(status_code=200, media_type=None)
-        self.metering = metering
-        self.ticket = ticket
-        self.upstream_response = upstream_response
-        self.meter = StreamUsage(shape, self.ticket.body)
-        content_type = upstream_response.headers.get("content-type", "text/event-stream")
+        self.relay = relay
+        content_type = relay.response.headers.get("content-type", "text/event-stream")
         self.headers["content-type"] = content_type
         self.headers["cache-control"] = "no-cache"
         del self.headers["content-length"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        upstream_error: BaseException | None = None
+        async def forward(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async def end() -> None:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def disconnected() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
         try:
             await send(
                 {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             )
-            async with anyio.create_task_group() as tasks:
-
-                async def pump() -> None:
-                    nonlocal upstream_error
-                    try:
-                        async for chunk in self.upstream_response.content.iter_any():
-                            self.meter.feed(chunk)
-                            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    except upstream.TRANSPORT_ERRORS as error:
-                        upstream_error = error
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    tasks.cancel_scope.cancel()
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tasks.cancel_scope.cancel()
-
-                tasks.start_soon(pump)
-                tasks.start_soon(watch_disconnect)
-                tasks.start_soon(self._keep_alive)
-        finally:
-            with anyio.CancelScope(shield=True):
-                self.upstream_response.close()
-                await self._resolve(upstream_error)
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await anyio.sleep(max(1.0, self.metering.hold_ttl_s / 3))
-            await self.metering.keep_alive(self.ticket)
-
-    async def _resolve(self, upstream_error: BaseException | None) -> None:
-        await self.metering.finish_stream(self.ticket, self.meter, failed=upstream_error is not None)
+        except OSError:
+            self.relay.client_gone.set()
+        await self.relay.run(forward, end, disconnected)
 
 
 routes = [

@@ -3,12 +3,15 @@
 Each tool parses its arguments, calls the core and renders the result. Arguments are
 declared loosely (`Any` with a JSON schema) so that bad input reaches our own parsing and
 comes back as the documented `{"error", "code"}` JSON, not as the SDK's validation text.
+Any other failure (a bug, a database gone) is `{"error": "internal error", "code": 500,
+"request_id": ...}`, logged with that id — never the SDK's "Error executing tool" text.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -21,7 +24,8 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
 from lava_mcp.core import funding, usage, wallet
-from lava_mcp.errors import BadRequest, LavaError, Unauthorized
+from lava_mcp.errors import BadRequest, InternalError, LavaError, Unauthorized
+from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost, format_dollars, parse_amount
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports import render
@@ -35,6 +39,8 @@ first and charging only what it used. Errors come back as {"error", "code"} JSON
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True)
+
+logger = logging.getLogger("lava_mcp.mcp")
 
 
 def _arg(description: str, schema: dict[str, Any]) -> Any:
@@ -107,11 +113,17 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
             )
         return default_wallet_id
 
-    async def run(work: Callable[[str], Awaitable[dict[str, Any]]]) -> CallToolResult:
+    async def run(
+        work: Callable[[str], Awaitable[dict[str, Any]]], *, request_id: str | None = None
+    ) -> CallToolResult:
+        request_id = request_id or new_id("req")
         try:
             return result(await work(caller()))
         except LavaError as error:
             return error_result(error)
+        except Exception:
+            logger.exception("MCP tool call %s failed", request_id)
+            return error_result(InternalError("internal error", extra={"request_id": request_id}))
 
     async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(function, *args)
@@ -251,6 +263,8 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
     ) -> CallToolResult:
         """Run a paid (or free) service: holds its maximum cost, calls it, charges what it used."""
 
+        request_id = new_id("req")
+
         async def work(wallet_id: str) -> dict[str, Any]:
             max_cost_micros = (
                 parse_amount(max_cost, field="max_cost", decimals=6) if max_cost is not None else None
@@ -261,6 +275,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 model=model,
                 body=input,
                 max_cost_micros=max_cost_micros,
+                request_id=request_id,
             )
             return {
                 "result": outcome.result,
@@ -269,7 +284,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
                 "request_id": outcome.settlement.request_id,
             }
 
-        return await run(work)
+        return await run(work, request_id=request_id)
 
     _declare_required(server, "call_paid_service", ["service", "input"])
     return server

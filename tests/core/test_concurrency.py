@@ -77,7 +77,8 @@ async def test_64_per_call_requests_through_mcp_take_exactly_what_the_balance_co
     refused = [r for r in results if r.is_error]
     assert len(succeeded) == 25 and len(refused) == CALLS - 25
     for result in refused:
-        assert result.content[0].text == '{"error": "Insufficient wallet balance", "code": 402}'
+        refusal = json.loads(result.content[0].text)
+        assert (refusal["error"], refusal["code"]) == ("Insufficient wallet balance", 402)
     assert {r.structured_content["cost"] for r in succeeded} == {"0.002000"}
     assert len(fake.received) == 25  # refused calls never reached the provider
     assert sorted(received.body["call"] for received in fake.received) == sorted(

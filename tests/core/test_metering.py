@@ -117,7 +117,9 @@ async def test_a_call_the_balance_cannot_cover_is_402_before_any_traffic(
 ) -> None:
     with pytest.raises(InsufficientBalance) as raised:
         await call(runtime, new_wallet.wallet_id, "cheapchat", "cheap-1", HELLO)
-    assert raised.value.to_dict() == {"error": "Insufficient wallet balance", "code": 402}
+    refusal = raised.value.to_dict()
+    assert (refusal["error"], refusal["code"]) == ("Insufficient wallet balance", 402)
+    assert (refusal["available"], refusal["short_by"]) == ("0.000000", refusal["required"])
     assert fake.received == []
     [record] = records(runtime)  # recorded, so the user sees why
     assert (record.status, record.ran, record.cost_micros, record.error, record.error_code) == (

@@ -1,14 +1,18 @@
-"""Streams: relayed as they arrive, a client that leaves pays for what was produced, a
-stream without final usage is estimated (and never above the hold)."""
+"""Streams: relayed as they arrive; charged by the same rule as a JSON answer — the
+provider's usage (read on for up to LAVA_STREAM_DRAIN_S after the client leaves), capped
+at the hold, or the hold when no usage arrives."""
 
 from __future__ import annotations
+
+import threading
+from dataclasses import replace
 
 import httpx
 import pytest
 from sqlmodel import select
 
 from lava_mcp.store.models import Hold, RequestRecord
-from tests.fake_provider import FakeProvider
+from tests.fake_provider import ConnectionDropper, FakeProvider
 from tests.gateway.conftest import Gateway
 
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
@@ -47,7 +51,7 @@ def test_chunks_arrive_before_the_stream_ends(gateway: Gateway, fake: FakeProvid
         lines = response.iter_lines()
         while "from" not in seen:
             seen += next(lines)
-        assert fake.stream_paused.is_set() and not fake.stream_gate.is_set()
+        assert fake.stream_paused.wait(10) and not fake.stream_gate.is_set()
         fake.stream_gate.set()
         rest = "".join(lines)
     assert "provider" in rest
@@ -55,12 +59,22 @@ def test_chunks_arrive_before_the_stream_ends(gateway: Gateway, fake: FakeProvid
     assert record(gateway, request_id).output_tokens == 6
 
 
+def draining(gateway: Gateway) -> threading.Event:
+    """Set when the gateway notices a stream's client left and starts draining the upstream."""
+    noticed = threading.Event()
+    gateway.runtime.metering.draining_listeners.append(lambda _request_id: noticed.set())
+    return noticed
+
+
 @pytest.mark.parametrize("shape", sorted(PATHS))
 def test_a_client_that_leaves_pays_for_what_was_produced(
     gateway: Gateway, fake: FakeProvider, shape: str
 ) -> None:
+    """The provider goes on generating (and billing) after the client leaves: the gateway
+    reads on for the final usage and charges that."""
     key = gateway.create_key(request_shape=shape)
     fake.pause_after_words = 2
+    noticed = draining(gateway)
     before = gateway.balance_micros()
     with (
         httpx.Client(timeout=30) as client,
@@ -75,11 +89,12 @@ def test_a_client_that_leaves_pays_for_what_was_produced(
             seen += next(lines)
         assert fake.stream_paused.wait(10)
         # leaving the block closes the connection mid-stream
+    assert noticed.wait(15)
+    fake.stream_gate.set()  # the provider finishes the answer nobody reads any more
     gateway.wait_resolved(request_id)
-    fake.stream_gate.set()
     saved = record(gateway, request_id)
     assert saved.status == "completed"
-    assert saved.output_tokens == 2  # two words were produced, not the six of the whole answer
+    assert (saved.output_tokens, saved.charge_basis) == (6, "usage")  # what the provider billed
     with gateway.runtime.db.read() as session:
         hold = session.exec(select(Hold).where(Hold.request_id == request_id)).one()
     assert hold.status == "posted"
@@ -89,7 +104,7 @@ def test_a_client_that_leaves_pays_for_what_was_produced(
 
 
 @pytest.mark.parametrize("shape", sorted(PATHS))
-def test_a_stream_without_final_usage_is_estimated_from_its_chunks(
+def test_a_stream_without_final_usage_is_charged_its_hold(
     gateway: Gateway, fake: FakeProvider, shape: str
 ) -> None:
     key = gateway.create_key(request_shape=shape)["key"]
@@ -104,9 +119,9 @@ def test_a_stream_without_final_usage_is_estimated_from_its_chunks(
         response.read()
     gateway.wait_resolved(request_id)
     saved = record(gateway, request_id)
-    assert saved.output_tokens == 6  # six content chunks
+    assert saved.output_tokens == 100  # the bound (max_tokens), not an estimate from six chunks
     assert saved.input_tokens >= 1
-    assert saved.cost_micros <= saved.hold_micros
+    assert saved.cost_micros == saved.hold_micros and saved.charge_basis == "hold"
     assert gateway.verify() == []
 
 
@@ -127,4 +142,108 @@ def test_overreported_stream_usage_is_capped_at_the_hold(gateway: Gateway, fake:
     gateway.wait_resolved(request_id)
     saved = record(gateway, request_id)
     assert saved.cost_micros == saved.hold_micros
+    assert gateway.verify() == []
+
+
+@pytest.mark.parametrize("shape", sorted(PATHS))
+def test_a_client_that_leaves_is_charged_the_hold_when_no_usage_comes_in_the_drain(
+    gateway: Gateway, fake: FakeProvider, shape: str
+) -> None:
+    key = gateway.create_key(request_shape=shape)["key"]
+    gateway.runtime.metering.stream_drain_s = 0  # no time to read on: the usage never comes
+    fake.pause_after_words = 2
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST", f"{gateway.url}{PATHS[shape]}", json=stream_body(shape), headers={"x-api-key": key}
+        ) as response,
+    ):
+        request_id = response.headers["x-lava-request-id"]
+        assert fake.stream_paused.wait(10)
+    gateway.wait_resolved(request_id)
+    fake.stream_gate.set()
+    saved = record(gateway, request_id)
+    assert (saved.status, saved.charge_basis, saved.output_tokens) == ("completed", "hold", 100)
+    assert saved.cost_micros == saved.hold_micros > 0
+    assert gateway.verify() == []
+
+
+@pytest.mark.parametrize("shape", sorted(PATHS))
+def test_a_stream_that_breaks_off_after_the_provider_accepted_it_is_charged_its_hold(
+    gateway: Gateway, fake: FakeProvider, shape: str
+) -> None:
+    """A 200 means the provider took the request and may bill it, even if the stream then
+    breaks before any usage: the hold is charged, not nothing."""
+    key = gateway.create_key(request_shape=shape)["key"]
+    fake.break_stream_after_words = 2
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST", f"{gateway.url}{PATHS[shape]}", json=stream_body(shape), headers={"x-api-key": key}
+        ) as response,
+    ):
+        request_id = response.headers["x-lava-request-id"]
+        with pytest.raises(httpx.HTTPError):
+            response.read()
+    gateway.wait_resolved(request_id)
+    saved = record(gateway, request_id)
+    assert (saved.status, saved.charge_basis) == ("completed", "hold")
+    assert saved.cost_micros == saved.hold_micros > 0
+    assert gateway.verify() == []
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {},
+        {"prompt_tokens": "9", "completion_tokens": 2},
+        {"prompt_tokens": 9.0, "completion_tokens": 2},
+        {"prompt_tokens": 9},
+        {"prompt_tokens": -1, "completion_tokens": 2},
+    ],
+)
+def test_unusable_stream_usage_is_charged_the_hold(
+    gateway: Gateway, fake: FakeProvider, usage: dict[str, object]
+) -> None:
+    key = gateway.create_key()["key"]
+    fake.usage_override = usage
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST",
+            f"{gateway.url}/v1/chat/completions",
+            json=stream_body("openai"),
+            headers={"x-api-key": key},
+        ) as response,
+    ):
+        request_id = response.headers["x-lava-request-id"]
+        response.read()
+    gateway.wait_resolved(request_id)
+    saved = record(gateway, request_id)
+    assert (saved.status, saved.charge_basis) == ("completed", "hold")
+    assert saved.cost_micros == saved.hold_micros > 0
+    assert gateway.verify() == []
+
+
+def test_a_stream_whose_connection_drops_before_an_answer_is_sent_once_and_voided(
+    gateway: Gateway, fake: FakeProvider
+) -> None:
+    """No resend after the request may have reached the provider: exactly one request
+    arrives, the caller gets 502, and nothing is charged (the provider never answered)."""
+    key = gateway.create_key()["key"]
+    before = gateway.balance_micros()
+    dropper = ConnectionDropper()
+    with dropper.serve() as url:
+        services = gateway.runtime.catalog.services
+        services["cheapchat"] = replace(services["cheapchat"], base_url=f"{url}/v1")
+        body = {**stream_body("openai"), "model": "cheap-1"}
+        with httpx.Client(timeout=30) as client:
+            response = client.post(
+                f"{gateway.url}/v1/chat/completions", json=body, headers={"x-api-key": key}
+            )
+    assert response.status_code == 502
+    assert dropper.received == 1
+    saved = record(gateway, response.headers["x-lava-request-id"])
+    assert (saved.status, saved.cost_micros, saved.charge_basis) == ("error", 0, None)
+    assert gateway.balance_micros() == before
     assert gateway.verify() == []

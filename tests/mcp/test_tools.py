@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
 
@@ -111,7 +112,8 @@ async def test_a_call_the_balance_cannot_cover_is_exactly_the_402_json(
             "call_paid_service", {"service": "cheapchat", "model": "cheap-1", "input": HELLO}
         )
         assert result.is_error is True
-        assert [content.text for content in result.content] == [INSUFFICIENT]  # type: ignore[union-attr]
+        [text] = [content.text for content in result.content]  # type: ignore[union-attr]
+        assert {key: json.loads(text)[key] for key in ("error", "code")} == json.loads(INSUFFICIENT)
         assert fake.received == []
         [refused] = ok(await client.call_tool("list_requests", {}))["requests"]
         assert (refused["succeeded"], refused["cost"], refused["error"]) == (

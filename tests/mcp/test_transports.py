@@ -3,6 +3,7 @@ streamable HTTP at /mcp with the wallet key as the bearer token (DESIGN §4, §1
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -80,7 +81,8 @@ async def test_the_tools_over_stdio(
             "call_paid_service", {**CHEAP, "input": {**HELLO, "max_tokens": 100_000}}
         )
         assert refused.is_error is True
-        assert [content.text for content in refused.content] == [INSUFFICIENT]  # type: ignore[union-attr]
+        [text] = [content.text for content in refused.content]  # type: ignore[union-attr]
+        assert {key: json.loads(text)[key] for key in ("error", "code")} == json.loads(INSUFFICIENT)
         assert len(fake.received) == 1
 
         listed = ok(await client.call_tool("list_requests", {}))["requests"]
@@ -155,7 +157,8 @@ async def test_the_tools_over_streamable_http(
         refused = await client.call_tool(
             "call_paid_service", {**CHEAP, "input": {**HELLO, "max_tokens": 1_000_000}}
         )
-        assert [content.text for content in refused.content] == [INSUFFICIENT]  # type: ignore[union-attr]
+        [text] = [content.text for content in refused.content]  # type: ignore[union-attr]
+        assert {key: json.loads(text)[key] for key in ("error", "code")} == json.loads(INSUFFICIENT)
     assert len(fake.received) == 1
     assert verify.verify(runtime.db) == []
 
