@@ -54,9 +54,7 @@ def serve(
     runtime.db.upgrade()
     mode = config.payments_mode
     if not runtime.db.has_wallets():
-        created = wallet.create_wallet(
-            runtime.db, name="default", mode="live" if mode == "stripe" else "sandbox"
-        )
+        created = wallet.create_wallet(runtime.db, name="default", mode=config.money_mode)
         stderr.print(
             f"Created wallet {created.wallet_id}. Its key is shown once; keep it:\n\n"
             f"    LAVA_WALLET_KEY={created.wallet_key}\n"
@@ -109,9 +107,10 @@ def wallet_create(
     """Create a wallet and print its key (shown once)."""
     database = _database()
     mode = (
-        ("sandbox" if sandbox else "live")
+        # --live means "Stripe money": Stripe's test mode when the key is a test key.
+        ("sandbox" if sandbox else ("test" if settings().money_mode == "test" else "live"))
         if sandbox is not None
-        else ("live" if settings().payments_mode == "stripe" else "sandbox")
+        else settings().money_mode
     )
     try:
         if org is not None:
@@ -260,13 +259,18 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
 def ledger_verify(as_json: JsonFlag = False) -> None:
     """Check the ledger's invariants; exit 1 with a report if any fails."""
     database = _database()
-    database_expired = verify.verify(database)
-    body = {"ok": not database_expired, "problems": database_expired}
+    config = settings()
+    database_expired = verify.verify(
+        database, reconcile_interval_s=config.reconcile_interval_s, stripe_timeout_s=config.stripe_timeout_s
+    )
+    owed = verify.shortfalls(database)
+    body = {"ok": not database_expired, "problems": database_expired, "shortfalls": owed}
     emit(
         as_json,
         body,
         lambda: stdout.print(
-            "ledger ok" if not database_expired else "ledger problems:\n  " + "\n  ".join(database_expired)
+            ("ledger ok" if not database_expired else "ledger problems:\n  " + "\n  ".join(database_expired))
+            + ("".join(f"\n  {line}" for line in owed) if owed else "")
         ),
     )
     if database_expired:

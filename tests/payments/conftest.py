@@ -258,7 +258,8 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Runtime]:
 
 @pytest.fixture
 def live_wallet(live: Runtime) -> wallet.NewWallet:
-    return wallet.create_wallet(live.db, name="live", mode="live")
+    # STRIPE_KEY is a test-mode key: the server's money is Stripe test mode, and so is the wallet's.
+    return wallet.create_wallet(live.db, name="live", mode=live.settings.money_mode)
 
 
 @pytest.fixture
