@@ -18,7 +18,7 @@ wallet's shortfall (refunds and disputes the balance could not take: `ledger.rev
 Lost answers. A card charge whose answer never arrived (the connection dropped after the
 processor charged, the SDK raised, a timeout) leaves its payment `pending`. It is found
 again by its PaymentIntent (by id, or by metadata `lava_payment_id` when the id never came
-back) on a retry of the same attempt, on balance reads (bounded: `BALANCE_RECONCILE_S`)
+back) on a retry of the same attempt, on balance reads (bounded: `ProcessorLane.read_wait_s`)
 and by the runtime's sweep every `reconcile_interval_s` (`payment.reconciled_at`): paid →
 credited once; failed at the processor → failed; unknown to the processor once the
 request can no longer be in flight → failed (nothing was charged).
@@ -75,9 +75,6 @@ logger = logging.getLogger("lava_mcp.funding")
 FUND_SCOPE = "wallet.fund"
 # Keys the server chose for a request that came without one (see the module docstring).
 AUTO_FUND_SCOPE = "wallet.fund.auto"
-# A balance read waits this long at most for the processor; the reconciliation it started
-# goes on in the processor lane, and the next read (or the sweep) sees its result.
-BALANCE_RECONCILE_S = 0.25
 # Card payments the sweep asks about per pass (oldest-asked first).
 RECONCILE_BATCH = 50
 # A PaymentIntent is looked for among those created from this long before its payment row
@@ -97,8 +94,8 @@ async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
 
     A local install has no public webhook URL, so reading the balance is one of the moments
     pending Checkouts and card payments are reconciled: in the processor lane, waited for
-    at most `BALANCE_RECONCILE_S` (a slow processor never slows the read; the work goes on
-    and a later read sees it). Errors reaching the processor are logged, not raised.
+    at most `ProcessorLane.read_wait_s` (half a second: a slow processor never stalls the
+    read; the work goes on and a later read sees it). Errors reaching the processor are logged, not raised.
     Raises: NotFound for an unknown wallet.
     """
     lane = runtime.processor_lane
@@ -111,7 +108,7 @@ async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
             finally:
                 lane.done(job)
 
-        with anyio.move_on_after(BALANCE_RECONCILE_S):
+        with anyio.move_on_after(lane.read_wait_s):
             await anyio.to_thread.run_sync(reconcile, abandon_on_cancel=True, limiter=lane.limiter)
     return await anyio.to_thread.run_sync(wallet.get_balance, runtime.db, wallet_id)
 

@@ -14,14 +14,19 @@ from lava_mcp.payments.base import Payments
 # database's (anyio's default limiter), so a slow or hanging processor can fill this lane
 # and never the one every balance read, metered call and webhook needs.
 PROCESSOR_CAPACITY = 8
+# A read that reconciles with the processor on the way (a balance read) waits this long at
+# most: the reconciliation goes on in the lane, and the next read sees its result.
+READ_WAIT_S = 0.5
 
 
 class ProcessorLane:
     """Where calls to the card processor run: their own worker capacity, and a note of
     which reconciliations are under way so a second one for the same wallet is skipped."""
 
-    def __init__(self, capacity: int = PROCESSOR_CAPACITY) -> None:
+    def __init__(self, capacity: int = PROCESSOR_CAPACITY, *, read_wait_s: float = READ_WAIT_S) -> None:
+        assert capacity > 0 and read_wait_s >= 0, (capacity, read_wait_s)
         self.limiter = anyio.CapacityLimiter(capacity)
+        self.read_wait_s = read_wait_s
         self._running: set[str] = set()
         self._lock = threading.Lock()
 

@@ -151,11 +151,15 @@ def intent_state(intent: dict[str, Any]) -> IntentState:
     error = intent.get("last_payment_error") or {}
     metadata = intent.get("metadata") or {}
     decline_code = error.get("decline_code") if isinstance(error, dict) else None
+    status = str(intent.get("status") or "")
+    received = intent.get("amount_received")
+    if received is None and status == "succeeded":
+        received = intent.get("amount")  # look-alikes without `amount_received` (localstripe)
     return IntentState(
         id=str(intent.get("id")),
-        status=str(intent.get("status") or ""),
+        status=status,
         amount_cents=int(intent.get("amount") or 0),
-        amount_received_cents=int(intent.get("amount_received") or 0),
+        amount_received_cents=int(received or 0),
         currency=str(intent.get("currency") or "usd"),
         metadata={str(key): str(value) for key, value in metadata.items()},
         failure_code=str(error["code"]) if isinstance(error, dict) and error.get("code") else None,
