@@ -39,10 +39,21 @@ async def test_a_hanging_processor_fails_a_top_up_after_the_stripe_timeout(
     try:
         owner = wallet.create_wallet(runtime.db, mode="test")
         await save_card(runtime, owner)
-        hang = stripe_front.inject("POST", "/v1/payment_intents", "hang")
-        with anyio.fail_after(GUARD_S), pytest.raises(UpstreamError):
-            await funding.add_funds(runtime, owner.wallet_id, amount=25)
-        assert hang.seen == 1 and not hang.release.is_set()  # answered while Stripe still hangs
+        hang = stripe_front.inject("POST", "/v1/payment_intents", "hang")  # held until released
+        answered = anyio.Event()
+
+        async def top_up() -> None:
+            with pytest.raises(UpstreamError):
+                await funding.add_funds(runtime, owner.wallet_id, amount=25)
+            answered.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(top_up)
+            with anyio.move_on_after(GUARD_S):  # the hang is for ever: only the client's timeout ends it
+                await answered.wait()
+            answered_while_hanging = answered.is_set()
+            hang.release.set()
+        assert answered_while_hanging and hang.seen == 1
         [payment] = payments_of(runtime, owner.wallet_id)
         assert payment.status == "pending"  # to be reconciled: the charge may yet go through
     finally:
