@@ -37,7 +37,7 @@ the worker threads database work uses: a slow or hanging processor stalls nothin
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -284,6 +284,13 @@ def _charge_card(
         # A retry of an attempt whose answer was lost: ask before charging again, so that even
         # a processor that ignores idempotency keys charges this attempt once.
         known = _lookup_intent(runtime, retried, customer_id)
+        if (
+            known is not None
+            and known.status == "canceled"
+            and retried.failure_code == "authentication_required"
+        ):
+            # The sweep canceled a 3-D Secure request nobody saw: this retry gets its page.
+            known = replace(known, status="requires_action")
         if known is not None:
             return _charge_outcome(runtime, owner, customer_id, payment_id, amount_micros, known)
     try:

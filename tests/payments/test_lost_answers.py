@@ -196,3 +196,21 @@ async def test_an_unreachable_processor_never_fails_a_balance_read(tmp_path: Pat
         assert only_payment(runtime, owner).status == "pending"  # asked again later, not failed
     finally:
         await runtime.aclose()
+
+
+async def test_a_lost_3d_secure_request_is_canceled_and_the_retry_gets_the_page(
+    live: Runtime, live_wallet: wallet.NewWallet, stripe_front: StripeFront
+) -> None:
+    from tests.payments.test_funding_live import card_at_localstripe
+
+    await save_card(live, live_wallet, card_at_localstripe(stripe_front, "4000002760003184"))
+    stripe_front.inject(*INTENTS, "drop")  # the bank's "authenticate" never reaches us
+    async with mcp(live, live_wallet) as chat:
+        tool_error(await chat.call_tool("add_funds", {"amount": 30}), 502)
+        assert await funding.reconcile_payments(live) == 0
+        payment = only_payment(live, live_wallet)
+        assert payment.status == "failed" and payment.failure_code == "authentication_required"
+        retried = tool_ok(await chat.call_tool("add_funds", {"amount": 30}))
+    assert retried["status"] == "requires_action" and retried["payment_id"] == payment.id
+    assert retried["redirect_url"].startswith("https://checkout.stripe.test/")
+    assert stripe_front.count(*INTENTS) == 1 and balance_micros(live, live_wallet.wallet_id) == 0
