@@ -184,10 +184,10 @@ def reverse(
     """
     assert kind in REVERSAL_KINDS, kind
     assert amount_micros > 0, amount_micros
+    wallet = lock_wallet(session, wallet_id)  # first: a concurrent delivery then sees our entry
     existing = find(session, wallet_id=wallet_id, kind=kind, reference=reference)
     if existing is not None:
         return existing, False
-    wallet = _locked_wallet(session, wallet_id)
     debit_micros = min(amount_micros, max(0, wallet.balance_micros - wallet.held_micros))
     short_micros = amount_micros - debit_micros
     balance_after = _move(session, wallet_id, balance_by=-debit_micros, shortfall_by=short_micros)
@@ -213,10 +213,10 @@ def reinstate(
     Raises: NotFound for an unknown wallet.
     """
     assert amount_micros > 0, amount_micros
+    wallet = lock_wallet(session, wallet_id)
     existing = find(session, wallet_id=wallet_id, kind="dispute_reversal", reference=reference)
     if existing is not None:
         return existing, False
-    wallet = _locked_wallet(session, wallet_id)
     cover_micros = min(amount_micros, wallet.shortfall_micros)
     credit_micros = amount_micros - cover_micros
     balance_after = _move(session, wallet_id, balance_by=credit_micros, shortfall_by=-cover_micros)
@@ -244,9 +244,9 @@ def cover_shortfall(
     """
     assert deposit_micros > 0, deposit_micros
     reference = f"{payment_id}:cover"
+    wallet = lock_wallet(session, wallet_id)
     if find(session, wallet_id=wallet_id, kind="shortfall_cover", reference=reference) is not None:
         return None
-    wallet = _locked_wallet(session, wallet_id)
     cover_micros = min(
         wallet.shortfall_micros, deposit_micros, max(0, wallet.balance_micros - wallet.held_micros)
     )
@@ -266,7 +266,12 @@ def cover_shortfall(
     )
 
 
-def _locked_wallet(session: Session, wallet_id: str) -> Wallet:
+def lock_wallet(session: Session, wallet_id: str) -> Wallet:
+    """The wallet's row, locked for this transaction (PostgreSQL `FOR UPDATE`; SQLite's
+    `BEGIN IMMEDIATE` already serialises writers), read afresh.
+
+    Raises: NotFound for an unknown wallet.
+    """
     wallet = session.get(Wallet, wallet_id, with_for_update=True, populate_existing=True)
     if wallet is None:
         raise NotFound(f"unknown wallet {wallet_id!r}")

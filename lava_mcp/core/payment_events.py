@@ -151,6 +151,8 @@ def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
     listed = charge.get("refunds")
     refunds = listed.get("data") if isinstance(listed, dict) else None
     with runtime.db.write() as session:
+        # Locked before reading what was taken: two deliveries at once never both take the rest.
+        ledger.lock_wallet(session, payment.wallet_id)
         taken = _reversed_micros(session, payment, "refund")
         for refund in refunds if isinstance(refunds, list) else []:
             if not isinstance(refund, dict) or refund.get("status", "succeeded") not in REFUND_MOVED:
@@ -198,6 +200,7 @@ def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
     if str(dispute.get("status") or "").startswith("warning_"):
         return "ignored: an inquiry withdraws no funds"
     with runtime.db.write() as session:
+        ledger.lock_wallet(session, payment.wallet_id)
         _debit_dispute(session, payment, dispute)
     return "disputed"
 
@@ -208,6 +211,7 @@ def _dispute_reinstated(runtime: Runtime, dispute: dict[str, Any]) -> str:
         return "ignored: not a lava-mcp payment"
     dispute_id = str(dispute.get("id"))
     with runtime.db.write() as session:
+        ledger.lock_wallet(session, payment.wallet_id)
         # Out of order: the reinstatement came first, so the withdrawal it reverses is applied first.
         entry = _debit_dispute(session, payment, dispute)
         amount_micros = entry.shortfall_micros - entry.amount_micros  # what the dispute took, owed or debited

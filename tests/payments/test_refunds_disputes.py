@@ -7,8 +7,10 @@ Disputes (which localstripe lacks) are signed events shaped as Stripe's."""
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import stripe
 from sqlmodel import select
@@ -22,6 +24,7 @@ from tests.payments.conftest import (
     balance_micros,
     deliver,
     event,
+    live_settings,
     payments_of,
     rest,
 )
@@ -281,3 +284,36 @@ def test_the_ledger_refuses_a_refund_that_adds_money(live: Runtime, live_wallet:
             balance_after_micros=1,
             reference="re_bad",
         )
+
+
+async def test_concurrent_refund_deliveries_on_postgresql_take_exactly_the_amount_refunded(
+    tmp_path: Path, stripe_front: StripeFront, postgres_url: str
+) -> None:
+    runtime = Runtime.build(live_settings(tmp_path, stripe_front.url, LAVA_DATABASE_URL=postgres_url))
+    runtime.db.upgrade()
+    try:
+        owner = wallet.create_wallet(runtime.db, mode="test")
+        payment = await top_up(runtime, owner, 50)
+        after_first = refund(stripe_front, payment, 1000)
+        after_second = refund(stripe_front, payment, 500)
+
+        def bare(charge: dict[str, Any]) -> dict[str, Any]:
+            return {key: value for key, value in charge.items() if key != "refunds"}
+
+        # Every shape Stripe may deliver, at once, twice over: each a new event.
+        shapes = [after_first, bare(after_first), after_second, bare(after_second)] * 2
+        async with rest(runtime) as webhook, anyio.create_task_group() as tasks:
+            statuses: list[int] = []
+
+            async def one(charge: dict[str, Any]) -> None:
+                statuses.append((await deliver(webhook, event("charge.refunded", charge))).status_code)
+
+            for charge in shapes:
+                tasks.start_soon(one, charge)
+        assert statuses == [200] * len(shapes)
+        taken = entries(runtime, owner.wallet_id, "refund")
+        assert sum(entry.shortfall_micros - entry.amount_micros for entry in taken) == 15_000_000
+        assert balance_micros(runtime, owner.wallet_id) == 35_000_000
+        assert verify.verify(runtime.db) == []
+    finally:
+        await runtime.aclose()
