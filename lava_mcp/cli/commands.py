@@ -64,7 +64,10 @@ def serve(
             "[yellow]LAVA_REDIS_URL is set but not used yet[/]: spend keys' rpm limits are kept per process."
         )
     if mode == "sandbox":
-        stderr.print("[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards.")
+        stderr.print(
+            "[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards;"
+            " sandbox money still spends the provider keys configured here."
+        )
     stderr.print(
         f"lava-mcp on {config.base_url}  (MCP {config.base_url}/mcp · REST and gateway {config.base_url}/v1)"
     )
