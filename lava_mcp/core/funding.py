@@ -43,6 +43,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -694,7 +695,7 @@ def reconcile_card_payment(runtime: Runtime, payment_id: str, *, now: datetime |
                 reconciled_at=moment,
             )
         else:
-            _update(runtime, payment.id, reconciled_at=moment)
+            _mark_reconciled(runtime, payment.id, moment)
     else:
         _apply_intent(runtime, payment, intent, moment)
     found = _payment_for(runtime, payment.id, session_id=None)
@@ -724,14 +725,18 @@ def _apply_intent(runtime: Runtime, payment: Payment, intent: IntentState, momen
         credit_payment(runtime, payment.id)
         return
     if intent.status in ("processing", "requires_confirmation", "requires_capture"):
-        _update(runtime, payment.id, stripe_payment_intent_id=intent.id, reconciled_at=moment)
+        if payment.stripe_payment_intent_id != intent.id:
+            _update(runtime, payment.id, stripe_payment_intent_id=intent.id)
+        _mark_reconciled(runtime, payment.id, moment)
         return
     if intent.status == "requires_action":
         try:
             runtime.payments.cancel_payment_intent(intent.id)
         except PaymentsError as error:
             logger.warning("could not cancel payment intent %s: %s", intent.id, error.message)
-            _update(runtime, payment.id, stripe_payment_intent_id=intent.id, reconciled_at=moment)
+            if payment.stripe_payment_intent_id != intent.id:
+                _update(runtime, payment.id, stripe_payment_intent_id=intent.id)
+            _mark_reconciled(runtime, payment.id, moment)
             return
         _update(
             runtime,
@@ -753,6 +758,13 @@ def _apply_intent(runtime: Runtime, payment: Payment, intent: IntentState, momen
         failure_message=intent.failure_message or f"the processor reports the charge {intent.status}",
         reconciled_at=moment,
     )
+
+
+def _mark_reconciled(runtime: Runtime, payment_id: str, moment: datetime) -> None:
+    """Note that the processor was asked, leaving `updated_at` (the last attempt or change,
+    which bounds how long a request may be in flight, and which `ledger verify` ages) alone."""
+    with runtime.db.write() as session:
+        session.execute(update(Payment).where(col(Payment.id) == payment_id).values(reconciled_at=moment))
 
 
 def _lookup_intent(runtime: Runtime, payment: Payment, customer_id: str | None) -> IntentState | None:

@@ -214,3 +214,22 @@ async def test_a_lost_3d_secure_request_is_canceled_and_the_retry_gets_the_page(
     assert retried["status"] == "requires_action" and retried["payment_id"] == payment.id
     assert retried["redirect_url"].startswith("https://checkout.stripe.test/")
     assert stripe_front.count(*INTENTS) == 1 and balance_micros(live, live_wallet.wallet_id) == 0
+
+
+async def test_asking_again_does_not_restart_the_in_flight_clock(
+    live: Runtime, live_wallet: wallet.NewWallet, stripe_front: StripeFront
+) -> None:
+    await save_card(live, live_wallet)
+    stripe_front.inject(*INTENTS, "unsent")
+    async with rest(live, live_wallet) as client:
+        assert (await client.post("/v1/wallet/fund", json={"amount": 25})).status_code == 502
+    payment = only_payment(live, live_wallet)
+    sent_at = utc_now() - timedelta(seconds=50)  # the charge request went out 50 s ago
+    with live.db.write() as session:
+        row = session.get(Payment, payment.id)
+        assert row is not None
+        row.updated_at = sent_at
+        session.add(row)
+    # In flight for at most 3 × LAVA_STRIPE_TIMEOUT_S + 30 s = 60 s after it was sent.
+    assert funding.reconcile_card_payment(live, payment.id) == "pending"
+    assert funding.reconcile_card_payment(live, payment.id, now=sent_at + timedelta(seconds=61)) == "failed"
