@@ -193,7 +193,7 @@ def checkout_state(session: dict[str, Any]) -> CheckoutState:
 class Payments(Protocol):
     """The card processor, as the funding core uses it."""
 
-    mode: WalletMode  # the kind of wallet this processor may fund: never both
+    mode: WalletMode  # the only kind of wallet this processor funds (sandbox, test or live)
 
     def create_customer(self, *, wallet_id: str) -> str:
         """A processor-side customer for the wallet; returns its id.
