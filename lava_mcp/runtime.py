@@ -17,7 +17,7 @@ import anyio.to_thread
 from lava_mcp.config import UPSTREAM_CONNECT_TIMEOUT_S, Settings
 from lava_mcp.core.metering import Metering
 from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter
-from lava_mcp.payments import build_payments
+from lava_mcp.payments import ProcessorLane, build_payments
 from lava_mcp.payments.base import Payments
 from lava_mcp.providers.catalog import Catalog, load_catalog
 from lava_mcp.providers.upstream import Upstream
@@ -38,6 +38,8 @@ class Runtime:
     payments: Payments
     # Spend keys' rpm limits; in-process until the Redis implementation (LAVA_REDIS_URL).
     rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
+    # Processor calls run in their own lane of worker threads (see `payments.ProcessorLane`).
+    processor_lane: ProcessorLane = field(default_factory=ProcessorLane)
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -83,7 +85,8 @@ def catalog_environment(settings: Settings) -> dict[str, str | None]:
 
 @asynccontextmanager
 async def running(runtime: Runtime, *, migrate: bool = True) -> AsyncIterator[Runtime]:
-    """A started runtime: migrated database, and a background sweep of expired holds.
+    """A started runtime: migrated database, a background sweep of expired holds, and one
+    of card payments whose answer was lost.
 
     Closes the runtime on exit."""
     if migrate:
@@ -91,6 +94,7 @@ async def running(runtime: Runtime, *, migrate: bool = True) -> AsyncIterator[Ru
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_sweep_expired_holds, runtime)
+            tasks.start_soon(_reconcile_payments, runtime)
             yield runtime
             tasks.cancel_scope.cancel()
     finally:
@@ -106,3 +110,18 @@ async def _sweep_expired_holds(runtime: Runtime) -> None:
         except Exception:  # keep sweeping; the next pass retries
             logger.exception("expired-hold sweep failed")
         await anyio.sleep(HOLD_SWEEP_INTERVAL_S)
+
+
+async def _reconcile_payments(runtime: Runtime) -> None:
+    """Every `reconcile_interval_s`, ask the processor about pending card payments (lost
+    answers, `processing`), in the processor's lane: a hanging processor stalls only this."""
+    from lava_mcp.core import funding  # funding builds on Runtime: imported when running
+
+    while True:
+        try:
+            settled = await funding.reconcile_payments(runtime)
+            if settled:
+                logger.info("reconciled %d card payments with the processor", settled)
+        except Exception:  # keep sweeping; the next pass retries
+            logger.exception("payment reconciliation failed")
+        await anyio.sleep(runtime.settings.reconcile_interval_s)

@@ -54,9 +54,7 @@ def serve(
     runtime.db.upgrade()
     mode = config.payments_mode
     if not runtime.db.has_wallets():
-        created = wallet.create_wallet(
-            runtime.db, name="default", mode="live" if mode == "stripe" else "sandbox"
-        )
+        created = wallet.create_wallet(runtime.db, name="default", mode=config.money_mode)
         stderr.print(
             f"Created wallet {created.wallet_id}. Its key is shown once; keep it:\n\n"
             f"    LAVA_WALLET_KEY={created.wallet_key}\n"
@@ -66,7 +64,10 @@ def serve(
             "[yellow]LAVA_REDIS_URL is set but not used yet[/]: spend keys' rpm limits are kept per process."
         )
     if mode == "sandbox":
-        stderr.print("[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards.")
+        stderr.print(
+            "[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards;"
+            " sandbox money still spends the provider keys configured here."
+        )
     stderr.print(
         f"lava-mcp on {config.base_url}  (MCP {config.base_url}/mcp · REST and gateway {config.base_url}/v1)"
     )
@@ -109,9 +110,10 @@ def wallet_create(
     """Create a wallet and print its key (shown once)."""
     database = _database()
     mode = (
-        ("sandbox" if sandbox else "live")
+        # --live means "Stripe money": Stripe's test mode when the key is a test key.
+        ("sandbox" if sandbox else ("test" if settings().money_mode == "test" else "live"))
         if sandbox is not None
-        else ("live" if settings().payments_mode == "stripe" else "sandbox")
+        else settings().money_mode
     )
     try:
         if org is not None:
@@ -260,13 +262,20 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
 def ledger_verify(as_json: JsonFlag = False) -> None:
     """Check the ledger's invariants; exit 1 with a report if any fails."""
     database = _database()
-    database_expired = verify.verify(database)
-    body = {"ok": not database_expired, "problems": database_expired}
+    config = settings()
+    database_expired = verify.verify(
+        database, reconcile_interval_s=config.reconcile_interval_s, stripe_timeout_s=config.stripe_timeout_s
+    )
+    owed = verify.shortfalls(database)
+    body: dict[str, object] = {"ok": not database_expired, "problems": database_expired}
+    if owed:
+        body["shortfalls"] = owed  # debts, not broken invariants: they don't fail the check
     emit(
         as_json,
         body,
         lambda: stdout.print(
-            "ledger ok" if not database_expired else "ledger problems:\n  " + "\n  ".join(database_expired)
+            ("ledger ok" if not database_expired else "ledger problems:\n  " + "\n  ".join(database_expired))
+            + ("".join(f"\n  {line}" for line in owed) if owed else "")
         ),
     )
     if database_expired:

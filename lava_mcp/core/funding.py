@@ -10,24 +10,45 @@
 Every attempt is a `Payment` row. Money moves only through `credit_payment`: one ledger
 `deposit` referencing the payment id, so whichever path sees a payment succeed first (the
 charge's answer, a webhook, the success page, a balance read retrieving the session from
-the processor) credits it, and every later path finds it credited. Nothing is credited
-on the strength of a redirect alone, and nothing that the processor did not report paid
-for exactly the recorded amount.
+the processor, the reconciliation sweep) credits it, and every later path finds it
+credited. Nothing is credited on the strength of a redirect alone, and nothing that the
+processor did not report paid for exactly the recorded amount. A deposit first covers the
+wallet's shortfall (refunds and disputes the balance could not take: `ledger.reverse`).
+
+Lost answers. A card charge whose answer never arrived (the connection dropped after the
+processor charged, the SDK raised, a timeout) leaves its payment `pending`. It is found
+again by its PaymentIntent (by id, or by metadata `lava_payment_id` when the id never came
+back) on a retry of the same attempt, on balance reads (bounded: `ProcessorLane.read_wait_s`)
+and by the runtime's sweep every `reconcile_interval_s` (`payment.reconciled_at`): paid →
+credited once; failed at the processor → failed; unknown to the processor once the
+request can no longer be in flight → failed (nothing was charged).
+
+Retries. Without an `idempotency_key`, the server chooses one for `fund_retry_window_s`:
+the fingerprint of (wallet, amount, card named, use_checkout). An identical request within
+the window replays the first outcome, marked `"replayed": true` with a next_step saying how
+to make a second top-up on purpose; a decline is not replayed (nothing moved). The
+processor-side idempotency key is per payment id, and a retry of an attempt reuses its
+payment id, so the processor charges at most once per attempt.
+
+Processor calls run in the runtime's processor lane (`payments.ProcessorLane`), apart from
+the worker threads database work uses: a slow or hanging processor stalls nothing else.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio
 import anyio.to_thread
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from lava_mcp.core import idempotency, ledger, orgs, payment_methods, wallet
-from lava_mcp.errors import BadRequest, Forbidden, NotFound, PaymentDeclined, UpstreamError
+from lava_mcp.errors import BadRequest, Conflict, Forbidden, NotFound, PaymentDeclined, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.money import (
     MAX_FUNDING_MICROS,
@@ -41,6 +62,8 @@ from lava_mcp.payments.base import (
     CardDeclined,
     CheckoutSession,
     CheckoutState,
+    IntentLookup,
+    IntentState,
     InvalidRequest,
     PaymentsError,
     ProcessorUnavailable,
@@ -52,6 +75,13 @@ from lava_mcp.store.models import Payment, PaymentMethod, Wallet, utc_now
 logger = logging.getLogger("lava_mcp.funding")
 
 FUND_SCOPE = "wallet.fund"
+# Keys the server chose for a request that came without one (see the module docstring).
+AUTO_FUND_SCOPE = "wallet.fund.auto"
+# Card payments the sweep asks about per pass (oldest-asked first).
+RECONCILE_BATCH = 50
+# A PaymentIntent is looked for among those created from this long before its payment row
+# (the two clocks may disagree a little).
+CLOCK_SKEW_S = 300
 # Checkout Sessions live at most 24 hours; older pending ones are not worth asking about.
 RECONCILE_WINDOW = timedelta(hours=24)
 RECONCILE_MAX_SESSIONS = 5
@@ -62,13 +92,26 @@ PENDING_STATUSES = ("checkout_pending", "requires_action")
 
 
 async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
-    """The wallet's balance, after crediting any Checkout the processor reports paid.
+    """The wallet's balance, after crediting what the processor reports paid.
 
     A local install has no public webhook URL, so reading the balance is one of the moments
-    a pending Checkout is reconciled (errors reaching the processor are logged, not raised).
+    pending Checkouts and card payments are reconciled: in the processor lane, waited for
+    at most `ProcessorLane.read_wait_s` (half a second: a slow processor never stalls the
+    read; the work goes on and a later read sees it). Errors reaching the processor are logged, not raised.
     Raises: NotFound for an unknown wallet.
     """
-    await anyio.to_thread.run_sync(reconcile_pending, runtime, wallet_id)
+    lane = runtime.processor_lane
+    job = f"reconcile:{wallet_id}"
+    if runtime.payments.mode != "sandbox" and lane.claim(job):
+
+        def reconcile() -> int:
+            try:
+                return reconcile_pending(runtime, wallet_id)
+            finally:
+                lane.done(job)
+
+        with anyio.move_on_after(lane.read_wait_s):
+            await anyio.to_thread.run_sync(reconcile, abandon_on_cancel=True, limiter=lane.limiter)
     return await anyio.to_thread.run_sync(wallet.get_balance, runtime.db, wallet_id)
 
 
@@ -85,8 +128,10 @@ async def add_funds(
 
     With an `idempotency_key`, a retry returns the first attempt's result (or its decline)
     and moves no money twice; the same key with a different request is a Conflict.
+    Without one, the server chooses a key for `fund_retry_window_s` (module docstring).
+    Runs in the processor lane.
     Raises: BadRequest (amount malformed or out of range), PaymentDeclined (402), Forbidden
-    (org not enabled; sandbox/live mismatch), NotFound (unknown or another wallet's card),
+    (org not enabled; a wallet of another mode), NotFound (unknown or another wallet's card),
     Conflict (idempotency), UpstreamError (the processor can't be reached).
     """
     return await anyio.to_thread.run_sync(
@@ -97,7 +142,8 @@ async def add_funds(
             payment_method_id=payment_method_id,
             use_checkout=use_checkout,
             idempotency_key=idempotency_key,
-        )
+        ),
+        limiter=runtime.processor_lane.limiter,
     )
 
 
@@ -118,33 +164,63 @@ def fund(
         with db.read() as session:
             orgs.require_funding_allowed(session, wallet_id)
         return amount_required(runtime, owner)
-    if idempotency_key is None:
-        return _fund(runtime, owner, amount_micros, payment_method_id, use_checkout, new_id("pay"))
     fingerprint = idempotency.request_hash(
         {"amount_micros": amount_micros, "payment_method_id": payment_method_id, "use_checkout": use_checkout}
     )
-    claim = idempotency.begin(
-        db,
-        wallet_id=wallet_id,
-        scope=FUND_SCOPE,
-        key=idempotency_key,
-        fingerprint=fingerprint,
-        new_reference=lambda: new_id("pay"),
-    )
+    chosen_by_server = idempotency_key is None
+    if chosen_by_server:
+        # A replay of an identical request is still a new call: it passes today's gates first.
+        with db.read() as session:
+            orgs.require_funding_allowed(session, wallet_id)
+    try:
+        claim = idempotency.begin(
+            db,
+            wallet_id=wallet_id,
+            scope=AUTO_FUND_SCOPE if chosen_by_server else FUND_SCOPE,
+            key=f"auto-{fingerprint}" if idempotency_key is None else idempotency_key,
+            fingerprint=fingerprint,
+            new_reference=lambda: new_id("pay"),
+            window_s=runtime.settings.fund_retry_window_s if chosen_by_server else None,
+        )
+    except Conflict as busy:
+        if not chosen_by_server:
+            raise
+        raise Conflict(
+            "an identical add_funds is still being processed",
+            next_step="wait a few seconds, then call get_balance or retry the same request (it is not charged twice)",
+        ) from busy
     if isinstance(claim, idempotency.Replay):
         if claim.status_code == PaymentDeclined.code:
             raise _declined_from(claim.body)
-        return claim.body
+        return _replayed(claim, amount_micros) if chosen_by_server else claim.body
     try:
         result = _fund(runtime, owner, amount_micros, payment_method_id, use_checkout, claim.reference)
     except PaymentDeclined as declined:
-        idempotency.finish(db, claim, status_code=declined.code, body=declined.to_dict())
+        if chosen_by_server:
+            idempotency.forget(db, claim)  # a decline moved nothing: the next try is a new attempt
+        else:
+            idempotency.finish(db, claim, status_code=declined.code, body=declined.to_dict())
         raise
     except BaseException:
         idempotency.release(db, claim)
         raise
     idempotency.finish(db, claim, status_code=200, body=result)
     return result
+
+
+def _replayed(replay: idempotency.Replay, amount_micros: int) -> dict[str, Any]:
+    """The first answer to an identical request, saying plainly that nothing new happened."""
+    body = dict(replay.body)
+    first_at = replay.first_at or utc_now()
+    if first_at.tzinfo is None:
+        first_at = first_at.replace(tzinfo=UTC)
+    seconds = max(0, int((utc_now() - first_at).total_seconds()))
+    body["replayed"] = True
+    body["next_step"] = (
+        f"this is the answer to the identical add_funds made {seconds} s ago: nothing new was charged. "
+        f"To add another {format_dollars(amount_micros)} now, call add_funds again with a new idempotency_key."
+    )
+    return body
 
 
 def amount_required(runtime: Runtime, owner: Wallet) -> dict[str, Any]:
@@ -204,7 +280,21 @@ def _charge_card(
     payment_id: str,
 ) -> dict[str, Any]:
     payments = runtime.payments
+    retried = _payment_for(runtime, payment_id, session_id=None)
     _record(runtime, owner, payment_id, amount_micros, method="card", payment_method_id=card.id)
+    if retried is not None:
+        # A retry of an attempt whose answer was lost: ask before charging again, so that even
+        # a processor that ignores idempotency keys charges this attempt once.
+        known = _lookup_intent(runtime, retried, customer_id)
+        if (
+            known is not None
+            and known.status == "canceled"
+            and retried.failure_code == "authentication_required"
+        ):
+            # The sweep canceled a 3-D Secure request nobody saw: this retry gets its page.
+            known = replace(known, status="requires_action")
+        if known is not None:
+            return _charge_outcome(runtime, owner, customer_id, payment_id, amount_micros, known)
     try:
         outcome = payments.charge(
             customer_id=customer_id,
@@ -238,11 +328,37 @@ def _charge_card(
             next_step="save the card again, or pay with use_checkout: true",
         ) from error
     except ProcessorUnavailable as error:
+        # The charge may have gone through: the payment stays pending, to be reconciled.
         _update(runtime, payment_id, failure_code="processor_unavailable", failure_message=error.message)
         raise _unavailable(error) from error
-    if outcome.status == "succeeded":
-        assert outcome.amount_cents == _cents(amount_micros), (outcome.amount_cents, amount_micros)
-        _update(runtime, payment_id, stripe_payment_intent_id=outcome.payment_intent_id)
+    return _charge_outcome(
+        runtime,
+        owner,
+        customer_id,
+        payment_id,
+        amount_micros,
+        IntentState(
+            id=outcome.payment_intent_id,
+            status=outcome.status,
+            amount_cents=_cents(amount_micros),
+            amount_received_cents=outcome.amount_cents if outcome.status == "succeeded" else 0,
+            currency="usd",
+        ),
+    )
+
+
+def _charge_outcome(
+    runtime: Runtime,
+    owner: Wallet,
+    customer_id: str,
+    payment_id: str,
+    amount_micros: int,
+    intent: IntentState,
+) -> dict[str, Any]:
+    """The answer to a card charge, from what the processor says about its PaymentIntent."""
+    if intent.status == "succeeded":
+        assert intent.amount_received_cents == _cents(amount_micros), (intent, amount_micros)
+        _update(runtime, payment_id, stripe_payment_intent_id=intent.id)
         current = credit_payment(runtime, payment_id)
         return _labelled(
             owner,
@@ -253,23 +369,40 @@ def _charge_card(
                 "payment_id": payment_id,
             },
         )
-    if outcome.status == "processing":
-        _update(runtime, payment_id, stripe_payment_intent_id=outcome.payment_intent_id)
+    if intent.status == "processing":
+        _update(runtime, payment_id, stripe_payment_intent_id=intent.id)
         return _labelled(
             owner, {"status": "processing", "amount": format_dollars(amount_micros), "payment_id": payment_id}
         )
+    if intent.status not in ("requires_action", "requires_confirmation"):
+        declined = CardDeclined(
+            intent.failure_message or f"the charge ended in status {intent.status}",
+            code=intent.failure_code or "card_declined",
+            decline_code=intent.decline_code,
+            payment_intent_id=intent.id,
+        )
+        _update(
+            runtime,
+            payment_id,
+            status="failed",
+            stripe_payment_intent_id=intent.id,
+            failure_code=declined.code,
+            decline_code=declined.decline_code,
+            failure_message=declined.message,
+        )
+        raise _declined(owner, payment_id, declined)
     # 3-D Secure: the bank wants the card holder present. Drop the off-session attempt and
     # hand back a hosted page where they pay on-session (and authenticate there).
     try:
-        payments.cancel_payment_intent(outcome.payment_intent_id)
+        runtime.payments.cancel_payment_intent(intent.id)
     except PaymentsError:
-        logger.warning("could not cancel payment intent %s", outcome.payment_intent_id)
+        logger.warning("could not cancel payment intent %s", intent.id)
     session = _create_checkout(runtime, owner, customer_id, amount_micros, payment_id, "authenticate")
     _update(
         runtime,
         payment_id,
         status="requires_action",
-        stripe_payment_intent_id=outcome.payment_intent_id,
+        stripe_payment_intent_id=intent.id,
         stripe_checkout_session_id=session.id,
         redirect_url=session.url,
         failure_code="authentication_required",
@@ -340,14 +473,15 @@ def _create_checkout(
 
 
 def credit_payment(runtime: Runtime, payment_id: str) -> wallet.Balance:
-    """Credit a payment the processor reported paid: one `deposit`, however often called.
+    """Credit a payment the processor reported paid: one `deposit`, however often called,
+    which first covers the wallet's shortfall (one `shortfall_cover` entry, if any is owed).
 
     Raises: NotFound for an unknown payment.
     """
     try:
         with runtime.db.write() as session:
             payment = _locked(session, payment_id)
-            ledger.credit(
+            _, created = ledger.credit(
                 session,
                 wallet_id=payment.wallet_id,
                 kind="deposit",
@@ -355,6 +489,13 @@ def credit_payment(runtime: Runtime, payment_id: str) -> wallet.Balance:
                 reference=payment.id,
                 memo=f"top-up by {payment.method} ({payment.mode})",
             )
+            if created:
+                ledger.cover_shortfall(
+                    session,
+                    wallet_id=payment.wallet_id,
+                    deposit_micros=payment.amount_micros,
+                    payment_id=payment.id,
+                )
             payment.status = "succeeded"
             payment.updated_at = utc_now()
             session.add(payment)
@@ -446,11 +587,13 @@ def reconcile_checkout(runtime: Runtime, session_id: str) -> Payment | None:
     return settle_checkout(runtime, state) or payment
 
 
-def reconcile_pending(runtime: Runtime, wallet_id: str) -> int:
-    """Settle the wallet's recent pending Checkouts the processor reports paid; returns how many."""
+def reconcile_pending(runtime: Runtime, wallet_id: str, *, now: datetime | None = None) -> int:
+    """Settle the wallet's recent pending Checkouts and card payments with what the processor
+    reports; returns how many were credited. Errors reaching the processor are logged."""
     if runtime.payments.mode == "sandbox":
-        return 0  # sandbox Checkouts are paid on our own page, in our own ledger
-    since = utc_now() - RECONCILE_WINDOW
+        return 0  # sandbox payments are decided on our own pages, in our own ledger
+    moment = now or utc_now()
+    since = moment - RECONCILE_WINDOW
     with runtime.db.read() as session:
         pending = session.exec(
             select(Payment)
@@ -459,6 +602,17 @@ def reconcile_pending(runtime: Runtime, wallet_id: str) -> int:
                 col(Payment.status).in_(PENDING_STATUSES),
                 col(Payment.stripe_checkout_session_id).is_not(None),
                 col(Payment.created_at) >= since,
+            )
+            .order_by(col(Payment.created_at).desc())
+            .limit(RECONCILE_MAX_SESSIONS)
+        ).all()
+        cards = session.exec(
+            select(Payment)
+            .where(
+                Payment.wallet_id == wallet_id,
+                Payment.status == "pending",
+                Payment.method == "card",
+                Payment.mode == runtime.payments.mode,
             )
             .order_by(col(Payment.created_at).desc())
             .limit(RECONCILE_MAX_SESSIONS)
@@ -473,7 +627,180 @@ def reconcile_pending(runtime: Runtime, wallet_id: str) -> int:
             continue
         settled_payment = settle_checkout(runtime, state)
         settled += settled_payment is not None and settled_payment.status == "succeeded"
+    for payment in cards:
+        settled += reconcile_card_payment(runtime, payment.id, now=moment) == "succeeded"
     return settled
+
+
+async def reconcile_payments(runtime: Runtime, *, now: datetime | None = None) -> int:
+    """The sweep: reconcile pending card payments of every wallet, least recently asked
+    first, in the processor lane. Returns how many were credited."""
+    if not isinstance(runtime.payments, IntentLookup):
+        return 0
+    return await anyio.to_thread.run_sync(
+        lambda: reconcile_cards(runtime, now=now), limiter=runtime.processor_lane.limiter
+    )
+
+
+def reconcile_cards(runtime: Runtime, *, now: datetime | None = None) -> int:
+    """`reconcile_payments`, synchronous. Returns how many were credited."""
+    moment = now or utc_now()
+    with runtime.db.read() as session:
+        pending = session.exec(
+            select(Payment.id)
+            .where(
+                Payment.status == "pending",
+                Payment.method == "card",
+                Payment.mode == runtime.payments.mode,
+            )
+            .order_by(
+                col(Payment.reconciled_at).is_not(None), col(Payment.reconciled_at), col(Payment.created_at)
+            )
+            .limit(RECONCILE_BATCH)
+        ).all()
+    return sum(
+        reconcile_card_payment(runtime, payment_id, now=moment) == "succeeded" for payment_id in pending
+    )
+
+
+def reconcile_card_payment(runtime: Runtime, payment_id: str, *, now: datetime | None = None) -> str:
+    """Ask the processor what became of one pending card payment, and apply it.
+
+    Paid for the recorded amount → credited (once); failed or canceled at the processor →
+    failed; `requires_action` (3-D Secure asked for, but its answer never reached the card
+    holder) → canceled and failed, so that the next add_funds hands out a page; unknown to
+    the processor once the charge request can no longer be in flight → failed (nothing was
+    charged); `processing`, or unknown but maybe still in flight → still pending. Records
+    `reconciled_at`. Returns the payment's status afterwards; errors are logged.
+    """
+    moment = now or utc_now()
+    payment = _payment_for(runtime, payment_id, session_id=None)
+    if payment is None or payment.status != "pending" or payment.method != "card":
+        return payment.status if payment is not None else "unknown"
+    with runtime.db.read() as session:
+        owner = session.get(Wallet, payment.wallet_id)
+    customer_id = owner.stripe_customer_id if owner is not None else None
+    try:
+        intent = _lookup_intent(runtime, payment, customer_id)
+    except UpstreamError as error:
+        logger.warning("could not reconcile %s: %s", payment.id, error.message)
+        return payment.status
+    if intent is None:
+        if _aware(payment.updated_at) + _in_flight_bound(runtime) < moment:
+            _update(
+                runtime,
+                payment.id,
+                status="failed",
+                failure_code="not_charged",
+                failure_message="the processor has no record of this charge: nothing was charged",
+                reconciled_at=moment,
+            )
+        else:
+            _mark_reconciled(runtime, payment.id, moment)
+    else:
+        _apply_intent(runtime, payment, intent, moment)
+    found = _payment_for(runtime, payment.id, session_id=None)
+    assert found is not None
+    return found.status
+
+
+def _apply_intent(runtime: Runtime, payment: Payment, intent: IntentState, moment: datetime) -> None:
+    if intent.status == "succeeded":
+        if intent.amount_received_cents != _cents(payment.amount_micros) or intent.currency.lower() != "usd":
+            logger.error(
+                "payment intent %s received %s %s for %s",
+                intent.id,
+                intent.amount_received_cents,
+                intent.currency,
+                payment.id,
+            )
+            _update(
+                runtime,
+                payment.id,
+                failure_code="amount_mismatch",
+                failure_message="paid amount differs",
+                reconciled_at=moment,
+            )
+            return
+        _update(runtime, payment.id, stripe_payment_intent_id=intent.id, reconciled_at=moment)
+        credit_payment(runtime, payment.id)
+        return
+    if intent.status in ("processing", "requires_confirmation", "requires_capture"):
+        if payment.stripe_payment_intent_id != intent.id:
+            _update(runtime, payment.id, stripe_payment_intent_id=intent.id)
+        _mark_reconciled(runtime, payment.id, moment)
+        return
+    if intent.status == "requires_action":
+        try:
+            runtime.payments.cancel_payment_intent(intent.id)
+        except PaymentsError as error:
+            logger.warning("could not cancel payment intent %s: %s", intent.id, error.message)
+            if payment.stripe_payment_intent_id != intent.id:
+                _update(runtime, payment.id, stripe_payment_intent_id=intent.id)
+            _mark_reconciled(runtime, payment.id, moment)
+            return
+        _update(
+            runtime,
+            payment.id,
+            status="failed",
+            stripe_payment_intent_id=intent.id,
+            failure_code="authentication_required",
+            failure_message="the bank asked the card holder to authenticate; add funds again for a page to do it",
+            reconciled_at=moment,
+        )
+        return
+    _update(
+        runtime,
+        payment.id,
+        status="failed",
+        stripe_payment_intent_id=intent.id,
+        failure_code=intent.failure_code or f"payment_{intent.status}",
+        decline_code=intent.decline_code,
+        failure_message=intent.failure_message or f"the processor reports the charge {intent.status}",
+        reconciled_at=moment,
+    )
+
+
+def _mark_reconciled(runtime: Runtime, payment_id: str, moment: datetime) -> None:
+    """Note that the processor was asked, leaving `updated_at` (the last attempt or change,
+    which bounds how long a request may be in flight, and which `ledger verify` ages) alone."""
+    with runtime.db.write() as session:
+        session.execute(update(Payment).where(col(Payment.id) == payment_id).values(reconciled_at=moment))
+
+
+def _lookup_intent(runtime: Runtime, payment: Payment, customer_id: str | None) -> IntentState | None:
+    """What the processor says about a card payment's PaymentIntent: by id when it came
+    back, else by metadata `lava_payment_id` among the customer's recent ones.
+
+    Raises: UpstreamError when the processor can't be reached.
+    """
+    lookup = runtime.payments
+    if not isinstance(lookup, IntentLookup):
+        return None
+    try:
+        if payment.stripe_payment_intent_id:
+            return lookup.retrieve_payment_intent(payment.stripe_payment_intent_id)
+        if not customer_id:
+            return None
+        return lookup.find_payment_intent(
+            customer_id=customer_id,
+            payment_id=payment.id,
+            created_after_s=int(_aware(payment.created_at).timestamp()) - CLOCK_SKEW_S,
+        )
+    except InvalidRequest:
+        return None  # the processor knows no such intent
+    except ProcessorUnavailable as error:
+        raise _unavailable(error) from error
+
+
+def _in_flight_bound(runtime: Runtime) -> timedelta:
+    """How long after its last update a charge request may still be on its way (the SDK's
+    timeout, with its retries against real Stripe, and a margin)."""
+    return timedelta(seconds=3 * runtime.settings.stripe_timeout_s + 30)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def find_payment(
@@ -682,7 +1009,10 @@ def _declined_from(body: dict[str, Any]) -> PaymentDeclined:
 def _unavailable(error: PaymentsError) -> UpstreamError:
     return UpstreamError(
         f"the payment processor could not be reached: {error.message}",
-        next_step="retry with the same Idempotency-Key; nothing is credited twice",
+        next_step=(
+            "retry the same request, with the same Idempotency-Key (idempotency_key) if you sent one: the"
+            " charge is looked up before anything is charged again, and the wallet is credited once if it went through"
+        ),
     )
 
 

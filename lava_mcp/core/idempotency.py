@@ -9,6 +9,11 @@ the processor-side idempotency key: a charge that did go through is not made twi
 
 A claim that is still in flight answers 409 until it finishes, or until it is older than
 `STALE_CLAIM_S` (its process died): then a retry takes it over.
+
+A key the server chose itself (funding without an idempotency key: the key is the request's
+fingerprint) lives for a window only (`window_s`): within it an identical request replays
+the first outcome; after it, the same request is a new one with a new reference. `forget`
+drops such a key when its outcome moved nothing and should not be replayed (a decline).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +51,7 @@ class Replay:
 
     status_code: int
     body: dict[str, Any]
+    first_at: datetime | None = None  # when the request that is replayed was made
 
 
 def request_hash(params: dict[str, Any]) -> str:
@@ -68,9 +74,12 @@ def begin(
     key: str,
     fingerprint: str,
     new_reference: Callable[[], str],
+    window_s: float | None = None,
 ) -> Claim | Replay:
     """Claim `key` for this request, or find the outcome of its first use.
 
+    With `window_s`, a first use older than that no longer counts: this request starts
+    afresh, with a new reference.
     Raises: Conflict when the key was used with a different request, or its first
     request is still running; BadRequest for a malformed key.
     """
@@ -90,19 +99,29 @@ def begin(
                     )
                 )
                 return Claim(wallet_id, scope, key, reference)
+            created_at = record.created_at
+            if created_at.tzinfo is None:
+                created_at = created_at.replace(tzinfo=UTC)
+            in_flight = (record.response or {}).get("state") == "in_flight" and record.status_code is None
+            fresh = utc_now() - created_at < timedelta(seconds=STALE_CLAIM_S)
+            expired = window_s is not None and utc_now() - created_at >= timedelta(seconds=window_s)
+            if expired and not (in_flight and fresh):
+                reference = new_reference()
+                record.request_hash = fingerprint
+                record.status_code = None
+                record.response = _claim_state(reference, "in_flight")
+                record.created_at = utc_now()
+                session.add(record)
+                return Claim(wallet_id, scope, key, reference)
             if record.request_hash != fingerprint:
                 raise Conflict(
                     "this Idempotency-Key was already used with a different request",
                     next_step="use a new Idempotency-Key for a new request",
                 )
             if record.status_code is not None:
-                return Replay(record.status_code, dict(record.response or {}))
+                return Replay(record.status_code, dict(record.response or {}), created_at)
             state = dict(record.response or {})
-            created_at = record.created_at
-            if created_at.tzinfo is None:
-                created_at = created_at.replace(tzinfo=UTC)
-            fresh = utc_now() - created_at < timedelta(seconds=STALE_CLAIM_S)
-            if state.get("state") == "in_flight" and fresh:
+            if in_flight and fresh:
                 raise Conflict(
                     "a request with this Idempotency-Key is still in progress",
                     next_step="retry in a few seconds with the same key",
@@ -137,6 +156,14 @@ def release(db: Database, claim: Claim) -> None:
         if record is not None and record.status_code is None:
             record.response = _claim_state(claim.reference, "retryable")
             session.add(record)
+
+
+def forget(db: Database, claim: Claim) -> None:
+    """Drop the key: the next request with it is a new one (its outcome moved nothing)."""
+    with db.write() as session:
+        record = session.get(IdempotencyRecord, (claim.wallet_id, claim.scope, claim.key))
+        if record is not None:
+            session.delete(record)
 
 
 def _claim_state(reference: str, state: str) -> dict[str, Any]:

@@ -4,11 +4,20 @@
     checkout.session.expired                                 → the payment failed
     payment_intent.succeeded                                 → credit the payment (once)
     payment_intent.payment_failed                            → record the reason on the payment
+    charge.refunded                                          → a `refund` entry per refund id
+    charge.dispute.created / .funds_withdrawn                → one `dispute` entry per dispute id
+    charge.dispute.funds_reinstated                          → one `dispute_reversal` per dispute id
 
 Events may arrive late, twice, or out of order. Crediting is idempotent on the payment
 (see `funding.credit_payment`) and a credited payment never goes back to failed, so any
-order of any number of deliveries credits exactly once. An event id is remembered only
-after it was applied: if applying fails, the 5xx makes Stripe deliver it again.
+order of any number of deliveries credits exactly once. Refunds are idempotent on each
+refund id and never exceed the charge's `amount_refunded` (when an event carries no
+`refunds` list, the rest up to `amount_refunded` is one entry named after that total);
+disputes on the dispute id, and a reinstatement arriving first applies its dispute first.
+A refund or dispute never takes the wallet below zero (`ledger.reverse`: the rest becomes
+the wallet's shortfall). An event whose `livemode` is not this server's mode (a test-mode
+event at a live server, or the reverse) is ignored and logged. An event id is remembered
+only after it was applied: if applying fails, the 5xx makes Stripe deliver it again.
 """
 
 from __future__ import annotations
@@ -17,16 +26,21 @@ import logging
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
 
-from lava_mcp.core import funding
+from lava_mcp.core import funding, ledger
 from lava_mcp.errors import BadRequest
-from lava_mcp.payments.base import Event, PaymentsError, checkout_state
+from lava_mcp.money import MICROS_PER_CENT
+from lava_mcp.payments.base import Event, IntentLookup, PaymentsError, checkout_state
 from lava_mcp.runtime import Runtime
-from lava_mcp.store.models import WebhookEvent
+from lava_mcp.store.models import LedgerEntry, Payment, WebhookEvent
 
 logger = logging.getLogger("lava_mcp.payments")
 
 CHECKOUT_PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_payment_succeeded")
+DISPUTE_DEBIT_EVENTS = ("charge.dispute.created", "charge.dispute.funds_withdrawn")
+# Refunds in these states took (or are taking) the money back from the card holder's side.
+REFUND_MOVED = ("succeeded", "pending", "requires_action")
 
 
 def receive(runtime: Runtime, payload: bytes, signature: str | None) -> dict[str, Any]:
@@ -41,7 +55,19 @@ def receive(runtime: Runtime, payload: bytes, signature: str | None) -> dict[str
     with runtime.db.read() as session:
         if session.get(WebhookEvent, event.id) is not None:
             return {"received": True, "id": event.id, "duplicate": True}
-    outcome = apply(runtime, event)
+    if event.livemode is not None and event.livemode != (runtime.payments.mode == "live"):
+        logger.warning(
+            "ignored %s event %s: livemode=%s but this server's payments are %s",
+            event.type,
+            event.id,
+            event.livemode,
+            runtime.payments.mode,
+        )
+        outcome = (
+            f"ignored: livemode {str(event.livemode).lower()} event at a {runtime.payments.mode}-mode server"
+        )
+    else:
+        outcome = apply(runtime, event)
     try:
         with runtime.db.write() as session:
             if session.get(WebhookEvent, event.id) is None:
@@ -63,6 +89,12 @@ def apply(runtime: Runtime, event: Event) -> str:
         return _intent_succeeded(runtime, event.object)
     if event.type == "payment_intent.payment_failed":
         return _intent_failed(runtime, event.object)
+    if event.type == "charge.refunded":
+        return _charge_refunded(runtime, event.object)
+    if event.type in DISPUTE_DEBIT_EVENTS:
+        return _dispute_withdrawn(runtime, event.object)
+    if event.type == "charge.dispute.funds_reinstated":
+        return _dispute_reinstated(runtime, event.object)
     return "ignored"
 
 
@@ -107,10 +139,162 @@ def _intent_failed(runtime: Runtime, intent: dict[str, Any]) -> str:
     return str(changes.get("status", payment.status))
 
 
-def _payment_of_intent(runtime: Runtime, intent: dict[str, Any]) -> Any:
+def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
+    payment = _payment_of_charge(runtime, charge)
+    if payment is None:
+        return "ignored: not a lava-mcp payment"
+    if str(charge.get("currency") or "usd").lower() != "usd":
+        logger.error("charge %s of %s refunded in %s", charge.get("id"), payment.id, charge.get("currency"))
+        return "ignored: not usd"
+    charge_id = str(charge.get("id"))
+    refunded_micros = min(_micros(charge.get("amount_refunded")), payment.amount_micros)
+    listed = charge.get("refunds")
+    refunds = listed.get("data") if isinstance(listed, dict) else None
+    with runtime.db.write() as session:
+        # Locked before reading what was taken: two deliveries at once never both take the rest.
+        ledger.lock_wallet(session, payment.wallet_id)
+        taken = _reversed_micros(session, payment, "refund")
+        for refund in refunds if isinstance(refunds, list) else []:
+            if not isinstance(refund, dict) or refund.get("status", "succeeded") not in REFUND_MOVED:
+                continue
+            refund_id = str(refund.get("id"))
+            room = refunded_micros - taken
+            if room <= 0:
+                break
+            if (
+                ledger.find(session, wallet_id=payment.wallet_id, kind="refund", reference=refund_id)
+                is not None
+            ):
+                continue
+            amount_micros = min(_micros(refund.get("amount")), room)
+            if amount_micros <= 0:
+                continue
+            ledger.reverse(
+                session,
+                wallet_id=payment.wallet_id,
+                kind="refund",
+                amount_micros=amount_micros,
+                reference=refund_id,
+                payment_id=payment.id,
+                memo=f"refund {refund_id} of top-up {payment.id}",
+            )
+            taken += amount_micros
+        if refunded_micros > taken:
+            # The event named no (or not every) refund: the rest up to the charge's total.
+            ledger.reverse(
+                session,
+                wallet_id=payment.wallet_id,
+                kind="refund",
+                amount_micros=refunded_micros - taken,
+                reference=f"{charge_id}:refunded:{refunded_micros}",
+                payment_id=payment.id,
+                memo=f"refund of top-up {payment.id} (charge {charge_id}, {refunded_micros} refunded in all)",
+            )
+    return "refunded"
+
+
+def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
+    payment = _payment_of_dispute(runtime, dispute)
+    if payment is None:
+        return "ignored: not a lava-mcp payment"
+    if str(dispute.get("status") or "").startswith("warning_"):
+        return "ignored: an inquiry withdraws no funds"
+    with runtime.db.write() as session:
+        ledger.lock_wallet(session, payment.wallet_id)
+        _debit_dispute(session, payment, dispute)
+    return "disputed"
+
+
+def _dispute_reinstated(runtime: Runtime, dispute: dict[str, Any]) -> str:
+    payment = _payment_of_dispute(runtime, dispute)
+    if payment is None:
+        return "ignored: not a lava-mcp payment"
+    dispute_id = str(dispute.get("id"))
+    with runtime.db.write() as session:
+        ledger.lock_wallet(session, payment.wallet_id)
+        # Out of order: the reinstatement came first, so the withdrawal it reverses is applied first.
+        entry = _debit_dispute(session, payment, dispute)
+        amount_micros = entry.shortfall_micros - entry.amount_micros  # what the dispute took, owed or debited
+        if amount_micros > 0:
+            ledger.reinstate(
+                session,
+                wallet_id=payment.wallet_id,
+                amount_micros=amount_micros,
+                reference=dispute_id,
+                payment_id=payment.id,
+                memo=f"dispute {dispute_id} of top-up {payment.id} won: funds reinstated",
+            )
+    return "reinstated"
+
+
+def _debit_dispute(session: Session, payment: Payment, dispute: dict[str, Any]) -> LedgerEntry:
+    dispute_id = str(dispute.get("id"))
+    amount_micros = min(_micros(dispute.get("amount")), payment.amount_micros)
+    existing = ledger.find(session, wallet_id=payment.wallet_id, kind="dispute", reference=dispute_id)
+    if existing is not None:
+        return existing
+    assert amount_micros > 0, dispute
+    entry, _ = ledger.reverse(
+        session,
+        wallet_id=payment.wallet_id,
+        kind="dispute",
+        amount_micros=amount_micros,
+        reference=dispute_id,
+        payment_id=payment.id,
+        memo=f"dispute {dispute_id} of top-up {payment.id}: funds withdrawn",
+    )
+    return entry
+
+
+def _reversed_micros(session: Session, payment: Payment, kind: str) -> int:
+    """What `kind` entries have taken back for the payment so far (debited or owed)."""
+    entries = session.exec(
+        select(LedgerEntry).where(
+            LedgerEntry.wallet_id == payment.wallet_id,
+            LedgerEntry.kind == kind,
+            col(LedgerEntry.payment_id) == payment.id,
+        )
+    ).all()
+    return int(sum(entry.shortfall_micros - entry.amount_micros for entry in entries))
+
+
+def _micros(cents: object) -> int:
+    """A processor's amount in cents (an integer, never a float) as micro-dollars; else 0."""
+    if isinstance(cents, bool) or not isinstance(cents, int):
+        return 0
+    return max(0, cents) * MICROS_PER_CENT
+
+
+def _payment_of_charge(runtime: Runtime, charge: dict[str, Any]) -> Payment | None:
+    intent = charge.get("payment_intent")
+    if isinstance(intent, dict):
+        intent = intent.get("id")
+    return _payment_of_intent(
+        runtime, {"id": intent if isinstance(intent, str) else "", "metadata": charge.get("metadata") or {}}
+    )
+
+
+def _payment_of_dispute(runtime: Runtime, dispute: dict[str, Any]) -> Payment | None:
+    intent = dispute.get("payment_intent")
+    if isinstance(intent, dict):
+        intent = intent.get("id")
+    charge = dispute.get("charge")
+    if isinstance(charge, dict):
+        return _payment_of_charge(runtime, charge)
+    lookup = runtime.payments
+    if not isinstance(intent, str) and isinstance(charge, str) and isinstance(lookup, IntentLookup):
+        try:
+            intent = lookup.payment_intent_of_charge(charge)
+        except PaymentsError as error:
+            # Raised, not ignored: the 5xx makes Stripe deliver the event again.
+            raise RuntimeError(f"could not read charge {charge}: {error.message}") from error
+    return _payment_of_intent(runtime, {"id": intent if isinstance(intent, str) else "", "metadata": {}})
+
+
+def _payment_of_intent(runtime: Runtime, intent: dict[str, Any]) -> Payment | None:
     metadata = intent.get("metadata") or {}
     payment = funding.find_payment(runtime, payment_id=metadata.get("lava_payment_id"))
-    if payment is None:
+    if payment is None and intent.get("id"):
         payment = funding.find_payment_by_intent(runtime, str(intent.get("id")))
     if payment is None or payment.mode != runtime.payments.mode:
         return None

@@ -62,14 +62,20 @@ def wallet_for_payments(db: Database, payments: Payments, wallet_id: str) -> Wal
     if owner.mode != payments.mode:
         if owner.mode == "sandbox":
             raise Forbidden(
-                "this is a SANDBOX wallet and this server takes live Stripe payments: "
-                "sandbox money never mixes with live money",
-                next_step="create a live wallet (`lava-mcp wallet create --live`) and fund that one",
+                f"this is a SANDBOX wallet and this server takes {payments.mode}-mode Stripe payments: "
+                "sandbox money never mixes with Stripe money",
+                next_step="create a wallet of this server's mode (`lava-mcp wallet create --live`) and fund that one",
+            )
+        if payments.mode == "sandbox":
+            raise Forbidden(
+                f"this is a {owner.mode}-mode wallet and this server runs the payments SANDBOX "
+                "(no STRIPE_SECRET_KEY): sandbox money never mixes with Stripe money",
+                next_step=f"set a {owner.mode}-mode STRIPE_SECRET_KEY to fund it, or use a sandbox wallet",
             )
         raise Forbidden(
-            "this is a live wallet and this server runs the payments SANDBOX (no STRIPE_SECRET_KEY): "
-            "sandbox money never mixes with live money",
-            next_step="set STRIPE_SECRET_KEY to fund a live wallet, or use a sandbox wallet",
+            f"this is a {owner.mode}-mode wallet and this server's Stripe key is {payments.mode} mode: "
+            "Stripe test-mode money never mixes with live money",
+            next_step=f"fund it on a server with a {owner.mode}-mode key, or create a {payments.mode}-mode wallet",
         )
     return owner
 

@@ -26,16 +26,26 @@ class Balance:
     balance_micros: int
     held_micros: int
     mode: str
+    # Owed to the processor (refunds, disputes the balance could not take): not spendable.
+    shortfall_micros: int = 0
 
     @property
     def available_micros(self) -> int:
-        return self.balance_micros - self.held_micros
+        return max(0, self.balance_micros - self.held_micros - self.shortfall_micros)
+
+
+WALLET_MODES = ("sandbox", "test", "live")
 
 
 def create_wallet(db: Database, *, name: str = "", mode: str = "sandbox") -> NewWallet:
-    """Create a wallet; its key is returned once and stored only as a hash."""
-    if mode not in ("sandbox", "live"):
-        raise BadRequest("mode must be 'sandbox' or 'live'")
+    """Create a wallet; its key is returned once and stored only as a hash.
+
+    `mode` is the kind of money it holds: `sandbox`, `test` (Stripe test mode) or `live`;
+    only a server whose payments run in that mode funds it.
+    Raises: BadRequest for another mode.
+    """
+    if mode not in WALLET_MODES:
+        raise BadRequest("mode must be 'sandbox', 'test' or 'live'")
     key = new_secret(WALLET_KEY_PREFIX)
     wallet = Wallet(
         id=new_id("wal"),
@@ -74,7 +84,7 @@ def get_balance(db: Database, wallet_id: str) -> Balance:
         wallet = session.get(Wallet, wallet_id)
     if wallet is None:
         raise NotFound(f"unknown wallet {wallet_id!r}")
-    return Balance(wallet.id, wallet.balance_micros, wallet.held_micros, wallet.mode)
+    return Balance(wallet.id, wallet.balance_micros, wallet.held_micros, wallet.mode, wallet.shortfall_micros)
 
 
 def adjust(

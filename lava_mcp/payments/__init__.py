@@ -1,9 +1,46 @@
-"""Payments adapters behind one interface (`base.Payments`), chosen by configuration."""
+"""Payments adapters behind one interface (`base.Payments`), chosen by configuration, and
+the lane their calls run in."""
 
 from __future__ import annotations
 
+import threading
+
+import anyio
+
 from lava_mcp.config import Settings
 from lava_mcp.payments.base import Payments
+
+# Worker threads that may wait on the processor at once. They are counted apart from the
+# database's (anyio's default limiter), so a slow or hanging processor can fill this lane
+# and never the one every balance read, metered call and webhook needs.
+PROCESSOR_CAPACITY = 8
+# A read that reconciles with the processor on the way (a balance read) waits this long at
+# most: the reconciliation goes on in the lane, and the next read sees its result.
+READ_WAIT_S = 0.5
+
+
+class ProcessorLane:
+    """Where calls to the card processor run: their own worker capacity, and a note of
+    which reconciliations are under way so a second one for the same wallet is skipped."""
+
+    def __init__(self, capacity: int = PROCESSOR_CAPACITY, *, read_wait_s: float = READ_WAIT_S) -> None:
+        assert capacity > 0 and read_wait_s >= 0, (capacity, read_wait_s)
+        self.limiter = anyio.CapacityLimiter(capacity)
+        self.read_wait_s = read_wait_s
+        self._running: set[str] = set()
+        self._lock = threading.Lock()
+
+    def claim(self, name: str) -> bool:
+        """Start the job `name` unless it is already running; True when this caller runs it."""
+        with self._lock:
+            if name in self._running:
+                return False
+            self._running.add(name)
+            return True
+
+    def done(self, name: str) -> None:
+        with self._lock:
+            self._running.discard(name)
 
 
 def build_payments(settings: Settings) -> Payments:
@@ -20,6 +57,7 @@ def build_payments(settings: Settings) -> Payments:
             settings.stripe_secret_key,
             webhook_secret=settings.stripe_webhook_secret,
             api_base=settings.stripe_api_base,
+            timeout_s=settings.stripe_timeout_s,
         )
     from lava_mcp.payments.sandbox import SandboxPayments
 

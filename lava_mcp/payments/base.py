@@ -4,6 +4,13 @@ Two implementations, chosen by `Settings.payments_mode`:
   stripe.py   the real `stripe` SDK (Stripe, or a Stripe-compatible server at STRIPE_API_BASE)
   sandbox.py  offline, deterministic, driven by Stripe's documented test card numbers
 
+An adapter's `mode` is the kind of money it moves (`Settings.money_mode`): `sandbox`
+(simulated), `test` (Stripe test mode: an `sk_test_`/`rk_test_` key) or `live`. It funds
+wallets of its own mode only, and applies only events whose `livemode` matches it.
+
+Processors whose answers can be lost on the wire (Stripe) also implement `IntentLookup`,
+so that the funding core can ask, later, what became of a charge it never heard back from.
+
 Amounts cross this boundary in cents (Stripe's minor unit for USD); the core converts
 from micro-dollars. Every state-changing call takes an idempotency key, so a retry moves
 no money twice at the processor either.
@@ -17,9 +24,9 @@ no money twice at the processor either.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
-WalletMode = Literal["sandbox", "live"]
+WalletMode = Literal["sandbox", "test", "live"]
 
 
 class PaymentsError(Exception):
@@ -110,12 +117,55 @@ class CheckoutState:
 
 
 @dataclass(frozen=True)
+class IntentState:
+    """What the processor says about one PaymentIntent (an off-session card charge) now.
+
+    status: Stripe's (`succeeded`, `processing`, `requires_action`, `requires_payment_method`,
+    `canceled`, …). `failure_*` come from its `last_payment_error`, when it has one.
+    """
+
+    id: str
+    status: str
+    amount_cents: int
+    amount_received_cents: int
+    currency: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    failure_code: str | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
 class Event:
-    """A verified webhook event: its id, type and the object it is about (as a dict)."""
+    """A verified webhook event: its id, type, the object it is about (as a dict), and
+    `livemode` (None when the event does not say)."""
 
     id: str
     type: str
     object: dict[str, Any]
+    livemode: bool | None = None
+
+
+def intent_state(intent: dict[str, Any]) -> IntentState:
+    """A PaymentIntent in Stripe's JSON shape, reduced to what the core reads."""
+    error = intent.get("last_payment_error") or {}
+    metadata = intent.get("metadata") or {}
+    decline_code = error.get("decline_code") if isinstance(error, dict) else None
+    status = str(intent.get("status") or "")
+    received = intent.get("amount_received")
+    if received is None and status == "succeeded":
+        received = intent.get("amount")  # look-alikes without `amount_received` (localstripe)
+    return IntentState(
+        id=str(intent.get("id")),
+        status=status,
+        amount_cents=int(intent.get("amount") or 0),
+        amount_received_cents=int(received or 0),
+        currency=str(intent.get("currency") or "usd"),
+        metadata={str(key): str(value) for key, value in metadata.items()},
+        failure_code=str(error["code"]) if isinstance(error, dict) and error.get("code") else None,
+        decline_code=str(decline_code) if decline_code else None,
+        failure_message=str(error["message"]) if isinstance(error, dict) and error.get("message") else None,
+    )
 
 
 def checkout_state(session: dict[str, Any]) -> CheckoutState:
@@ -143,7 +193,7 @@ def checkout_state(session: dict[str, Any]) -> CheckoutState:
 class Payments(Protocol):
     """The card processor, as the funding core uses it."""
 
-    mode: WalletMode  # the kind of wallet this processor may fund: never both
+    mode: WalletMode  # the only kind of wallet this processor funds (sandbox, test or live)
 
     def create_customer(self, *, wallet_id: str) -> str:
         """A processor-side customer for the wallet; returns its id.
@@ -218,5 +268,31 @@ class Payments(Protocol):
         """Check a webhook's signature and parse it.
 
         Raises: PaymentsError with a reason when the signature or the body is bad.
+        """
+        ...
+
+
+@runtime_checkable
+class IntentLookup(Protocol):
+    """Asking a processor, later, about charges whose answer may have been lost."""
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> IntentState:
+        """Raises: InvalidRequest (unknown intent), ProcessorUnavailable."""
+        ...
+
+    def find_payment_intent(
+        self, *, customer_id: str, payment_id: str, created_after_s: int
+    ) -> IntentState | None:
+        """The customer's PaymentIntent whose metadata `lava_payment_id` is `payment_id`,
+        created after `created_after_s` (Unix seconds), or None when the processor has none.
+
+        Raises: ProcessorUnavailable.
+        """
+        ...
+
+    def payment_intent_of_charge(self, charge_id: str) -> str | None:
+        """The PaymentIntent a charge (`ch_…`) belongs to, if any.
+
+        Raises: InvalidRequest (unknown charge), ProcessorUnavailable.
         """
         ...

@@ -3,6 +3,14 @@
 `STRIPE_API_BASE` points the SDK at a Stripe-compatible server (localstripe in the tests).
 Such servers don't honour idempotency keys, so against them the SDK never retries on its
 own; against api.stripe.com every POST carries an idempotency key and retries are safe.
+
+The mode is the key's: `sk_test_`/`rk_test_` is Stripe's test mode, anything else live
+(`Settings.money_mode`). Every request has a short timeout (`LAVA_STRIPE_TIMEOUT_S`): a slow
+Stripe fails a top-up fast instead of holding a worker for the SDK's default 80 s.
+
+A charge whose answer was lost is found again by its PaymentIntent id when we have it, else
+by listing the customer's PaymentIntents created since the attempt and matching metadata
+`lava_payment_id` (the list is consistent at once; Stripe's Search API can lag a minute).
 """
 
 from __future__ import annotations
@@ -20,32 +28,48 @@ from lava_mcp.payments.base import (
     CheckoutSession,
     CheckoutState,
     Event,
+    IntentState,
     InvalidRequest,
     PaymentsError,
     ProcessorUnavailable,
     WalletMode,
     checkout_state,
+    intent_state,
 )
 
 T = TypeVar("T")
+
+# How many of a customer's recent PaymentIntents are read looking for a lost one.
+FIND_INTENT_PAGES = 3
 
 
 class StripePayments:
     """The `Payments` interface over a `StripeClient`."""
 
-    mode: WalletMode = "live"
+    mode: WalletMode
 
     def __init__(
-        self, secret_key: str, *, webhook_secret: str | None = None, api_base: str | None = None
+        self,
+        secret_key: str,
+        *,
+        webhook_secret: str | None = None,
+        api_base: str | None = None,
+        timeout_s: float = 10.0,
     ) -> None:
+        assert timeout_s > 0, timeout_s
+        self.mode = mode_of_key(secret_key)
         self.webhook_secret = webhook_secret
         # localstripe and other look-alikes reject parameters only real Stripe knows.
         self.real_stripe = api_base is None
+        http_client = stripe.RequestsClient(timeout=timeout_s)
         if api_base is None:
-            self.client = stripe.StripeClient(secret_key, max_network_retries=2)
+            self.client = stripe.StripeClient(secret_key, max_network_retries=2, http_client=http_client)
         else:
             self.client = stripe.StripeClient(
-                secret_key, base_addresses={"api": api_base.rstrip("/")}, max_network_retries=0
+                secret_key,
+                base_addresses={"api": api_base.rstrip("/")},
+                max_network_retries=0,
+                http_client=http_client,
             )
 
     def create_customer(self, *, wallet_id: str) -> str:
@@ -178,6 +202,34 @@ class StripePayments:
         details = _call(lambda: self.client.v1.payment_methods.retrieve(method)).to_dict()
         return _card(details) if details.get("card") else None
 
+    def retrieve_payment_intent(self, payment_intent_id: str) -> IntentState:
+        intent = _call(lambda: self.client.v1.payment_intents.retrieve(payment_intent_id))
+        return intent_state(intent.to_dict())
+
+    def find_payment_intent(
+        self, *, customer_id: str, payment_id: str, created_after_s: int
+    ) -> IntentState | None:
+        params: dict[str, Any] = {"customer": customer_id, "created": {"gte": created_after_s}, "limit": 100}
+        for _ in range(FIND_INTENT_PAGES):
+            page = _call(
+                lambda: self.client.v1.payment_intents.list(params)  # type: ignore[arg-type]
+            )
+            intents = [intent.to_dict() for intent in page.data]
+            for intent in intents:
+                if (intent.get("metadata") or {}).get("lava_payment_id") == payment_id:
+                    return intent_state(intent)
+            if not page.has_more or not intents:
+                return None
+            params["starting_after"] = intents[-1]["id"]
+        return None
+
+    def payment_intent_of_charge(self, charge_id: str) -> str | None:
+        charge = _call(lambda: self.client.v1.charges.retrieve(charge_id)).to_dict()
+        intent = charge.get("payment_intent")
+        if isinstance(intent, dict):
+            intent = intent.get("id")
+        return intent if isinstance(intent, str) else None
+
     def verify_webhook(self, payload: bytes, signature: str | None) -> Event:
         if not self.webhook_secret:
             raise PaymentsError("STRIPE_WEBHOOK_SECRET is not set, so no webhook can be verified")
@@ -210,7 +262,18 @@ def verify_signed_event(payload: bytes, signature: str | None, secret: str) -> E
     event_object = data.get("object")
     if not isinstance(event_object, dict):
         raise PaymentsError("webhook event has no data.object")
-    return Event(id=event_id, type=event_type, object=event_object)
+    livemode = body.get("livemode")
+    return Event(
+        id=event_id,
+        type=event_type,
+        object=event_object,
+        livemode=livemode if isinstance(livemode, bool) else None,
+    )
+
+
+def mode_of_key(secret_key: str) -> WalletMode:
+    """Stripe's mode is the key's: `sk_test_`/`rk_test_` is test mode, anything else live."""
+    return "test" if secret_key.startswith(("sk_test_", "rk_test_")) else "live"
 
 
 def _card(method: dict[str, Any]) -> Card:

@@ -46,11 +46,14 @@ class LedgerEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     wallet_id: str = Field(foreign_key="wallet.id", index=True)
-    kind: str  # deposit | charge | refund | dispute | dispute_reversal | adjustment
+    kind: str  # deposit | charge | refund | dispute | dispute_reversal | shortfall_cover | adjustment
     amount_micros: int = _micros()  # signed: deposits > 0, charges < 0
     balance_after_micros: int = _micros()
     reference: str  # what caused it: payment id, request id, refund or dispute id, operator reason id
     payment_id: str | None = Field(default=None, index=True)  # the payment a refund or dispute reverses
+    # The change this entry made to wallet.shortfall_micros: + owed (a refund or dispute the
+    # balance could not cover), − covered (by a later deposit or a dispute's reinstatement).
+    shortfall_micros: int = _micros()
     memo: str = ""
     created_at: datetime = Field(default_factory=utc_now)
 

@@ -47,7 +47,12 @@ async def save_payment_method(request: Request, owner: Wallet) -> Response:
     body = await json_body(request)
     runtime = runtime_of(request)
     card = await anyio.to_thread.run_sync(
-        payment_methods.save_card, runtime.db, runtime.payments, owner.id, body.get("payment_method_id")
+        payment_methods.save_card,
+        runtime.db,
+        runtime.payments,
+        owner.id,
+        body.get("payment_method_id"),
+        limiter=runtime.processor_lane.limiter,  # it waits on the processor
     )
     return JSONResponse(payment_methods.card_json(card), status_code=201)
 
@@ -64,7 +69,12 @@ async def default_payment_method(request: Request, owner: Wallet) -> Response:
 async def delete_payment_method(request: Request, owner: Wallet) -> Response:
     runtime = runtime_of(request)
     await anyio.to_thread.run_sync(
-        payment_methods.remove_card, runtime.db, runtime.payments, owner.id, request.path_params["id"]
+        payment_methods.remove_card,
+        runtime.db,
+        runtime.payments,
+        owner.id,
+        request.path_params["id"],
+        limiter=runtime.processor_lane.limiter,  # it waits on the processor
     )
     return JSONResponse({"success": True})
 

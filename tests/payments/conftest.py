@@ -5,7 +5,14 @@ localstripe implements customers, payment methods and payment intents, but not C
 Sessions nor idempotency keys. `StripeFront` is a small loopback server that implements
 `POST /v1/checkout/sessions` and `GET /v1/checkout/sessions/{id}` itself (paying a session
 is a test's move: `front.pay(...)` creates a real PaymentIntent at localstripe) and proxies
-every other request to localstripe, recording what it forwarded.
+every other request to localstripe, recording what it forwarded. It also lists
+PaymentIntents by `customer` and `created[gte]` as Stripe does (localstripe lists all).
+
+Faults, for lost answers and a slow processor (`front.inject(...)`): `drop` forwards the
+request (the processor acts) and then drops the connection mid-answer; `error` forwards it
+and answers 500; `unsent` drops the connection without forwarding (the processor never saw
+it); `processing` forwards it and rewrites the answer's status to `processing`; `hang`
+waits, having noted that the request arrived, until the test releases it.
 """
 
 from __future__ import annotations
@@ -17,13 +24,15 @@ import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 import httpx
 import pytest
 from mcp.client import Client
@@ -32,6 +41,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from lava_mcp.config import Settings
 from lava_mcp.core import wallet
@@ -88,6 +98,47 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
+FaultMode = Literal["drop", "error", "unsent", "processing", "hang"]
+
+
+@dataclass
+class Fault:
+    """One injected fault for requests `method path` (path: exact, or a prefix ending in /)."""
+
+    method: str
+    path: str
+    mode: FaultMode
+    times: int = 1
+    arrived: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(0))
+    release: threading.Event = field(default_factory=threading.Event)
+    seen: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and (
+            path == self.path or (self.path.endswith("/") and path.startswith(self.path))
+        )
+
+    async def wait_arrivals(self, count: int = 1) -> None:
+        """Wait until `count` requests hit this fault (no sleeping: a semaphore per arrival)."""
+        for _ in range(count):
+            await anyio.to_thread.run_sync(self.arrived.acquire)
+
+
+class DroppedConnection(Response):
+    """Starts a 200 answer, sends part of it, then drops the connection."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b'{"id": "pi_', "more_body": True})
+        raise ConnectionAbortedError("StripeFront dropped the connection mid-answer (an injected fault)")
+
+
 @dataclass
 class StripeFront:
     """Stripe Checkout (faked at the boundary) in front of localstripe (proxied)."""
@@ -96,10 +147,38 @@ class StripeFront:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_idempotency_key: dict[str, str] = field(default_factory=dict)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
     url: str = ""
+
+    def inject(self, method: str, path: str, mode: FaultMode, times: int = 1) -> Fault:
+        """Make the next `times` requests `method path` fail as `mode` says (see the module)."""
+        fault = Fault(method, path, mode, times)
+        self.faults.append(fault)
+        return fault
+
+    def reset(self) -> None:
+        self.forwarded.clear()
+        for fault in self.faults:
+            fault.release.set()
+        self.faults.clear()
+
+    async def _fault(self, request: Request) -> Fault | None:
+        """The fault this request meets, if any; a `hang` is waited out here."""
+        for fault in self.faults:
+            if fault.times > 0 and fault.matches(request.method, request.url.path):
+                fault.times -= 1
+                fault.seen += 1
+                fault.arrived.release()
+                if fault.mode == "hang":
+                    await anyio.to_thread.run_sync(fault.release.wait, abandon_on_cancel=True)
+                return fault
+        return None
 
     def app(self) -> Starlette:
         async def create_session(request: Request) -> Response:
+            fault = await self._fault(request)
+            if fault is not None and fault.mode != "hang":
+                return DroppedConnection()
             form = unflatten(parse_qsl((await request.body()).decode(), keep_blank_values=True))
             key = request.headers.get("idempotency-key")
             if key and key in self.by_idempotency_key:
@@ -128,6 +207,7 @@ class StripeFront:
             return JSONResponse(session)
 
         async def get_session(request: Request) -> Response:
+            await self._fault(request)  # only `hang` is meant here: the answer then comes
             session = self.sessions.get(request.path_params["id"])
             if session is None:
                 return JSONResponse(
@@ -136,13 +216,13 @@ class StripeFront:
                 )
             return JSONResponse(session)
 
-        async def proxy(request: Request) -> Response:
+        async def forward(request: Request, params: list[tuple[str, str]]) -> httpx.Response:
             self.forwarded.append((request.method, request.url.path))
             async with httpx.AsyncClient(base_url=self.localstripe_url) as client:
-                upstream = await client.request(
+                return await client.request(
                     request.method,
                     request.url.path,
-                    params=request.query_params.multi_items(),
+                    params=params,
                     content=await request.body(),
                     headers={
                         name: value
@@ -150,12 +230,56 @@ class StripeFront:
                         if name in ("authorization", "content-type")
                     },
                 )
+
+        async def proxy(request: Request) -> Response:
+            fault = await self._fault(request)
+            if fault is not None and fault.mode == "unsent":
+                return DroppedConnection()
+            upstream = await forward(request, request.query_params.multi_items())
+            if fault is not None and fault.mode == "drop":
+                return DroppedConnection()
+            if fault is not None and fault.mode == "error":
+                return JSONResponse(
+                    {"error": {"type": "api_error", "message": "injected: the answer was lost"}},
+                    status_code=500,
+                )
+            if fault is not None and fault.mode == "processing":
+                return JSONResponse(
+                    upstream.json() | {"status": "processing"}, status_code=upstream.status_code
+                )
             return Response(upstream.content, status_code=upstream.status_code, media_type="application/json")
+
+        async def list_intents(request: Request) -> Response:
+            """Stripe's list: newest first, filtered by customer and created[gte]."""
+            await self._fault(request)
+            query = dict(request.query_params)
+            upstream = await forward(request, [("limit", "10000")])
+            if upstream.status_code != 200:
+                return Response(
+                    upstream.content, status_code=upstream.status_code, media_type="application/json"
+                )
+            found = [
+                intent
+                for intent in upstream.json()["data"]
+                if intent.get("customer") == query.get("customer", intent.get("customer"))
+                and intent["created"] >= int(query.get("created[gte]", 0))
+            ]
+            found.sort(key=lambda intent: intent["created"], reverse=True)
+            limit = int(query.get("limit", 10))
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "url": "/v1/payment_intents",
+                    "data": found[:limit],
+                    "has_more": len(found) > limit,
+                }
+            )
 
         return Starlette(
             routes=[
                 Route("/v1/checkout/sessions", create_session, methods=["POST"]),
                 Route("/v1/checkout/sessions/{id}", get_session, methods=["GET"]),
+                Route("/v1/payment_intents", list_intents, methods=["GET"]),
                 Route("/{path:path}", proxy, methods=["GET", "POST", "DELETE"]),
             ]
         )
@@ -212,22 +336,23 @@ def stripe_front_server(localstripe: str) -> Iterator[StripeFront]:
 
 
 @pytest.fixture
-def stripe_front(stripe_front_server: StripeFront) -> StripeFront:
-    stripe_front_server.forwarded.clear()
-    return stripe_front_server
+def stripe_front(stripe_front_server: StripeFront) -> Iterator[StripeFront]:
+    stripe_front_server.reset()
+    yield stripe_front_server
+    stripe_front_server.reset()  # releases any hang the test left
 
 
-def live_settings(tmp_path: Path, api_base: str) -> Settings:
-    return Settings(
-        LAVA_DATABASE_URL=f"sqlite:///{tmp_path / 'lava.db'}",
-        LAVA_PAYMENTS="stripe",
-        LAVA_PUBLIC_URL=PUBLIC_URL,
-        STRIPE_SECRET_KEY=STRIPE_KEY,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_API_BASE=api_base,
-        LAVA_SQLITE_SYNCHRONOUS="NORMAL",
-        _env_file=None,  # type: ignore[call-arg]
-    )
+def live_settings(tmp_path: Path, api_base: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "LAVA_DATABASE_URL": f"sqlite:///{tmp_path / 'lava.db'}",
+        "LAVA_PAYMENTS": "stripe",
+        "LAVA_PUBLIC_URL": PUBLIC_URL,
+        "STRIPE_SECRET_KEY": STRIPE_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_BASE": api_base,
+        "LAVA_SQLITE_SYNCHRONOUS": "NORMAL",
+    }
+    return Settings(**(values | overrides), _env_file=None)  # type: ignore[call-arg]
 
 
 @pytest.fixture
@@ -258,7 +383,8 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Runtime]:
 
 @pytest.fixture
 def live_wallet(live: Runtime) -> wallet.NewWallet:
-    return wallet.create_wallet(live.db, name="live", mode="live")
+    # STRIPE_KEY is a test-mode key: the server's money is Stripe test mode, and so is the wallet's.
+    return wallet.create_wallet(live.db, name="live", mode=live.settings.money_mode)
 
 
 @pytest.fixture

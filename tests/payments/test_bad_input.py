@@ -96,7 +96,7 @@ async def test_an_unreachable_processor_is_502_and_a_retry_reuses_the_payment(tm
     runtime = Runtime.build(live_settings(tmp_path, f"http://127.0.0.1:{free_port()}"))  # nobody listens
     runtime.db.upgrade()
     try:
-        owner = wallet.create_wallet(runtime.db, mode="live")
+        owner = wallet.create_wallet(runtime.db, mode="test")
         async with rest(runtime, owner) as client:
             # No customer yet: creating it fails first.
             response = await client.post("/v1/wallet/fund", json={"amount": 25})

@@ -61,7 +61,7 @@ async def test_save_list_default_delete(
 
 
 async def test_another_wallets_card_is_404_everywhere(live: Runtime, live_wallet: wallet.NewWallet) -> None:
-    stranger = wallet.create_wallet(live.db, name="stranger", mode="live")
+    stranger = wallet.create_wallet(live.db, name="stranger", mode="test")
     async with rest(live, live_wallet) as owner_client, rest(live, stranger) as stranger_client:
         card = (
             await owner_client.post("/v1/payment_methods", json={"payment_method_id": "pm_card_visa"})

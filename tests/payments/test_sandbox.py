@@ -4,6 +4,7 @@ local Checkout page; SANDBOX on every answer and page."""
 from __future__ import annotations
 
 import re
+import secrets
 
 from lava_mcp.core import wallet
 from lava_mcp.runtime import Runtime
@@ -131,8 +132,11 @@ async def test_saved_test_cards_give_each_outcome(sandbox: Runtime, sandbox_wall
         ).status_code == 400
 
         async def fund(token: str) -> tuple[int, dict[str, object]]:
+            # A new top-up on purpose each time: identical requests without a key would replay.
             response = await client.post(
-                "/v1/wallet/fund", json={"amount": 20, "payment_method_id": cards[token]}
+                "/v1/wallet/fund",
+                json={"amount": 20, "payment_method_id": cards[token]},
+                headers={"idempotency-key": secrets.token_hex(8)},
             )
             return response.status_code, response.json()
 
