@@ -148,7 +148,7 @@ def wallet_show(
         raise fail(error, as_json) from error
     body = {
         "wallet_id": balance.wallet_id,
-        **render.balance_json(balance.balance_micros, balance.held_micros, balance.mode),
+        **render.balance_json(balance),
     }
     emit(
         as_json,
@@ -176,7 +176,7 @@ def wallet_credit(
         raise fail(error, as_json) from error
     body = {
         "wallet_id": wallet_id,
-        **render.balance_json(balance.balance_micros, balance.held_micros, balance.mode),
+        **render.balance_json(balance),
     }
     emit(
         as_json,

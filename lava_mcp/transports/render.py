@@ -17,14 +17,20 @@ def list_json(data: list[Any], next_cursor: str | None = None) -> dict[str, Any]
     return {"data": data, "has_more": next_cursor is not None, "next_cursor": next_cursor}
 
 
-def balance_json(balance_micros: int, held_micros: int, mode: str) -> dict[str, Any]:
+def balance_json(balance: Balance) -> dict[str, Any]:
+    """The balance every surface shows: what can be spent (balance less holds and any
+    shortfall owed after a refund or dispute), what is held, and the money's mode."""
     body: dict[str, Any] = {
-        "balance": format_dollars(balance_micros - held_micros),
+        "balance": format_dollars(balance.available_micros),
         "currency": "USD",
-        "held": format_dollars(held_micros),
+        "held": format_dollars(balance.held_micros),
     }
-    if mode == "sandbox":
+    if balance.shortfall_micros:
+        body["shortfall"] = format_dollars(balance.shortfall_micros)
+    if balance.mode == "sandbox":
         body["sandbox"] = True
+    elif balance.mode == "test":
+        body["test_mode"] = True
     return body
 
 
@@ -32,7 +38,7 @@ def balance_tool_json(db: Database, balance: Balance) -> dict[str, Any]:
     """The `get_balance` tool's JSON: the balance, and any org invitations awaiting an answer
     (`"org_invitations": [{"id", "org_id", "org_name", "role"}]`, only when there are some),
     so a chat can tell its user that an org asked them to join."""
-    body = balance_json(balance.balance_micros, balance.held_micros, balance.mode)
+    body = balance_json(balance)
     pending = orgs.pending_invitations(db, balance.wallet_id)
     if pending:
         body["org_invitations"] = [invitation.hint_json() for invitation in pending]

@@ -21,7 +21,7 @@ from lava_mcp.transports.render import iso
 @wallet_endpoint
 async def get_wallet(request: Request, owner: Wallet) -> Response:
     balance = await funding.balance(runtime_of(request), owner.id)
-    rendered = render.balance_json(balance.balance_micros, balance.held_micros, balance.mode)
+    rendered = render.balance_json(balance)
     return JSONResponse({"wallet_id": owner.id, **rendered})
 
 
