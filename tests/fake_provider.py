@@ -70,6 +70,8 @@ class FakeProvider:
     hold_answers: bool = False
     answer_gate: threading.Event = field(default_factory=threading.Event)
     answer_waiting: threading.Event = field(default_factory=threading.Event)
+    # Answer non-streaming chat completions with these bytes verbatim (status 200).
+    raw_answer: bytes | None = None
 
     def reset(self) -> None:
         """Back to the defaults (the session's provider is shared by every test)."""
@@ -88,6 +90,7 @@ class FakeProvider:
         self.cache_read_tokens = self.cache_write_tokens = self.cache_write_1h_tokens = 0
         self.break_stream_after_words = None
         self.hold_answers = False
+        self.raw_answer = None
         self.answer_gate.set()
         self.answer_gate = threading.Event()
         self.answer_waiting = threading.Event()
@@ -143,6 +146,8 @@ class FakeProvider:
             base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
             if not body.get("stream"):
                 await self._maybe_hold_answer()
+                if self.raw_answer is not None:
+                    return Response(self.raw_answer, media_type="application/json")
                 return JSONResponse(
                     {
                         **base,

@@ -100,7 +100,7 @@ class Upstream:
         raise_for_upstream_status(service, response.status, content)
         try:
             return json.loads(content)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:  # RecursionError: nested past the parser
             raise UpstreamError(f"{service.id} answered with invalid JSON; nothing was charged") from error
 
     async def open_stream(
@@ -190,7 +190,7 @@ def raise_for_upstream_status(service: Service, status: int, content: bytes) -> 
 def _upstream_message(content: bytes) -> str:
     try:
         payload = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return content[:200].decode(errors="replace") or "no detail"
     error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):

@@ -26,7 +26,7 @@ from lava_mcp.errors import Forbidden, LavaError
 from lava_mcp.money import format_dollars
 from lava_mcp.payments.sandbox import TEST_CARDS
 from lava_mcp.store.models import Payment
-from lava_mcp.transports.http import runtime_of
+from lava_mcp.transports.http import form_body, runtime_of
 
 SANDBOX_BANNER = (
     '<p class="sandbox"><strong>SANDBOX</strong> — no real money moves here. '
@@ -110,7 +110,7 @@ async def sandbox_checkout(request: Request) -> Response:
     status_code = 200
     try:
         if request.method == "POST":
-            form = await request.form()
+            form = await form_body(request)
             require_same_origin(request)
             action = str(form.get("action") or "pay")
             page_token = str(form.get("page_token") or "")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
@@ -109,6 +110,19 @@ async def read_body(request: Request) -> bytes:
             next_step="send the whole body at once, then retry",
         ) from error
     return b"".join(chunks)
+
+
+async def form_body(request: Request) -> dict[str, str]:
+    """An HTML form's fields (`application/x-www-form-urlencoded`), read by `read_body`:
+    bounded in size and time like every other body. A repeated field keeps its last value.
+
+    Raises: BadRequest for an oversized or undecodable body; RequestTimeout (408).
+    """
+    raw = await read_body(request)
+    try:
+        return dict(parse_qsl(raw.decode(), keep_blank_values=True, max_num_fields=100))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise BadRequest("the form could not be read") from error
 
 
 def parse_json(raw: bytes | str, *, exact_numbers: bool = True) -> Any:

@@ -214,6 +214,22 @@ def test_upstream_failure_is_502_and_charges_nothing(
     assert gateway.verify() == []
 
 
+def test_an_answer_nested_past_the_parser_is_502_and_charges_nothing(
+    gateway: Gateway, fake: FakeProvider
+) -> None:
+    """A provider's 200 whose JSON nests deeper than Python's parser can go is an invalid
+    answer (502, nothing charged), not an internal error."""
+    key = key_for(gateway, "openai")
+    before = gateway.balance_micros()
+    fake.raw_answer = b"[" * 100_000 + b"]" * 100_000
+    response = call(gateway, "openai", key["key"], body("openai"))
+    assert response.status_code == 502, response.text
+    assert "invalid JSON" in response.json()["error"]["message"]
+    gateway.wait_resolved(response.headers["x-lava-request-id"])
+    assert gateway.balance_micros() == before
+    assert gateway.verify() == []
+
+
 def test_upstream_unreachable_is_502(gateway: Gateway, shape: str) -> None:
     from lava_mcp.providers.catalog import Service
 

@@ -27,6 +27,7 @@ from lava_mcp.store.models import Payment, PaymentMethod
 from lava_mcp.transports.app import build_app
 from tests.fake_provider import serve_in_thread
 from tests.payments.conftest import PUBLIC_URL, balance_micros, deposits, mcp, rest, tool_ok
+from tests.gateway.test_key_changes import send_headers
 from tests.payments.test_sandbox import page_path, page_token
 
 SUBMISSIONS = 16
@@ -252,3 +253,29 @@ def test_the_page_token_is_bound_to_its_session_and_server(
     assert not payments.page_token_matches(session_id, "")
     with pytest.raises(NotFound, match="unknown SANDBOX checkout session"):
         funding.sandbox_page_token(sandbox, session_id)
+
+
+async def test_a_form_posted_slower_than_the_body_timeout_is_408_and_changes_nothing(
+    sandbox_wallet: wallet.NewWallet, sandbox: Runtime
+) -> None:
+    """The pages read their forms with the same bounded reader as every other route: a
+    client that trickles a form gets 408 instead of holding a worker for ever."""
+    sandbox.settings.body_timeout_s = 0.5
+    path = await checkout_page(sandbox, sandbox_wallet)
+    before = payment_rows(sandbox, sandbox_wallet.wallet_id)
+    with serve_in_thread(build_app(sandbox, migrate=False)) as url:
+        async with httpx.AsyncClient(base_url=url) as browser:
+            token = page_token((await browser.get(path)).text)
+        body = str(httpx.QueryParams({**CARD, "page_token": token})).encode()
+        sock = send_headers(url, path, {"Origin": url}, len(body))
+        with sock:
+            sock.sendall(body[:10])  # and never the rest
+            response = b""
+            while b"\r\n\r\n" not in response:
+                chunk = sock.recv(65536)
+                assert chunk, response
+                response += chunk
+    assert response.startswith(b"HTTP/1.1 408"), response[:200]
+    assert payment_rows(sandbox, sandbox_wallet.wallet_id) == before
+    assert cards_of(sandbox, sandbox_wallet.wallet_id) == []
+    assert deposits(sandbox, sandbox_wallet.wallet_id) == []
