@@ -26,8 +26,8 @@ from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import Payment, PaymentMethod
 from lava_mcp.transports.app import build_app
 from tests.fake_provider import serve_in_thread
-from tests.payments.conftest import PUBLIC_URL, balance_micros, deposits, mcp, rest, tool_ok
 from tests.gateway.test_key_changes import send_headers
+from tests.payments.conftest import PUBLIC_URL, balance_micros, deposits, mcp, rest, tool_ok
 from tests.payments.test_sandbox import page_path, page_token
 
 SUBMISSIONS = 16
