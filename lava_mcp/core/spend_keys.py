@@ -190,10 +190,13 @@ def update_key(
             )
         changes = parse_options(options, catalog=catalog, now=now, partial=True, current=key)
         old_cycle = key.spend_cycle or "total"
+        old_request_cycle = key.request_cycle or "total"
         for field, value in changes.items():
             setattr(key, field, value)
         if (key.spend_cycle or "total") != old_cycle:
             _recount_spend(session, key, now)
+        if (key.request_cycle or "total") != old_request_cycle:
+            _recount_requests(session, key, now)
         key.version += 1
         session.add(key)
     return key
@@ -504,6 +507,23 @@ def _recount_spend(session: Session, key: SpendKey, now: datetime) -> None:
     key.cycle_started_at = start
 
 
+def _recount_requests(session: Session, key: SpendKey, now: datetime) -> None:
+    """Set the key's request count for its (new) request cycle: the calls that ran since
+    the cycle began and did not fail upstream (a failed call gives its request back)."""
+    cycle = key.request_cycle or "total"
+    start = cycle_start(cycle, now)
+    counted = session.exec(
+        select(func.count()).where(
+            RequestRecord.spend_key_id == key.id,
+            col(RequestRecord.ran).is_(True),
+            col(RequestRecord.status) != "error",
+            col(RequestRecord.created_at) >= start,
+        )
+    ).one()
+    key.cycle_requests = int(counted)
+    key.request_cycle_started_at = start
+
+
 # -- parsing the fields of a create or update -----------------------------------------------
 
 
@@ -585,10 +605,21 @@ def parse_options(
             )
     if "rate_limit" in given:
         limit = _object(given["rate_limit"], "rate_limit", {"rpm", "burst"})
-        rpm = None if limit is None else _count(limit.get("rpm"), "rate_limit.rpm", MAX_RPM)
-        burst = None if limit is None or limit.get("burst") is None else limit.get("burst")
-        changes["rate_rpm"] = rpm
-        changes["rate_burst"] = None if burst is None else _count(burst, "rate_limit.burst", MAX_RPM)
+        keep = current if current is not None and limit is not None else None
+        if limit is None:
+            changes["rate_rpm"] = changes["rate_burst"] = None
+        else:
+            if keep is not None and "rpm" not in limit:
+                if keep.rate_rpm is None:
+                    raise BadRequest("rate_limit.rpm is required: this key has no rate limit yet")
+                changes["rate_rpm"] = keep.rate_rpm
+            else:
+                changes["rate_rpm"] = _count(limit.get("rpm"), "rate_limit.rpm", MAX_RPM)
+            if keep is not None and "burst" not in limit:
+                changes["rate_burst"] = keep.rate_burst  # None: the default, burst = rpm
+            else:
+                burst = limit.get("burst")
+                changes["rate_burst"] = None if burst is None else _count(burst, "rate_limit.burst", MAX_RPM)
     if "expires_at" in given:
         changes["expires_at"] = _expiry(given["expires_at"], now)
     if "status" in given:

@@ -167,6 +167,21 @@ def test_a_new_spend_cycle_recounts_the_current_spend(runtime: Runtime) -> None:
     assert spend_keys.figures(to_daily).total_spend_micros == 50_000
 
 
+def test_a_new_request_cycle_recounts_the_current_requests(runtime: Runtime) -> None:
+    owner = wallet.create_wallet(runtime.db, name="recount").wallet_id
+    fund(runtime, owner, "5.00")
+    key = spend_keys.create(runtime.db, owner, {"request_limit": {"count": 100, "cycle": "monthly"}}).key
+    for days_ago in (40, 40, 0):
+        spent(runtime, key, 1_000, days_ago=days_ago)
+    assert spend_keys.figures(spend_keys.get(runtime.db, owner, key.id)).current_requests == 1
+
+    to_total = spend_keys.update_key(runtime.db, owner, key.id, {"request_limit": {"cycle": "total"}})
+    assert spend_keys.figures(to_total).current_requests == 3
+    to_daily = spend_keys.update_key(runtime.db, owner, key.id, {"request_limit": {"cycle": "daily"}})
+    assert spend_keys.figures(to_daily).current_requests == 1
+    assert spend_keys.figures(to_daily).total_requests == 3
+
+
 def test_put_with_only_an_amount_keeps_the_cycle(gateway: Gateway) -> None:
     key = gateway.create_key(
         spend_limit={"amount": "50.00", "cycle": "monthly"}, request_limit={"count": 10, "cycle": "weekly"}
@@ -187,6 +202,24 @@ def test_put_with_only_an_amount_keeps_the_cycle(gateway: Gateway) -> None:
             f"/v1/spend_keys/{unlimited['spend_key_id']}", json={"spend_limit": {"cycle": "daily"}}
         )
         assert refused.status_code == 400 and "amount is required" in refused.json()["error"]
+
+
+def test_put_with_only_an_rpm_keeps_the_burst(gateway: Gateway) -> None:
+    key = gateway.create_key(rate_limit={"rpm": 60, "burst": 10})
+    path = f"/v1/spend_keys/{key['spend_key_id']}"
+    with gateway.rest() as rest:
+        assert rest.put(path, json={"rate_limit": {"rpm": 30}}).json()["rate_limit"] == {
+            "rpm": 30,
+            "burst": 10,
+        }
+        assert rest.put(path, json={"rate_limit": {"burst": 5}}).json()["rate_limit"] == {
+            "rpm": 30,
+            "burst": 5,
+        }
+        unlimited = gateway.create_key()
+        refused = rest.put(f"/v1/spend_keys/{unlimited['spend_key_id']}", json={"rate_limit": {"burst": 5}})
+        assert refused.status_code == 400 and "rpm is required" in refused.json()["error"]
+        assert rest.put(path, json={"rate_limit": None}).json()["rate_limit"] is None
 
 
 def test_cli_update_with_only_a_spend_limit_keeps_the_cycle(tmp_path: Any) -> None:
