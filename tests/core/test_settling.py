@@ -291,3 +291,58 @@ async def test_a_non_streaming_call_keeps_its_hold_alive_while_it_waits(
     await calling
     assert extended
     assert verify.verify(runtime.db) == []
+
+
+async def test_a_settle_whose_postgresql_connection_is_killed_is_retried_and_charges_once(
+    postgres_url: str, settings: Settings, fake: FakeProvider
+) -> None:
+    """The settle waits on a row lock another connection holds; the server then kills the
+    settling connection (pg_terminate_backend, as a restart or a proxy would). The settle
+    is retried on a new connection, commits once the lock is gone, and charges once."""
+    from sqlalchemy import create_engine, text
+
+    runtime = Runtime.build(settings.model_copy(update={"database_url": postgres_url}))
+    runtime.db.upgrade()
+    created = wallet.create_wallet(runtime.db, name="killed")
+    fund(runtime, created.wallet_id, "1.00")
+    ticket = await open_call(runtime, created.wallet_id)
+    runtime.metering.settle_retry_first_s = runtime.metering.settle_retry_longest_s = 0.01
+    retries = Retries()
+    logging.getLogger("lava_mcp.metering").addHandler(retries)
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    locking = create_engine(postgres_url)
+    locker = locking.connect()
+    try:
+        locker.begin()
+        locker.execute(text("SELECT id FROM hold WHERE id = :id FOR UPDATE"), {"id": ticket.hold_id})
+        settling = asyncio.ensure_future(runtime.metering.settle(ticket, shapes.Usage(3, 6)))
+        with admin.connect() as watcher:
+            waiting: list[int] = []
+            for _ in range(3000):  # until the settle is seen waiting on the lock
+                waiting = [
+                    row[0]
+                    for row in watcher.execute(
+                        text(
+                            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND query LIKE '%FROM hold WHERE id%' AND pid <> pg_backend_pid()"
+                        )
+                    )
+                ]
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(waiting) == 1, waiting
+            watcher.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": waiting[0]})
+        await asyncio.wait_for(retries.seen.wait(), 30)
+        locker.rollback()
+        settlement = await asyncio.wait_for(settling, 30)
+    finally:
+        logging.getLogger("lava_mcp.metering").removeHandler(retries)
+        locker.close()
+        locking.dispose()
+        admin.dispose()
+    assert settlement.cost.total_micros == 15
+    state = ledger_state(runtime.db, created.wallet_id)
+    assert (state.balance_micros, state.held_micros, state.pending_holds) == (1_000_000 - 15, 0, 0)
+    assert verify.verify(runtime.db) == []
+    await runtime.aclose()
