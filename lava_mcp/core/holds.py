@@ -255,9 +255,11 @@ def _late_charge(
     memo: str,
 ) -> tuple[int, str]:
     """What an expired hold's call may still be charged: at most what the wallet has
-    available and what its key's limit has room for in the cycle it was held in."""
-    wallet = session.get(Wallet, wallet_id, populate_existing=True)
-    assert wallet is not None
+    available and what its key's limit has room for in the cycle it was held in.
+
+    The wallet is locked before it is read (after the key: the one lock order), so no hold
+    taken meanwhile can make the charge exceed what is available."""
+    wallet = ledger.lock_wallet(session, wallet_id)
     charge = min(cost_micros, max(0, wallet.balance_micros - wallet.held_micros - wallet.shortfall_micros))
     short = (
         [f"hold expired; the wallet was short by {format_cost(cost_micros - charge)}"]

@@ -20,7 +20,7 @@ from sqlmodel import select
 from lava_mcp.config import Settings
 from lava_mcp.core import holds, spend_keys, verify, wallet
 from lava_mcp.core.metering import Metering
-from lava_mcp.errors import RateLimited, UpstreamError
+from lava_mcp.errors import InsufficientBalance, RateLimited, UpstreamError
 from lava_mcp.providers import shapes
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.db import Database
@@ -346,3 +346,58 @@ async def test_a_settle_whose_postgresql_connection_is_killed_is_retried_and_cha
     assert (state.balance_micros, state.held_micros, state.pending_holds) == (1_000_000 - 15, 0, 0)
     assert verify.verify(runtime.db) == []
     await runtime.aclose()
+
+
+def test_late_settles_racing_new_holds_on_postgresql_never_overdraw(postgres_url: str) -> None:
+    """Expired holds whose calls settle late while other calls take new holds on the same
+    wallet: each late charge is judged under the wallet's lock, so it never takes more than
+    is available and the wallet never holds more than it has."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = Database(postgres_url)
+    db.upgrade()
+    created = wallet.create_wallet(db, name="late")
+    wallet.adjust(db, created.wallet_id, "1.00", reason="test funding")
+    calls = 24
+    expired: list[str] = []
+    with db.write() as session:
+        for index in range(calls):
+            expired.append(
+                holds.reserve(
+                    session,
+                    wallet_id=created.wallet_id,
+                    amount_micros=40_000,
+                    request_id=f"req_late_{index}",
+                    ttl_s=0,
+                ).id
+            )
+    for hold_id in expired:
+        with db.write() as session:
+            assert holds.expire_one(session, hold_id, utc_now() + timedelta(seconds=1))
+
+    def late_settle(hold_id: str) -> None:
+        with db.write() as session:
+            holds.post(session, hold_id, 40_000)
+
+    def new_hold(index: int) -> None:
+        try:
+            with db.write() as session:
+                holds.reserve(
+                    session,
+                    wallet_id=created.wallet_id,
+                    amount_micros=50_000,
+                    request_id=f"req_new_{index}",
+                    ttl_s=600,
+                )
+        except InsufficientBalance:
+            pass
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        futures = [pool.submit(late_settle, hold_id) for hold_id in expired]
+        futures += [pool.submit(new_hold, index) for index in range(calls)]
+        for future in futures:
+            future.result()  # a late settle that overdrew would raise here
+    state = ledger_state(db, created.wallet_id)
+    assert 0 <= state.held_micros <= state.balance_micros, state
+    assert verify.verify(db) == []
+    db.dispose()
