@@ -7,11 +7,13 @@ impossible by construction: the charge is `min`-checked here and the provider's 
 usage can only lower it. A hold also counts against its spend key's cycle limit (see
 `spend_keys`), released and posted in the same transaction.
 
-Cycles: a hold remembers the key's spend and request cycles it was taken in. Its cost
-counts in the key's current cycle only if that is still the cycle it was held in (a call
-held before midnight and settled after counts in the day it was held); it always counts
-in the key's total. A voided hold (the call failed upstream, or never left) gives its
-request back to the cycle it was counted in.
+Cycles: a hold's cost counts in the key's current cycle only if the hold was taken in
+it, i.e. the cycle began no later than the hold was created (a call held before midnight
+and settled after counts in the day it was held; a call in flight when its key moves to
+another cycle counts in the new one, which began before it); it always counts in the
+key's total. A voided hold (the call failed upstream, or never left) gives its request
+back on the same terms. A key's cycle start only moves forward (`spend_keys._RESERVE`),
+except when its owner changes the cycle.
 
 Lock order, everywhere: hold, then spend key, then wallet; and the expired-hold sweep
 releases one hold per transaction (`expire_one`), so it never holds one wallet while
@@ -63,26 +65,28 @@ _CHARGE = fast.Statement(
     "UPDATE wallet SET balance_micros = balance_micros - :cost, held_micros = held_micros - :release"
     " WHERE id = :wallet_id RETURNING balance_micros, held_micros, shortfall_micros"
 )
-# The cost counts in the key's cycle only while that is the cycle the hold was taken in
-# (a key's cycle start only moves forward, except to the `total` cycle's epoch).
+# The cost counts in the key's current cycle only if the hold was taken in it: the cycle
+# began no later than the hold (`:held_at`, the hold's creation). A rollover since then
+# moved the cycle's start past the hold; a change of cycle (`spend_keys.update_key`) sets
+# the new cycle's start, so calls held in it before the change still count there.
 _SETTLE_KEY = fast.Statement(
     "UPDATE spend_key SET held_micros = held_micros - :release,"
     " cycle_spend_micros = cycle_spend_micros"
-    " + (CASE WHEN cycle_started_at <= :held_in THEN :cost ELSE 0 END),"
+    " + (CASE WHEN cycle_started_at <= :held_at THEN :cost ELSE 0 END),"
     " total_spend_micros = total_spend_micros + :cost"
     " WHERE id = :spend_key_id"
 )
 # A voided call gives its request back to the cycle it was counted in.
 _GIVE_BACK_REQUEST = fast.Statement(
     "UPDATE spend_key SET cycle_requests = cycle_requests"
-    " - (CASE WHEN request_cycle_started_at <= :held_in AND cycle_requests > 0 THEN 1 ELSE 0 END)"
+    " - (CASE WHEN request_cycle_started_at <= :held_at AND cycle_requests > 0 THEN 1 ELSE 0 END)"
     " WHERE id = :spend_key_id"
 )
 _POSTED = fast.Statement(
     "UPDATE hold SET status = 'posted', settled_micros = :cost, resolved_at = :resolved_at WHERE id = :hold_id"
 )
 _SELECT_HOLD = (
-    "SELECT wallet_id, spend_key_id, request_id, amount_micros, status, spend_cycle_start"
+    "SELECT wallet_id, spend_key_id, request_id, amount_micros, status, created_at"
     " FROM hold WHERE id = :hold_id"
 )
 _SELECT_AVAILABLE = fast.Statement(f"SELECT {_AVAILABLE} FROM wallet WHERE id = :wallet_id")
@@ -207,12 +211,11 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     ).fetchone()
     if found is None:
         raise NotFound(f"unknown hold {hold_id!r}")
-    wallet_id, spend_key_id, request_id, amount_micros, status, held_in = found
+    wallet_id, spend_key_id, request_id, amount_micros, status, held_at = found
     assert 0 <= cost_micros <= amount_micros, (cost_micros, amount_micros)
     if status == "posted":
         return _available(session, wallet_id)
     assert status in ("pending", "expired"), (hold_id, status)
-    held_in = held_in if held_in is not None else utc_now()
     was_pending = status == "pending"
     held_release = amount_micros if was_pending else 0
     _lock_key(session, spend_key_id)
@@ -221,7 +224,7 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
             session, _CHARGE, {"cost": cost_micros, "release": held_release, "wallet_id": wallet_id}
         ).fetchone()
     else:
-        cost_micros, memo = _late_charge(session, wallet_id, spend_key_id, held_in, cost_micros, memo)
+        cost_micros, memo = _late_charge(session, wallet_id, spend_key_id, held_at, cost_micros, memo)
         row = session.execute(
             update(Wallet)
             .where(col(Wallet.id) == wallet_id)
@@ -241,7 +244,7 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
             memo=memo,
         )
     if spend_key_id is not None:
-        _settle_key(session, spend_key_id, held_release, cost_micros, held_in)
+        _settle_key(session, spend_key_id, held_release, cost_micros, held_at)
     fast.run(session, _POSTED, {"cost": cost_micros, "resolved_at": utc_now(), "hold_id": hold_id})
     return max(0, balance_after - held_after - shortfall)
 
@@ -250,7 +253,7 @@ def _late_charge(
     session: Session,
     wallet_id: str,
     spend_key_id: str | None,
-    held_in: object,
+    held_at: object,
     cost_micros: int,
     memo: str,
 ) -> tuple[int, str]:
@@ -270,7 +273,7 @@ def _late_charge(
     if key is not None and key.spend_limit_micros is not None:
         same_cycle = key.cycle_started_at is not None and _comparable_time(
             key.cycle_started_at
-        ) <= _comparable_time(held_in)
+        ) <= _comparable_time(held_at)
         if same_cycle:
             room = max(0, key.spend_limit_micros - key.cycle_spend_micros - key.held_micros)
             if room < charge:
@@ -303,7 +306,7 @@ def void(session: Session, hold_id: str) -> None:
         fast.run(
             session,
             _GIVE_BACK_REQUEST,
-            {"spend_key_id": hold.spend_key_id, "held_in": hold.request_cycle_start or utc_now()},
+            {"spend_key_id": hold.spend_key_id, "held_at": hold.created_at},
         )
 
 
@@ -366,7 +369,7 @@ def _release(session: Session, hold: Hold, status: str) -> None:
             .values(held_micros=col(Wallet.held_micros) - hold.amount_micros)
         )
     if hold.spend_key_id is not None:
-        _settle_key(session, hold.spend_key_id, hold.amount_micros, 0, hold.spend_cycle_start or utc_now())
+        _settle_key(session, hold.spend_key_id, hold.amount_micros, 0, hold.created_at)
     hold.status = status
     hold.resolved_at = utc_now()
     session.add(hold)
@@ -378,12 +381,12 @@ def _lock_key(session: Session, spend_key_id: str | None) -> None:
 
 
 def _settle_key(
-    session: Session, spend_key_id: str, released_micros: int, cost_micros: int, held_in: object
+    session: Session, spend_key_id: str, released_micros: int, cost_micros: int, held_at: object
 ) -> None:
     fast.run(
         session,
         _SETTLE_KEY,
-        {"release": released_micros, "cost": cost_micros, "spend_key_id": spend_key_id, "held_in": held_in},
+        {"release": released_micros, "cost": cost_micros, "spend_key_id": spend_key_id, "held_at": held_at},
     )
 
 

@@ -321,12 +321,23 @@ _REQUESTS_IN_CYCLE = (
     "(CASE WHEN request_cycle_started_at IS NULL OR request_cycle_started_at < :request_start"
     " THEN 0 ELSE cycle_requests END)"
 )
+# A cycle's start only moves forward: a reserve whose `now` was read just before midnight
+# but that committed after one of the new day must not take the key back a day (and so
+# reset the new day's spend at the next reserve).
+_LATER_SPEND_START = (
+    "(CASE WHEN cycle_started_at IS NULL OR cycle_started_at < :spend_start THEN :spend_start"
+    " ELSE cycle_started_at END)"
+)
+_LATER_REQUEST_START = (
+    "(CASE WHEN request_cycle_started_at IS NULL OR request_cycle_started_at < :request_start"
+    " THEN :request_start ELSE request_cycle_started_at END)"
+)
 # One conditional UPDATE, built once (building SQLAlchemy expressions per call costs more
 # than running them). Every SET reads the row as it was before the statement.
 _RESERVE = fast.Statement(
-    f"UPDATE spend_key SET cycle_spend_micros = {_SPEND_IN_CYCLE}, cycle_started_at = :spend_start,"
+    f"UPDATE spend_key SET cycle_spend_micros = {_SPEND_IN_CYCLE}, cycle_started_at = {_LATER_SPEND_START},"
     " held_micros = held_micros + :hold,"
-    f" cycle_requests = {_REQUESTS_IN_CYCLE} + 1, request_cycle_started_at = :request_start,"
+    f" cycle_requests = {_REQUESTS_IN_CYCLE} + 1, request_cycle_started_at = {_LATER_REQUEST_START},"
     " total_requests = total_requests + 1, last_used_at = :now"
     " WHERE id = :key_id AND status = 'active' AND version = :version AND key_hash = :key_hash"
     f" AND (spend_limit_micros IS NULL OR {_SPEND_IN_CYCLE} + held_micros + :hold <= spend_limit_micros)"

@@ -221,14 +221,69 @@ async def test_a_call_held_before_midnight_counts_in_the_day_it_was_held(
     with runtime.db.write() as session:
         session.execute(update(SpendKey).where(SpendKey.id == key.id).values(cycle_started_at=yesterday))  # type: ignore[arg-type]
         session.execute(
-            update(Hold).where(Hold.id == yesterday_call.hold_id).values(spend_cycle_start=yesterday)
-        )  # type: ignore[arg-type]
+            update(Hold)
+            .where(Hold.id == yesterday_call.hold_id)  # type: ignore[arg-type]
+            .values(created_at=row.cycle_started_at - timedelta(seconds=1))
+        )
     today_call = await open_call(runtime, new_wallet.wallet_id, key)  # today's cycle starts at zero
     await runtime.metering.settle(yesterday_call, shapes.Usage(3, 6))  # 15 micro-dollars
     await runtime.metering.settle(today_call, shapes.Usage(3, 16))  # 35
     row = key_row(runtime, key.id)
     assert (row.cycle_spend_micros, row.total_spend_micros, row.held_micros) == (35, 50, 0)
     assert spend_keys.figures(row).current_spend_micros == 35
+
+
+async def test_a_call_in_flight_when_its_key_moves_to_a_shorter_cycle_counts_in_the_new_one(
+    runtime: Runtime, new_wallet, fake: FakeProvider
+) -> None:
+    """A call held under a `total` limit settles after the key moved to `daily`: it was held
+    today, so its cost counts in today's cycle (or the daily limit could be passed)."""
+    fund(runtime, new_wallet.wallet_id, "10.00")
+    key = spend_keys.create(
+        runtime.db, new_wallet.wallet_id, {"spend_limit": {"amount": "5.00", "cycle": "total"}}
+    ).key
+    in_flight = await open_call(runtime, new_wallet.wallet_id, key)
+    spend_keys.update_key(runtime.db, new_wallet.wallet_id, key.id, {"spend_limit": {"cycle": "daily"}})
+    await runtime.metering.settle(in_flight, shapes.Usage(3, 6))  # 15 micro-dollars
+    row = key_row(runtime, key.id)
+    assert (row.cycle_spend_micros, row.total_spend_micros, row.held_micros) == (15, 15, 0)
+
+
+def test_a_reserve_that_commits_after_midnight_with_an_earlier_clock_keeps_the_new_day(
+    runtime: Runtime, new_wallet
+) -> None:
+    """Two reserves around midnight commit in the opposite order of the times they read:
+    the key's cycle start stays on the new day, and the new day's spend is not reset."""
+    from lava_mcp.core.cycles import cycle_start
+
+    fund(runtime, new_wallet.wallet_id, "10.00")
+    key_id = spend_keys.create(
+        runtime.db, new_wallet.wallet_id, {"spend_limit": {"amount": "1.00", "cycle": "daily"}}
+    ).key.id
+    today = cycle_start("daily", utc_now())
+    before_midnight, after_midnight = today - timedelta(microseconds=1), today + timedelta(seconds=1)
+
+    def held(now: Any, amount_micros: int, request_id: str) -> str:
+        with runtime.db.write() as session:
+            key = session.get(SpendKey, key_id)
+            assert key is not None
+            spend_keys.reserve(session, key, hold_micros=amount_micros, now=now)
+            return holds.reserve(
+                session,
+                wallet_id=new_wallet.wallet_id,
+                amount_micros=amount_micros,
+                request_id=request_id,
+                ttl_s=600,
+                spend_key_id=key_id,
+            ).id
+
+    new_day = held(after_midnight, 500_000, "req_new_day")
+    held(before_midnight, 10, "req_late_clock")  # read its clock before midnight, committed after
+    assert key_row(runtime, key_id).cycle_started_at == today
+    with runtime.db.write() as session:
+        holds.post(session, new_day, 500_000)
+    held(after_midnight, 10, "req_next")
+    assert key_row(runtime, key_id).cycle_spend_micros == 500_000
 
 
 async def test_an_upstream_failure_gives_its_request_back(
