@@ -108,7 +108,12 @@ def prepare_openai(body: Any, *, upstream_model: str, default_max_tokens: int) -
     choices = body.get("n", 1)
     if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= MAX_CHOICES:
         raise BadRequest(f"n must be an integer from 1 to {MAX_CHOICES}")
-    if body.get("max_completion_tokens") is not None and body.get("max_tokens") is not None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        if name in body and body[name] is None:
+            # A null limit is no limit: left in, the provider might read it as absent and
+            # obey the other field, or treat it as its own default, past what is held.
+            del body[name]
+    if "max_completion_tokens" in body and "max_tokens" in body:
         # Which one the provider obeys is its choice; the hold can bound only one.
         raise BadRequest("give max_completion_tokens or max_tokens, not both")
     limit = body.get("max_completion_tokens", body.get("max_tokens"))

@@ -210,6 +210,32 @@ async def test_fields_whose_price_the_hold_cannot_bound_are_400_before_anything(
     assert ledger_state(runtime.db, new_wallet.wallet_id) == before
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"max_tokens": 100_000, "max_completion_tokens": None},
+        {"max_completion_tokens": 100_000, "max_tokens": None},
+    ],
+    ids=["max_tokens", "max_completion_tokens"],
+)
+async def test_a_null_token_limit_beside_a_real_one_is_dropped_and_the_real_one_held(
+    runtime: Runtime, new_wallet, fake: FakeProvider, limits: dict[str, Any]
+) -> None:
+    """`null` is no limit: it is not forwarded, and the one real limit is what the hold
+    bounds (not the default cap added beside it)."""
+    fund(runtime, new_wallet.wallet_id, "100.00")
+    ticket = await runtime.metering.open(
+        wallet_id=new_wallet.wallet_id,
+        service_id="openai",
+        model="gpt-4o-mini",
+        body={**HELLO, **limits},
+        endpoint="test",
+    )
+    sent = {name: ticket.body[name] for name in ("max_tokens", "max_completion_tokens") if name in ticket.body}
+    assert list(sent.values()) == [100_000] and ticket.bound.output_tokens == 100_000
+    await runtime.metering.fail(ticket, BadRequest("not sent"))
+
+
 async def test_standard_service_tiers_pass(runtime: Runtime, new_wallet, fake: FakeProvider) -> None:
     fund(runtime, new_wallet.wallet_id, "1.00")
     await call(runtime, new_wallet.wallet_id, "openai", "gpt-4o-mini", {**HELLO, "service_tier": "auto"})
