@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
@@ -364,14 +365,15 @@ class Metering:
             while True:
                 try:
                     return await self.db.run(function, *args)
-                except DBAPIError as error:
+                except Exception as error:
                     if not _transient(error):
                         raise
+                    driver_error = error.orig if isinstance(error, DBAPIError) else error
                     logger.warning(
                         "%s failed on attempt %d (%s); retrying in %.2fs",
                         getattr(function, "__name__", "settle"),
                         attempt,
-                        str(error.orig).splitlines()[0] if error.orig else type(error).__name__,
+                        str(driver_error).splitlines()[0] if str(driver_error) else type(error).__name__,
                         delay_s,
                     )
                 await anyio.sleep(delay_s)
@@ -556,7 +558,33 @@ def _believable(usage: shapes.Usage, bound: shapes.Usage) -> bool:
     return usage.all_input_tokens > 0 or bound.input_tokens == 0
 
 
-def _transient(error: DBAPIError) -> bool:
-    """A database error that says "try again": busy/locked, deadlock, serialization
-    failure (all OperationalError in SQLite's and psycopg's trees) or a lost connection."""
-    return isinstance(error, OperationalError | InterfaceError) or bool(error.connection_invalidated)
+# PostgreSQL's "try again" SQLSTATEs: serialization failure, deadlock, and the server
+# going away (admin shutdown, crash shutdown, cannot connect now); class 08 is a lost
+# connection.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
+
+
+def _transient(error: Exception) -> bool:
+    """A database error that says "try again": SQLite busy or locked; a PostgreSQL
+    serialization failure, deadlock or restart; a lost connection. Anything else (a
+    missing table, a full disk, a constraint, a bug) is not retried: it would never pass.
+
+    Both SQLAlchemy's wrapped errors and the drivers' own are judged: the hot path's
+    statements (`store.fast`) run on the driver's cursor and raise the driver's errors.
+    """
+    driver_error: BaseException | None = error
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        driver_error = error.orig
+    if isinstance(driver_error, sqlite3.OperationalError):
+        message = str(driver_error).lower()
+        return "locked" in message or "busy" in message
+    if driver_error is None or not type(driver_error).__module__.startswith("psycopg"):
+        return False
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate is None:
+        # No SQLSTATE: the connection itself failed (closed by the server, broken).
+        kinds = {kind.__name__ for kind in type(driver_error).__mro__}
+        return bool(kinds & {"OperationalError", "InterfaceError"})
+    return str(sqlstate) in _TRANSIENT_SQLSTATES or str(sqlstate).startswith("08")

@@ -231,7 +231,9 @@ async def test_a_null_token_limit_beside_a_real_one_is_dropped_and_the_real_one_
         body={**HELLO, **limits},
         endpoint="test",
     )
-    sent = {name: ticket.body[name] for name in ("max_tokens", "max_completion_tokens") if name in ticket.body}
+    sent = {
+        name: ticket.body[name] for name in ("max_tokens", "max_completion_tokens") if name in ticket.body
+    }
     assert list(sent.values()) == [100_000] and ticket.bound.output_tokens == 100_000
     await runtime.metering.fail(ticket, BadRequest("not sent"))
 

@@ -456,3 +456,84 @@ def test_late_settles_racing_new_holds_on_postgresql_never_overdraw(postgres_url
     assert 0 <= state.held_micros <= state.balance_micros, state
     assert verify.verify(db) == []
     db.dispose()
+
+
+async def test_a_settle_postgresql_picks_as_a_deadlock_victim_is_retried_and_charges_once(
+    postgres_url: str, settings: Settings, fake: FakeProvider
+) -> None:
+    """Another transaction locks the call's key, then waits for its hold, while the settle
+    holds the hold and waits for the key: PostgreSQL aborts the settle (the first to wait)
+    as the deadlock's victim, inside a hot-path statement that raises the driver's own
+    error. The settle is retried once the other transaction is gone, and charges once."""
+    from sqlalchemy import create_engine, text
+
+    runtime = Runtime.build(settings.model_copy(update={"database_url": postgres_url}))
+    runtime.db.upgrade()
+    created = wallet.create_wallet(runtime.db, name="victim")
+    fund(runtime, created.wallet_id, "1.00")
+    key = spend_keys.create(runtime.db, created.wallet_id, {}).key
+    ticket = await open_call(runtime, created.wallet_id, key)
+    runtime.metering.settle_retry_first_s = runtime.metering.settle_retry_longest_s = 0.01
+    retries = Retries()
+    logging.getLogger("lava_mcp.metering").addHandler(retries)
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    locking = create_engine(postgres_url)
+    other = locking.connect()
+
+    def waiting_on_locks() -> int:
+        with admin.connect() as watcher:
+            return int(
+                watcher.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+
+    try:
+        other.begin()
+        other.execute(text("SELECT id FROM spend_key WHERE id = :id FOR UPDATE"), {"id": key.id})
+        settling = asyncio.ensure_future(runtime.metering.settle(ticket, shapes.Usage(3, 6)))
+        for _ in range(3000):  # until the settle holds the hold and waits for the key
+            if waiting_on_locks() == 1:
+                break
+            await asyncio.sleep(0.01)
+        closing = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: other.execute(
+                text("SELECT id FROM hold WHERE id = :id FOR UPDATE"), {"id": ticket.hold_id}
+            ),
+        )
+        await asyncio.wait_for(retries.seen.wait(), 30)
+        await asyncio.wait_for(closing, 30)  # the victim's hold lock is gone: ours now
+        other.rollback()
+        settlement = await asyncio.wait_for(settling, 30)
+    finally:
+        logging.getLogger("lava_mcp.metering").removeHandler(retries)
+        other.close()
+        locking.dispose()
+        admin.dispose()
+    assert settlement.cost.total_micros == 15
+    state = ledger_state(runtime.db, created.wallet_id)
+    assert (state.balance_micros, state.held_micros, state.pending_holds) == (1_000_000 - 15, 0, 0)
+    assert key_row(runtime, key.id).total_spend_micros == 15
+    assert verify.verify(runtime.db) == []
+    await runtime.aclose()
+
+
+async def test_a_settle_error_that_would_never_pass_is_raised_not_retried_for_ever(
+    runtime: Runtime, new_wallet
+) -> None:
+    """Only "try again" errors are retried: a settling write (here the void of a failed
+    call) that fails for good (the request table is gone) raises at once instead of
+    hanging its call, shielded from cancellation, for ever."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    ticket = await open_call(runtime, new_wallet.wallet_id)
+    with runtime.db.write() as session:
+        session.execute(text("ALTER TABLE request_record RENAME TO request_record_gone"))
+    with pytest.raises((sqlite3.OperationalError, OperationalError), match="no such table"):
+        await asyncio.wait_for(runtime.metering.fail(ticket, UpstreamError("failed upstream")), 30)
