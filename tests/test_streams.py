@@ -40,6 +40,31 @@ def test_a_stream_cut_short_has_no_usage_to_charge() -> None:
     assert not meter.final and meter.usage() is None
 
 
+RUNNING_TOTALS = [  # an OpenAI-compatible server that reports usage on every chunk
+    {"choices": [{"delta": {"content": "Hel"}}], "usage": {"prompt_tokens": 9, "completion_tokens": 1}},
+    {"choices": [{"delta": {"content": "lo"}}], "usage": {"prompt_tokens": 9, "completion_tokens": 2}},
+    {
+        "choices": [{"delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3},
+    },
+]
+
+
+def test_running_usage_totals_are_final_only_at_the_end_of_the_stream() -> None:
+    """A stream left after two chunks of running totals has no final usage (the provider
+    bills the whole answer): the hold is charged, never the running total."""
+    cut_short = StreamUsage("openai")
+    for event in RUNNING_TOTALS[:2]:
+        cut_short.feed(f"data: {json.dumps(event)}\n\n".encode())
+    assert not cut_short.final and cut_short.usage() is None
+
+    whole = StreamUsage("openai")
+    for event in RUNNING_TOTALS:
+        whole.feed(f"data: {json.dumps(event)}\n\n".encode())
+    whole.feed(b"data: [DONE]\n\n")
+    assert whole.final and whole.usage() == shapes.Usage(9, 3)
+
+
 def test_anthropic_usage_from_message_start_and_delta() -> None:
     events = [
         ("message_start", {"message": {"usage": {"input_tokens": 12, "output_tokens": 1}}}),

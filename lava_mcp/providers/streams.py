@@ -19,7 +19,8 @@ from lava_mcp.providers import shapes
 class StreamUsage:
     """Usage read from a stream's events as they pass (the events themselves pass untouched).
 
-    OpenAI reports usage in a last chunk (`stream_options.include_usage`); Anthropic in
+    OpenAI reports usage in a last chunk with no choices (`stream_options.include_usage`);
+    a running total on content chunks is final only at `[DONE]`. Anthropic reports it in
     `message_start` (input and cache tokens) and `message_delta` (output, cumulative; newer
     API versions repeat the input counts there). The usage is final once that last report
     arrived: OpenAI's usage chunk, Anthropic's `message_delta`.
@@ -42,11 +43,18 @@ class StreamUsage:
 
     def _event(self, data: bytes) -> None:
         if self.shape == "openai":
-            if b'"usage"' in data and data != b"[DONE]":
+            if data == b"[DONE]":
+                # The end: a running report (below) that reached it was the last one.
+                self.final = self.final or self._usage is not None
+            elif b'"usage"' in data:
                 event = _json(data)
                 if event.get("usage") is not None:
                     # A present but unusable report reads as None: charged the hold.
-                    self._usage, self.final = shapes.openai_usage(event), True
+                    self._usage = shapes.openai_usage(event)
+                    # OpenAI's final report comes in a chunk of its own, with no choices.
+                    # Some compatible servers (vLLM's continuous usage) put running totals
+                    # on every chunk: those are final only at the end of the stream.
+                    self.final = event.get("choices") == []
             return
         if b"message_start" in data[:40]:
             message = _json(data).get("message")
