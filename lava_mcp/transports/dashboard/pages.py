@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from lava_mcp.core import funding, history, payment_methods, sessions, spend_keys, usage
 from lava_mcp.errors import Forbidden, LavaError, NotFound, Unauthorized
 from lava_mcp.money import format_cost, format_dollars
-from lava_mcp.payments.sandbox import TEST_TOKENS
+from lava_mcp.payments.sandbox import TEST_CARDS, TEST_TOKENS
 from lava_mcp.store.models import SpendKey
 from lava_mcp.transports import render
 from lava_mcp.transports.dashboard import chart, forms, guard
@@ -49,6 +49,8 @@ PAGE_HEADERS = {
 
 
 def html(request: Request, template: str, *, status_code: int = 200, **context: Any) -> HTMLResponse:
+    # Where a reload of a POST's answer should go: the page itself, as a GET.
+    context.setdefault("canonical", request.url.path)
     body = templates.get_template(template).render(request=request, **context)
     return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
 
@@ -320,7 +322,19 @@ async def _cards_page(
         ],
         notice=notice,
         sandbox=runtime.payments.mode == "sandbox",
-        test_tokens=sorted(TEST_TOKENS),
+        test_tokens=[(token, _test_card_words(token)) for token in sorted(TEST_TOKENS)],
+    )
+
+
+def _test_card_words(token: str) -> str:
+    """What a sandbox test card does when charged, for the card picker."""
+    card = TEST_CARDS[TEST_TOKENS[token]]
+    if card.outcome == "succeeded":
+        return f"{card.brand} {card.number[-4:]}: succeeds"
+    if card.outcome == "requires_action":
+        return f"{card.brand} {card.number[-4:]}: asks for 3-D Secure"
+    return (
+        f"{card.brand} {card.number[-4:]}: declined ({(card.decline_code or card.outcome).replace('_', ' ')})"
     )
 
 
@@ -445,6 +459,7 @@ async def _keys_page(
         error=error,
         providers=sorted(runtime.catalog.services),
         form={**CREATE_FORM_DEFAULTS, **(form or {})},
+        canonical="/dashboard/keys",  # also for the answer to a rotate
     )
 
 

@@ -25,5 +25,5 @@ document.addEventListener("click", async (event) => {
   setTimeout(() => { button.textContent = label; }, 1500);
 });
 if (document.body && document.body.dataset.posted === "true" && window.history.replaceState) {
-  window.history.replaceState(null, "", window.location.pathname);
+  window.history.replaceState(null, "", document.body.dataset.canonical || window.location.pathname);
 }
