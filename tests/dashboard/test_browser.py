@@ -13,6 +13,8 @@ import openai
 import pytest
 
 from lava_mcp.money import format_dollars, parse_amount
+from lava_mcp.store.models import RequestRecord, utc_now
+from tests.core.test_usage import record_id
 from tests.dashboard.conftest import PHONE, api_balance, no_horizontal_overflow, screenshot, sign_in
 from tests.gateway.conftest import Gateway
 
@@ -79,7 +81,7 @@ def test_sign_in_shows_the_apis_balance_and_a_chart_of_the_calls(page: Any, serv
     assert days.nth(0).get_attribute("data-requests") == "0"
     assert "0 requests" in (days.nth(0).locator("title").text_content() or "")
     assert days.nth(0).locator("rect.zero").count() == 1
-    screenshot(page, "desktop-overview")
+    screenshot(page, "desktop-overview-three-calls")
 
     page.click("text=30 days")
     page.wait_for_url("**/?days=30")
@@ -92,7 +94,7 @@ def test_sign_in_shows_the_apis_balance_and_a_chart_of_the_calls(page: Any, serv
     page.set_viewport_size(PHONE)
     page.goto("/?days=7")
     assert no_horizontal_overflow(page)
-    screenshot(page, "phone-overview")
+    screenshot(page, "phone-overview-three-calls")
 
 
 def test_add_25_with_a_sandbox_card_end_to_end_and_5_is_refused(page: Any, served: Gateway) -> None:
@@ -148,7 +150,7 @@ def test_add_25_with_a_sandbox_card_end_to_end_and_5_is_refused(page: Any, serve
     assert rows.count() == 3
     assert "Deposit" in rows.nth(0).inner_text() and "+25.00" in rows.nth(0).inner_text()
     assert "Adjustment" in rows.nth(2).inner_text() and "+10.00" in rows.nth(2).inner_text()
-    screenshot(page, "desktop-history")
+    screenshot(page, "desktop-history-deposits")
 
 
 def test_a_declined_card_shows_the_banks_reason_and_3ds_gives_a_link(page: Any, served: Gateway) -> None:
@@ -291,7 +293,7 @@ def test_a_spend_key_secret_is_shown_once_then_pause_limits_rotate_revoke(page: 
     assert page.locator("#keys tbody tr", has_text="editor").get_attribute("data-status") == "revoked"
     with pytest.raises(openai.AuthenticationError):
         served.openai(rotated).chat.completions.create(model="cheap-1", messages=MESSAGES, max_tokens=20)
-    screenshot(page, "desktop-keys")
+    screenshot(page, "desktop-keys-revoked")
 
 
 def test_requests_are_listed_filtered_paged_and_sign_out_ends_the_session(page: Any, served: Gateway) -> None:
@@ -320,7 +322,7 @@ def test_requests_are_listed_filtered_paged_and_sign_out_ends_the_session(page: 
     assert record["request_id"] == second_id
     for figure in (record["model_usage"]["input_cost"], record["model_usage"]["output_cost"], record["cost"]):
         assert figure in text
-    screenshot(page, "desktop-requests")
+    screenshot(page, "desktop-requests-paged")
     page.click("text=Older")
     assert page.locator("#requests tbody tr").count() == 2
 
@@ -340,7 +342,7 @@ def test_requests_are_listed_filtered_paged_and_sign_out_ends_the_session(page: 
     page.set_viewport_size(PHONE)
     page.goto("/dashboard/requests")
     assert no_horizontal_overflow(page)
-    screenshot(page, "phone-requests")
+    screenshot(page, "phone-requests-paged")
 
     cookie = next(c for c in page.context.cookies() if c["name"] == "lava_session")
     page.click("text=Sign out")
@@ -353,7 +355,7 @@ def test_requests_are_listed_filtered_paged_and_sign_out_ends_the_session(page: 
 
 
 PAGES = [
-    ("overview", "/"),
+    ("overview", "/?days=30"),
     ("funds", "/dashboard/funds"),
     ("cards", "/dashboard/cards"),
     ("history", "/dashboard/history"),
@@ -365,6 +367,28 @@ PAGES = [
 def test_every_page_fits_a_phone_and_is_screenshotted(page: Any, served: Gateway) -> None:
     key = served.create_key(name="phone", spend_limit={"amount": "1.00", "cycle": "daily"})
     call(served, key["key"], "cheap-1")
+    # A month of earlier calls, so the chart has something to stack (records as metering writes them).
+    now = utc_now()
+    models = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "cheapchat": "cheap-1"}
+    with served.runtime.db.write() as session:
+        for day in range(1, 30):
+            for number, service in enumerate(("openai", "anthropic", "cheapchat")[: 1 + day % 3]):
+                cost_micros = (1000 + 300 * ((day * 7 + number * 3) % 11)) * (3 - number)
+                session.add(
+                    RequestRecord(
+                        id=record_id((30 - day) * 10 + number),  # ids sort by time, as real ones do
+                        wallet_id=served.wallet_id,
+                        service=service,
+                        model=models[service],
+                        status="completed",
+                        ran=True,
+                        input_tokens=cost_micros // 4,
+                        output_tokens=cost_micros // 8,
+                        input_cost_micros=cost_micros // 3,
+                        cost_micros=cost_micros,
+                        created_at=now - timedelta(days=day),
+                    )
+                )
     sign_in(page, served.wallet_key)
     for name, path in PAGES:
         page.set_viewport_size({"width": 1280, "height": 900})

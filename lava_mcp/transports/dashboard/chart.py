@@ -67,10 +67,7 @@ def svg(activity: Activity) -> Markup:
     ]
     for divisor in (2, 1):  # grid lines at half the peak day's spend and at the peak
         y = baseline - plot_height / divisor
-        label = format_cost(peak // divisor) if peak else ("0.000000" if divisor == 1 else "")
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - 8}" y2="{y:.1f}" class="grid"/>')
-        if label:
-            parts.append(f'<text x="{LEFT + 2}" y="{y - 5:.1f}" class="tick">${label}</text>')
     for index, day in enumerate(activity.days):
         x = LEFT + index * slot + (slot - bar) / 2
         shares = ", ".join(
@@ -105,11 +102,22 @@ def svg(activity: Activity) -> Markup:
         parts.append("</g>")
     label_every = {7: 1, 30: 5, 90: 15}.get(count, max(1, count // 6))
     for index, day in enumerate(activity.days):
-        if index % label_every == 0 or index == count - 1:
-            x = LEFT + index * slot + slot / 2
-            text = f"{day.day:%b} {day.day.day}"
-            parts.append(
-                f'<text x="{x:.1f}" y="{HEIGHT - 6}" class="tick" text-anchor="middle">{text}</text>'
-            )
+        last = index == count - 1
+        # Every `label_every`-th day, and the last (unless a label is already that close).
+        if not last and (index % label_every or count - 1 - index < label_every):
+            continue
+        if count > 1 and index == 0:  # the end labels stay inside the picture
+            x, anchor = float(LEFT), "start"
+        elif count > 1 and last:
+            x, anchor = float(WIDTH - 8), "end"
+        else:
+            x, anchor = LEFT + index * slot + slot / 2, "middle"
+        text = f"{day.day:%b} {day.day.day}"
+        parts.append(f'<text x="{x:.1f}" y="{HEIGHT - 6}" class="tick" text-anchor="{anchor}">{text}</text>')
+    for divisor in (2, 1):  # their figures, drawn over the bars
+        y = baseline - plot_height / divisor
+        label = format_cost(peak // divisor) if peak else ("0.000000" if divisor == 1 else "")
+        if label:
+            parts.append(f'<text x="{LEFT + 2}" y="{y - 5:.1f}" class="tick figure">${label}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
