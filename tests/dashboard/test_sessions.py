@@ -230,3 +230,30 @@ def test_form_tokens_are_bound_to_their_session() -> None:
     for wrong in (None, "", sessions.form_token(two), sessions.form_token(one)[:-1]):
         with pytest.raises(Forbidden):
             sessions.check_form_token(one, wrong)
+
+
+def test_a_form_post_is_bounded_like_every_body(served: Gateway) -> None:
+    with signed_in_client(served) as browser:
+        token = form_token(browser)
+        huge = browser.post("/dashboard/keys", data={"form_token": token, "name": "x" * 1_100_000})
+        assert huge.status_code == 400 and "Request body over 1000000 bytes." in huge.text
+        not_a_form = browser.post(
+            "/dashboard/keys", content=b'{"name": "json"}', headers={"content-type": "application/json"}
+        )
+        assert not_a_form.status_code == 400
+    assert key_count(served) == 0
+
+
+def test_the_header_names_a_shortfall(served: Gateway) -> None:
+    from lava_mcp.store.models import Wallet
+
+    # As a refund the balance could not cover leaves it (`ledger.reverse`): owed, not spendable.
+    with served.runtime.db.write() as session:
+        row = session.get(Wallet, served.wallet_id)
+        assert row is not None
+        row.shortfall_micros = 4_000_000
+        session.add(row)
+    with signed_in_client(served) as browser:
+        page = browser.get("/").text
+    assert 'id="balance-shortfall"' in page and "$4.00" in page
+    assert 'id="balance-available">$6.00<' in page

@@ -10,10 +10,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
 
-from lava_mcp.errors import LavaError
+from lava_mcp.errors import BadRequest, LavaError
+from lava_mcp.transports.http import read_body
+
+
+async def read_form(request: Request) -> FormData:
+    """A posted form's fields, read like every other body (`http.read_body`: bounded in size
+    and in time), once per request.
+
+    Raises: BadRequest (not a plain HTML form, or an oversized body), RequestTimeout.
+    """
+    cached = getattr(request.state, "dashboard_form", None)
+    if isinstance(cached, FormData):
+        return cached
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await read_body(request)
+    if raw and content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("the dashboard takes HTML form posts (application/x-www-form-urlencoded)")
+    fields: list[tuple[str, str | UploadFile]] = list(
+        parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+    )
+    form = FormData(fields)
+    request.state.dashboard_form = form
+    return form
 
 
 def text(form: FormData, name: str) -> str:

@@ -75,7 +75,7 @@ def signed_in(handler: Page) -> Callable[[Request], Awaitable[Response]]:
             return response
         try:
             if request.method == "POST":
-                form = await request.form()
+                form = await forms.read_form(request)
                 token = form.get("form_token")
                 guard.check_post(request, visitor, token if isinstance(token, str) else None)
             return await handler(request, visitor)
@@ -132,7 +132,7 @@ async def sign_in_page(request: Request) -> Response:
     if request.method == "POST":
         try:
             guard.require_same_origin(request)
-            form = await request.form()
+            form = await forms.read_form(request)
             key = form.get("wallet_key")
             signed = await run(
                 sessions.sign_in,
@@ -206,7 +206,7 @@ async def add_funds(request: Request, visitor: guard.Visitor) -> Response:
     chosen = ""
     status_code = 200
     if request.method == "POST":
-        form = await request.form()
+        form = await forms.read_form(request)
         amount, chosen = forms.text(form, "amount"), forms.text(form, "payment_method")
         try:
             result = await funding.add_funds(
@@ -275,7 +275,7 @@ async def cards(request: Request, visitor: guard.Visitor) -> Response:
     notice = ""
     status_code = 200
     if request.method == "POST":
-        form = await request.form()
+        form = await forms.read_form(request)
         try:
             card = await anyio.to_thread.run_sync(
                 payment_methods.save_card,
@@ -469,7 +469,7 @@ async def keys(request: Request, visitor: guard.Visitor) -> Response:
     if request.method == "GET":
         return await _keys_page(request, visitor)
     runtime = runtime_of(request)
-    form = await request.form()
+    form = await forms.read_form(request)
     try:
         created = await run(
             spend_keys.create,
@@ -503,7 +503,7 @@ async def key_detail(request: Request, visitor: guard.Visitor) -> Response:
     notice = ""
     status_code = 200
     if request.method == "POST":
-        form = await request.form()
+        form = await forms.read_form(request)
         try:
             await run(
                 spend_keys.update_key,
@@ -527,7 +527,7 @@ async def key_detail(request: Request, visitor: guard.Visitor) -> Response:
 @signed_in
 async def key_status(request: Request, visitor: guard.Visitor) -> Response:
     """Pause or resume a key."""
-    form = await request.form()
+    form = await forms.read_form(request)
     await run(
         spend_keys.update_key,
         runtime_of(request).db,
