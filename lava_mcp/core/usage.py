@@ -133,3 +133,96 @@ def list_requests(
         query = query.where(RequestRecord.spend_key_id == spend_key_id)
     records, next_cursor = paging.newest_first(db, query, RequestRecord.id, limit=page_size, cursor=cursor)
     return Page(records, next_cursor)
+
+
+# --- the dashboard's activity chart and filtered request list ---------------------------------
+
+ACTIVITY_WINDOWS_DAYS = (7, 30, 90)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """Spend per day, stacked by service, over the last `window_days` days (today included).
+
+    `days` lists every day of the window, zero days too; `services` names every service
+    that ran in it, the biggest spender first (the order the stack is drawn in).
+    """
+
+    window_days: int
+    days: list[DayTotal]
+    services: list[str]
+
+    @property
+    def total_spend_micros(self) -> int:
+        return sum(day.spend_micros for day in self.days)
+
+    @property
+    def total_requests(self) -> int:
+        return sum(day.requests for day in self.days)
+
+    @property
+    def peak_spend_micros(self) -> int:
+        return max((day.spend_micros for day in self.days), default=0)
+
+
+def activity(db: Database, wallet_id: str, *, window_days: object = None) -> Activity:
+    """The activity chart's figures: `summary` over the last 7, 30 or 90 days.
+
+    Raises: BadRequest for any other window.
+    """
+    if window_days is None or window_days == "":
+        window_days = ACTIVITY_WINDOWS_DAYS[0]
+    if isinstance(window_days, str) and window_days.strip().isdigit():
+        window_days = int(window_days.strip())
+    if window_days not in ACTIVITY_WINDOWS_DAYS or isinstance(window_days, bool):
+        raise BadRequest(f"the window must be one of {', '.join(map(str, ACTIVITY_WINDOWS_DAYS))} days")
+    assert isinstance(window_days, int)
+    until_day = utc_now().date()
+    daily = summary(
+        db,
+        wallet_id,
+        since=(until_day - timedelta(days=window_days - 1)).isoformat(),
+        until=until_day.isoformat(),
+    )
+    spend_by_service: dict[str, int] = {}
+    for day in daily.days:
+        for service, total in day.by_service.items():
+            spend_by_service[service] = spend_by_service.get(service, 0) + total.spend_micros
+    services = sorted(spend_by_service, key=lambda service: (-spend_by_service[service], service))
+    return Activity(window_days, daily.days, services)
+
+
+def list_requests_by(
+    db: Database,
+    wallet_id: str,
+    *,
+    limit: object = None,
+    before: object = None,
+    spend_key_id: str | None = None,
+    service: str | None = None,
+) -> Page:
+    """`list_requests`, also filtered by service (the dashboard's filters).
+
+    Raises: BadRequest for a bad limit or cursor.
+    """
+    page_size = paging.parse_limit(limit)
+    cursor = paging.parse_cursor(before, "req")
+    query = select(RequestRecord).where(RequestRecord.wallet_id == wallet_id)
+    if spend_key_id:
+        query = query.where(RequestRecord.spend_key_id == spend_key_id)
+    if service:
+        query = query.where(RequestRecord.service == service)
+    records, next_cursor = paging.newest_first(db, query, RequestRecord.id, limit=page_size, cursor=cursor)
+    return Page(records, next_cursor)
+
+
+def services_used(db: Database, wallet_id: str) -> list[str]:
+    """Every service the wallet's requests named, alphabetically (the service filter's choices)."""
+    with db.read() as session:
+        rows = session.execute(
+            sql_select(col(RequestRecord.service))
+            .where(col(RequestRecord.wallet_id) == wallet_id)
+            .distinct()
+            .order_by(col(RequestRecord.service))
+        ).all()
+    return [row[0] for row in rows]

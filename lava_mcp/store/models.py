@@ -229,3 +229,14 @@ class WebhookEvent(SQLModel, table=True):
     id: str = Field(primary_key=True)  # Stripe evt_…
     type: str
     received_at: datetime = Field(default_factory=utc_now)
+
+
+class WebSession(SQLModel, table=True):
+    """A dashboard sign-in (`core/sessions.py`). Only the session id's SHA-256 is kept."""
+
+    __tablename__ = "web_session"
+
+    id_hash: str = Field(primary_key=True)  # sha256 hex of the random session id in the cookie
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    created_at: datetime = Field(default_factory=utc_now)
+    expires_at: datetime = Field(index=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import anyio.to_thread
 from mcp.server.auth.settings import AuthSettings
@@ -18,7 +17,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,9 +32,18 @@ from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
 
 def extra_routes() -> list[BaseRoute]:
     """Route modules of the other surfaces register here."""
-    from lava_mcp.transports import checkout, funding_rest, gateway, orgs_rest, spend_keys_rest, webhooks
+    from lava_mcp.transports import (
+        checkout,
+        dashboard,
+        funding_rest,
+        gateway,
+        orgs_rest,
+        spend_keys_rest,
+        webhooks,
+    )
 
     return [
+        *dashboard.routes,
         *gateway.routes,
         *spend_keys_rest.routes,
         *funding_rest.routes,
@@ -46,13 +54,6 @@ def extra_routes() -> list[BaseRoute]:
 
 
 logger = logging.getLogger("lava_mcp.http")
-
-DASHBOARD = Path(__file__).with_name("dashboard") / "index.html"
-
-
-async def dashboard(request: Request) -> Response:
-    """The wallet owner's page: it reads the REST API with the key typed into it."""
-    return HTMLResponse(DASHBOARD.read_text(), headers={"cache-control": "no-store"})
 
 
 async def healthz(request: Request) -> Response:
@@ -116,7 +117,6 @@ def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
             yield
 
     routes: list[BaseRoute] = [
-        Route("/", dashboard, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *rest.routes,
