@@ -50,6 +50,7 @@ from pydantic import AnyHttpUrl, ValidationError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lava_mcp.core import oauth, wallet
 from lava_mcp.errors import BadRequest, Forbidden, LavaError, NotFound, Unauthorized
@@ -77,19 +78,22 @@ def resource_urls(base_url: str) -> list[str]:
 
 
 def auth_settings(base_url: str) -> AuthSettings:
-    """The SDK's settings for lava-mcp as its own authorization server."""
-    return AuthSettings(
-        issuer_url=AnyHttpUrl(base_url),
-        resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
-        # Nothing on /mcp works without reading the wallet; funding and paid calls are
-        # checked per tool.
-        required_scopes=[oauth.READ],
-        # The provider checks the token's resource against every endpoint of this server.
-        validate_token_resource=False,
-        client_registration_options=ClientRegistrationOptions(
-            enabled=True, valid_scopes=list(oauth.SCOPES), default_scopes=list(oauth.SCOPES)
-        ),
-        revocation_options=RevocationOptions(enabled=True),
+    """The SDK's settings for lava-mcp as its own authorization server. (URLs go in as text:
+    the settings keep a path-less issuer without a trailing slash, as clients compare it.)"""
+    return AuthSettings.model_validate(
+        {
+            "issuer_url": base_url,
+            "resource_server_url": f"{base_url}/mcp",
+            # Nothing on /mcp works without reading the wallet; funding and paid calls are
+            # checked per tool.
+            "required_scopes": [oauth.READ],
+            # The provider checks the token's resource against every endpoint of this server.
+            "validate_token_resource": False,
+            "client_registration_options": ClientRegistrationOptions(
+                enabled=True, valid_scopes=list(oauth.SCOPES), default_scopes=list(oauth.SCOPES)
+            ),
+            "revocation_options": RevocationOptions(enabled=True),
+        }
     )
 
 
@@ -466,7 +470,7 @@ def routes(runtime: Runtime, provider: WalletOAuthProvider) -> list[BaseRoute]:
         methods=["GET", "OPTIONS"],
     )
     sdk_routes = [
-        route
+        _public_client_revocation(route) if route.path == "/revoke" else route
         for route in create_auth_routes(
             provider,
             settings.issuer_url,
@@ -477,11 +481,13 @@ def routes(runtime: Runtime, provider: WalletOAuthProvider) -> list[BaseRoute]:
     ]
 
     def resource_route(path: str, resource: str) -> Route:
-        document = ProtectedResourceMetadata(
-            resource=AnyHttpUrl(resource),
-            authorization_servers=[settings.issuer_url],
-            scopes_supported=list(oauth.SCOPES),
-            resource_name="lava-mcp wallet",
+        document = ProtectedResourceMetadata.model_validate(
+            {
+                "resource": resource,
+                "authorization_servers": [base_url],
+                "scopes_supported": list(oauth.SCOPES),
+                "resource_name": "lava-mcp wallet",
+            }
         )
         handler = ProtectedResourceMetadataHandler(document)
         return Route(
@@ -498,6 +504,51 @@ def routes(runtime: Runtime, provider: WalletOAuthProvider) -> list[BaseRoute]:
         Route(CONSENT_PATH, consent_page, methods=["GET"]),
         Route(CONSENT_PATH, consent_answer, methods=["POST"]),
     ]
+
+
+REVOCATION_BODY_MAX_BYTES = 65_536
+
+
+def _public_client_revocation(route: Route) -> Route:
+    """The SDK's /revoke requires a `client_secret` field even from a public client (mcp
+    2.3 declares it `str | None` without a default); RFC 7009 lets a public client send
+    only `token` and `client_id`, so an absent one is added as empty before the SDK reads it."""
+    return Route(
+        route.path, endpoint=_DefaultClientSecret(route.app), methods=list(route.methods or ["POST"])
+    )
+
+
+class _DefaultClientSecret:
+    """An ASGI wrapper: the form body, with an empty `client_secret` when it had none."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > REVOCATION_BODY_MAX_BYTES:
+                await Response("request body too large", status_code=413)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        if b"client_secret=" not in body:
+            body = body + (b"&" if body else b"") + b"client_secret="
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 # --- the sign-in and consent page -----------------------------------------------------
