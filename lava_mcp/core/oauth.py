@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Update, update
+from sqlalchemy import CursorResult, Update, delete, update
 from sqlmodel import col, select
 
 from lava_mcp.errors import BadRequest, Forbidden, NotFound
@@ -148,6 +148,7 @@ def start_authorization(db: Database, client_id: str, params: dict[str, Any]) ->
     """A pending authorization for the consent page; returns the id its URL carries."""
     request_id = secrets.token_urlsafe(32)
     with db.write() as session:
+        _purge_expired(session)
         session.add(
             OAuthPendingAuthorization(
                 id_hash=hash_secret(request_id),
@@ -157,6 +158,15 @@ def start_authorization(db: Database, client_id: str, params: dict[str, Any]) ->
             )
         )
     return request_id
+
+
+def _purge_expired(session: Any) -> None:
+    """Expired pending requests, codes and tokens are useless: drop them as new ones come
+    (a used refresh token is kept until it expires, to catch its replay)."""
+    now = utc_now()
+    session.execute(delete(OAuthPendingAuthorization).where(col(OAuthPendingAuthorization.expires_at) < now))
+    session.execute(delete(OAuthCode).where(col(OAuthCode.expires_at) < now))
+    session.execute(delete(OAuthToken).where(col(OAuthToken.expires_at) < now))
 
 
 def load_pending(db: Database, request_id: str) -> OAuthPendingAuthorization:

@@ -14,6 +14,7 @@ import httpx
 import httpx2
 import pytest
 from mcp.client import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from lava_mcp.config import Settings
@@ -219,6 +220,10 @@ async def test_the_sdk_oauth_client_connects_signs_in_refreshes_and_is_revoked(
     second = refreshed.json()
     assert second["refresh_token"] != first.refresh_token and second["access_token"] != first.access_token
     async with bearer_session(url, second["access_token"]) as client:
+        assert ok(await client.call_tool("get_balance", {}))["balance"] == "12.50"
+    # /sse is the same protected resource: the same token works there.
+    sse_headers = {"Authorization": f"Bearer {second['access_token']}"}
+    async with Client(sse_client(f"{url}/sse", headers=sse_headers, timeout=30)) as client:
         assert ok(await client.call_tool("get_balance", {}))["balance"] == "12.50"
 
     # Revoke: the token stops working at once, on /mcp and /sse.
