@@ -623,7 +623,7 @@ async def _render_consent(
 .box{{border:1px solid #ddd;border-radius:8px;padding:1rem 1.25rem}} ul{{padding-left:1.2rem}}
 code{{background:#f4f4f4;padding:0 .25rem;border-radius:3px;word-break:break-all}}
 .problem{{color:#a00}} .notice{{background:#fff8e1;padding:.5rem 1rem;border-radius:6px}}
-button{{padding:.5rem 1rem;margin-right:.5rem}} input[type=password]{{width:100%;padding:.4rem;margin:.3rem 0 1rem}}</style>
+button{{padding:.5rem 1rem;margin-right:.5rem}} input[type=password]{{box-sizing:border-box;width:100%;padding:.4rem;margin:.3rem 0 1rem}}</style>
 </head><body>
 <h1>Connect to your Lava wallet</h1>
 {problem_html}{signed_up}
@@ -640,7 +640,9 @@ After you approve, you go back to <strong>{html.escape(redirect_host)}</strong>.
 <p><small>Your key is sent only to this server and never to {html.escape(client_name)}; the app gets a token
 you can revoke any time from your dashboard.</small></p>
 </body></html>"""
-    response = HTMLResponse(body, status_code=status_code, headers=_page_headers())
+    response = HTMLResponse(
+        body, status_code=status_code, headers=_page_headers(str(pending.params["redirect_uri"]))
+    )
     response.set_cookie(
         CSRF_COOKIE,
         csrf,
@@ -653,11 +655,17 @@ you can revoke any time from your dashboard.</small></p>
     return response
 
 
-def _page_headers() -> dict[str, str]:
+def _page_headers(redirect_uri: str | None = None) -> dict[str, str]:
+    """The page's headers. Browsers apply `form-action` to the redirect that follows a form
+    post too, so the client's redirect origin is allowed beside our own."""
+    form_action = "'self'"
+    if redirect_uri is not None:
+        parsed = urlparse(redirect_uri)
+        form_action += f" {parsed.scheme}://{parsed.netloc}" if parsed.netloc else f" {parsed.scheme}:"
     return {
         "cache-control": "no-store",
         "x-frame-options": "DENY",
-        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "content-security-policy": f"default-src 'none'; style-src 'unsafe-inline'; form-action {form_action}; "
         "frame-ancestors 'none'",
         # Same-origin, not no-referrer: the browser must still send our Origin on the POST.
         "referrer-policy": "same-origin",

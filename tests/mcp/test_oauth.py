@@ -441,6 +441,8 @@ async def test_the_sign_in_page_refuses_forged_posts_and_a_wrong_key(served: Ser
     assert "raw client" in page.text and "claude.ai" in page.text
     assert "Add funds to your wallet" in page.text and "Make paid calls" in page.text
     assert page.headers["x-frame-options"] == "DENY" and page.headers["cache-control"] == "no-store"
+    # The browser may follow the answer's redirect to the client (form-action covers it).
+    assert "form-action 'self' https://claude.ai;" in page.headers["content-security-policy"]
     assert 'method="post"' in page.text and 'type="password" name="wallet_key"' in page.text
     form = {"action": "approve", "wallet_key": new_wallet.wallet_key}
 
