@@ -597,3 +597,28 @@ async def test_metadata_documents_are_read_with_strict_limits(
         # And a certificate it does not trust is refused.
         assert await ClientMetadataFetcher(allow_private_addresses=True).fetch(good) is None
         assert json.dumps(documents.documents["/good.json"])  # served as JSON
+
+
+def test_the_public_url_is_the_issuer_the_resource_and_the_allowed_host(settings: Settings, runtime) -> None:
+    public = "https://lava.example.com"
+    with serve_app(settings, public_url=public) as app:
+        as_proxied = {"host": "lava.example.com"}
+        metadata = httpx.get(f"{app.url}/.well-known/oauth-authorization-server", headers=as_proxied).json()
+        assert metadata["issuer"] == public and metadata["authorization_endpoint"] == f"{public}/authorize"
+        resource = httpx.get(f"{app.url}/.well-known/oauth-protected-resource/mcp", headers=as_proxied).json()
+        assert resource == resource | {"resource": f"{public}/mcp", "authorization_servers": [public]}
+        answer = httpx.post(f"{app.url}/mcp", json=INITIALIZE, headers=MCP_HEADERS | as_proxied, timeout=30)
+        assert answer.status_code == 401
+        assert (
+            f'resource_metadata="{public}/.well-known/oauth-protected-resource/mcp"'
+            in answer.headers["www-authenticate"]
+        )
+        # A token for this server's loopback address is another resource here.
+        client_id = register(app.url, [CLAUDE_CALLBACK])["client_id"]
+        _, challenge = pkce_pair()
+        refused = httpx.get(authorization_url(app.url, client_id, challenge), timeout=30)
+        assert parse_qs(urlparse(refused.headers["location"]).query)["error"] == ["invalid_target"]
+        accepted = httpx.get(
+            authorization_url(app.url, client_id, challenge, resource=f"{public}/mcp"), timeout=30
+        )
+        assert accepted.headers["location"].startswith(f"{public}/oauth/consent?request=")
