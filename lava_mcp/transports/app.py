@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
+from mcp.server.auth.provider import ProviderTokenVerifier
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -105,7 +106,18 @@ def build_app(
         allowed_hosts.append(public_host)
         allowed_origins.append(settings.public_url.rstrip("/"))
     provider = oauth.WalletOAuthProvider(runtime, fetcher=client_metadata_fetcher)
-    mcp = build_server(runtime, auth_server_provider=provider, auth=oauth.auth_settings(base_url))
+    oauth_routes: list[BaseRoute] = []
+    if oauth.serves_authorization(base_url):
+        mcp = build_server(runtime, auth_server_provider=provider, auth=oauth.auth_settings(base_url))
+        oauth_routes = oauth.routes(runtime, provider)
+    else:
+        logger.warning(
+            "LAVA_PUBLIC_URL %s is not https: OAuth sign-in is off, /mcp and /sse take the wallet key only",
+            base_url,
+        )
+        mcp = build_server(
+            runtime, token_verifier=ProviderTokenVerifier(provider), auth=oauth.auth_settings(base_url)
+        )
     security = TransportSecuritySettings(allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     streamable = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
     sse = mcp.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
@@ -121,7 +133,7 @@ def build_app(
         Route("/metrics", metrics, methods=["GET"]),
         *rest.routes,
         *oauth_rest.routes,
-        *oauth.routes(runtime, provider),
+        *oauth_routes,
         *extra_routes(),
     ]
     main = Starlette(

@@ -97,6 +97,13 @@ def auth_settings(base_url: str) -> AuthSettings:
     )
 
 
+def serves_authorization(base_url: str) -> bool:
+    """OAuth needs an https issuer (RFC 8414), or a loopback one for a local install; a
+    server reached over plain http elsewhere takes the wallet key only."""
+    parsed = urlparse(base_url)
+    return parsed.scheme == "https" or parsed.hostname in ("localhost", "127.0.0.1", "::1")
+
+
 def signup_allowed(runtime: Runtime) -> bool:
     """Sign-up on the consent page: on for the embedded single-user install (no public URL),
     off for a public server unless the operator opens it (LAVA_OPEN_SIGNUP)."""

@@ -622,3 +622,19 @@ def test_the_public_url_is_the_issuer_the_resource_and_the_allowed_host(settings
             authorization_url(app.url, client_id, challenge, resource=f"{public}/mcp"), timeout=30
         )
         assert accepted.headers["location"].startswith(f"{public}/oauth/consent?request=")
+
+
+async def test_a_plain_http_public_url_serves_no_oauth_but_takes_the_wallet_key(
+    settings: Settings, runtime: Runtime, new_wallet
+) -> None:
+    # OAuth needs an https issuer (or loopback): over plain http elsewhere, only the key.
+    with serve_app(settings, public_url="http://lava.test:8787") as app:
+        as_proxied = {"host": "lava.test:8787"}
+        assert (
+            httpx.get(f"{app.url}/.well-known/oauth-authorization-server", headers=as_proxied).status_code
+            == 404
+        )
+        assert httpx.get(f"{app.url}/authorize", headers=as_proxied).status_code == 404
+        fund(runtime, new_wallet.wallet_id, "1.00")
+        async with bearer_session(app.url, new_wallet.wallet_key) as client:
+            assert ok(await client.call_tool("get_balance", {}))["balance"] == "1.00"
