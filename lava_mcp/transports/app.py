@@ -29,6 +29,7 @@ from lava_mcp.core.stats import require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.runtime import Runtime, running
 from lava_mcp.transports import oauth, oauth_rest, rest
+from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
 from lava_mcp.transports.mcp_server import build_server
 
@@ -93,7 +94,7 @@ def build_app(
     runtime: Runtime,
     *,
     migrate: bool = True,
-    client_metadata_fetcher: oauth.ClientMetadataFetcher | None = None,
+    client_metadata_fetcher: ClientMetadataFetcher | None = None,
 ) -> ASGIApp:
     """The whole HTTP server. `client_metadata_fetcher` reads OAuth Client ID Metadata
     Documents (default: public https addresses with the system's CAs)."""

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from lava_mcp.config import Settings
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports.app import build_app
-from lava_mcp.transports.oauth import ClientMetadataFetcher
+from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from tests.fake_provider import free_port, serve_in_thread
 
 CLAUDE_CALLBACK = "https://claude.ai/api/mcp/auth_callback"

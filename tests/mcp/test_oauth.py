@@ -20,7 +20,7 @@ from mcp.client.streamable_http import streamable_http_client
 from lava_mcp.config import Settings
 from lava_mcp.core import oauth, wallet
 from lava_mcp.runtime import Runtime
-from lava_mcp.transports.oauth import ClientMetadataFetcher
+from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from tests.conftest import fund
 from tests.mcp.conftest import error, ok
 from tests.mcp.oauth_helpers import (
