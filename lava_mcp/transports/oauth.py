@@ -19,6 +19,7 @@ and the metadata documents (the sign-in page is `oauth_consent`, metadata-docume
 from __future__ import annotations
 
 import logging
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode, urlparse
@@ -60,6 +61,7 @@ from lava_mcp.transports.oauth_consent import CONSENT_PATH, consent_answer, cons
 
 logger = logging.getLogger("lava_mcp.oauth")
 
+PKCE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 # A metadata document is read again after this long (a client's changes reach us by then).
 METADATA_DOCUMENT_CACHE_S = 600
 
@@ -168,6 +170,12 @@ class WalletOAuthProvider:
         )
 
     async def authorize(self, client: OAuthClientInformationFull, params: AuthorizationParams) -> str:
+        # An S256 challenge is 43 base64url characters (RFC 7636 §4.2); anything else could
+        # never be matched by a verifier, so it is refused here rather than at the token.
+        if not PKCE_CHALLENGE.fullmatch(params.code_challenge):
+            raise AuthorizeError(
+                "invalid_request", "code_challenge must be an S256 challenge (43 base64url characters)"
+            )
         resource = params.resource or self.resources[0]
         if resource.rstrip("/") not in self.resources:
             raise AuthorizeError("invalid_target", f"this server issues tokens for {self.resources[0]} only")

@@ -16,6 +16,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from lava_mcp.config import Settings
 from lava_mcp.core import oauth, wallet
@@ -307,7 +308,9 @@ async def test_a_dashboard_revoke_ends_an_open_session_at_its_next_request(
             headers={"authorization": f"Bearer {new_wallet.wallet_key}"},
         )
         assert deleted.status_code == 200 and deleted.json() == {"success": True}
-        with pytest.raises(Exception):  # noqa: B017 - the SDK client surfaces the 401 its own way
+        # The next request of the open session is refused (the SDK client reports the 401
+        # as an error response).
+        with pytest.raises(MCPError, match="error response"):
             await client.call_tool("get_balance", {})
     assert mcp_status(url, access) == 401
 
@@ -363,6 +366,11 @@ async def test_a_wrong_code_verifier_is_refused(served: Served, new_wallet) -> N
     refused = exchange(url, client_id, code, wrong_verifier)
     assert refused.status_code == 400
     assert refused.json()["error"] == "invalid_grant"
+    # PKCE is S256 only: `plain` (or no challenge at all) is refused at the authorization step.
+    for params in ({"code_challenge_method": "plain"}, {"code_challenge": ""}):
+        answer = httpx.get(authorization_url(url, client_id, challenge, **params), timeout=30)
+        assert answer.status_code == 302, params
+        assert parse_qs(urlparse(answer.headers["location"]).query)["error"] == ["invalid_request"]
 
 
 async def test_a_reused_code_is_refused_and_ends_what_it_issued(served: Served, new_wallet) -> None:
