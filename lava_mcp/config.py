@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", alias="LAVA_HOST")
     port: int = Field(default=8787, alias="LAVA_PORT")
     public_url: str | None = Field(default=None, alias="LAVA_PUBLIC_URL")
+    # May the OAuth sign-in page create wallets? Unset: yes for the embedded single-user
+    # install (no LAVA_PUBLIC_URL), no for a public server.
+    open_signup: bool | None = Field(default=None, alias="LAVA_OPEN_SIGNUP")
 
     payments: Literal["auto", "stripe", "sandbox"] = Field(default="auto", alias="LAVA_PAYMENTS")
     stripe_secret_key: str | None = Field(default=None, alias="STRIPE_SECRET_KEY")
@@ -67,6 +70,11 @@ class Settings(BaseSettings):
     def _empty_means_default(cls, value: object) -> object:
         # An MCP client passes an unset optional field as an empty string.
         return default_database_url() if value in (None, "") else value
+
+    @field_validator("open_signup", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _holds_outlive_calls(self) -> Settings:

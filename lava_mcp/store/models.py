@@ -240,3 +240,82 @@ class WebSession(SQLModel, table=True):
     wallet_id: str = Field(foreign_key="wallet.id", index=True)
     created_at: datetime = Field(default_factory=utc_now)
     expires_at: datetime = Field(index=True)
+
+
+class OAuthClient(SQLModel, table=True):
+    """An OAuth client: registered dynamically, or known by its metadata document's URL.
+
+    Every client is public (no secret exists to store): PKCE S256 and exactly registered
+    redirect URIs are what bind a code to the client that asked for it.
+    """
+
+    __tablename__ = "oauth_client"
+
+    id: str = Field(primary_key=True)  # the client_id: a uuid, or an https metadata document URL
+    name: str = ""
+    metadata_document: bool = False  # True: `id` is a Client ID Metadata Document URL
+    # The client's registered metadata (redirect URIs, grant types, scope) as the SDK reads it.
+    client_metadata: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    fetched_at: datetime | None = None  # when a metadata document was last read
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class OAuthPendingAuthorization(SQLModel, table=True):
+    """An authorization request waiting on the wallet owner's sign-in and consent."""
+
+    __tablename__ = "oauth_pending_authorization"
+
+    id_hash: str = Field(primary_key=True)  # sha256 of the id in the consent page's URL
+    client_id: str = Field(index=True)
+    # AuthorizationParams: scopes, code_challenge, redirect_uri, state, resource.
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    csrf_hash: str | None = None  # the consent form's token, bound to this request
+    wallet_id: str | None = None  # set by a sign-up on the page: the wallet it created
+    expires_at: datetime
+    used_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class OAuthGrant(SQLModel, table=True):
+    """A connected client: one wallet's consent to one client, with the scopes it gave.
+
+    Its codes and tokens live only while it does: revoking it ends them all at once."""
+
+    __tablename__ = "oauth_grant"
+
+    id: str = Field(primary_key=True)  # oag_…
+    wallet_id: str = Field(foreign_key="wallet.id", index=True)
+    client_id: str = Field(index=True)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    resource: str
+    created_at: datetime = Field(default_factory=utc_now)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class OAuthCode(SQLModel, table=True):
+    """An authorization code: single use, short-lived, stored as its hash."""
+
+    __tablename__ = "oauth_code"
+
+    code_hash: str = Field(primary_key=True)
+    grant_id: str = Field(foreign_key="oauth_grant.id", index=True)
+    code_challenge: str
+    redirect_uri: str
+    redirect_uri_provided_explicitly: bool = True
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class OAuthToken(SQLModel, table=True):
+    """An access or refresh token, stored as its hash. A refresh token is used once (rotation)."""
+
+    __tablename__ = "oauth_token"
+
+    token_hash: str = Field(primary_key=True)
+    kind: str  # access | refresh
+    grant_id: str = Field(foreign_key="oauth_grant.id", index=True)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    expires_at: datetime
+    used_at: datetime | None = None  # a refresh token's rotation
+    created_at: datetime = Field(default_factory=utc_now)

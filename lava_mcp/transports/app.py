@@ -1,8 +1,10 @@
 """One ASGI app: MCP (/mcp, /sse), the gateway and REST API (/v1/…), webhooks, dashboard.
 
-A small dispatcher sends /mcp and /sse traffic to the MCP SDK's own apps (with wallet-key
-bearer auth) and everything else to the Starlette app, whose lifespan starts the runtime
-and the MCP session manager (a mounted app's own lifespan never runs).
+A small dispatcher sends /mcp and /sse traffic to the MCP SDK's own apps (bearer auth: an
+OAuth access token or the wallet key, see `transports.oauth`) and everything else to the
+Starlette app — which also serves the OAuth authorization server, its metadata and the
+consent page — whose lifespan starts the runtime and the MCP session manager (a mounted
+app's own lifespan never runs).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from mcp.server.auth.settings import AuthSettings
+from mcp.server.auth.provider import ProviderTokenVerifier
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,9 +27,10 @@ from lava_mcp import __version__
 from lava_mcp.core.stats import require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.runtime import Runtime, running
-from lava_mcp.transports import rest
+from lava_mcp.transports import oauth, oauth_rest, rest
+from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
-from lava_mcp.transports.mcp_server import WalletKeyVerifier, build_server
+from lava_mcp.transports.mcp_server import build_server
 
 
 def extra_routes() -> list[BaseRoute]:
@@ -88,7 +91,14 @@ async def internal_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"error": "internal error", "code": 500}, status_code=500)
 
 
-def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
+def build_app(
+    runtime: Runtime,
+    *,
+    migrate: bool = True,
+    client_metadata_fetcher: ClientMetadataFetcher | None = None,
+) -> ASGIApp:
+    """The whole HTTP server. `client_metadata_fetcher` reads OAuth Client ID Metadata
+    Documents (default: public https addresses with the system's CAs)."""
     settings = runtime.settings
     base_url = settings.base_url
     allowed_hosts = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
@@ -97,16 +107,19 @@ def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
         public_host = settings.public_url.split("://", 1)[-1].rstrip("/")
         allowed_hosts.append(public_host)
         allowed_origins.append(settings.public_url.rstrip("/"))
-    mcp = build_server(
-        runtime,
-        token_verifier=WalletKeyVerifier(runtime),
-        auth=AuthSettings(
-            issuer_url=base_url,
-            resource_server_url=f"{base_url}/mcp",
-            required_scopes=["wallet"],
-            validate_token_resource=False,
-        ),
-    )
+    provider = oauth.WalletOAuthProvider(runtime, fetcher=client_metadata_fetcher)
+    oauth_routes: list[BaseRoute] = []
+    if oauth.serves_authorization(base_url):
+        mcp = build_server(runtime, auth_server_provider=provider, auth=oauth.auth_settings(base_url))
+        oauth_routes = oauth.routes(runtime, provider)
+    else:
+        logger.warning(
+            "LAVA_PUBLIC_URL %s is not https: OAuth sign-in is off, /mcp and /sse take the wallet key only",
+            base_url,
+        )
+        mcp = build_server(
+            runtime, token_verifier=ProviderTokenVerifier(provider), auth=oauth.auth_settings(base_url)
+        )
     security = TransportSecuritySettings(allowed_hosts=allowed_hosts, allowed_origins=allowed_origins)
     streamable = mcp.streamable_http_app(streamable_http_path="/mcp", transport_security=security)
     sse = mcp.sse_app(sse_path="/sse", message_path="/messages/", transport_security=security)
@@ -120,6 +133,8 @@ def build_app(runtime: Runtime, *, migrate: bool = True) -> ASGIApp:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *rest.routes,
+        *oauth_rest.routes,
+        *oauth_routes,
         *extra_routes(),
     ]
     main = Starlette(

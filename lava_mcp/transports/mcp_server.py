@@ -17,18 +17,18 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from lava_mcp.core import funding, usage, wallet
+from lava_mcp.core import funding, oauth, usage
 from lava_mcp.errors import BadRequest, InternalError, LavaError, Unauthorized
 from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost, format_dollars, parse_amount
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports import render
+from lava_mcp.transports.oauth import require_scope, wallet_of
 
 INSTRUCTIONS = """\
 Lava is the user's prepaid wallet for AI usage. Amounts are US dollars as decimal strings.
@@ -45,20 +45,6 @@ logger = logging.getLogger("lava_mcp.mcp")
 
 def _arg(description: str, schema: dict[str, Any]) -> Any:
     return Field(description=description, json_schema_extra=schema)
-
-
-class WalletKeyVerifier:
-    """Bearer auth for the HTTP transports: the token is the wallet key."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        try:
-            owner = await anyio.to_thread.run_sync(wallet.authenticate, self.runtime.db, token)
-        except Unauthorized:
-            return None
-        return AccessToken(token=token, client_id=owner.id, scopes=["wallet"])
 
 
 def result(body: dict[str, Any]) -> CallToolResult:
@@ -97,7 +83,8 @@ async def offer_payment_page(ctx: Context, body: dict[str, Any]) -> None:
 def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **options: Any) -> MCPServer:
     """The MCP server for `runtime`.
 
-    Over HTTP the caller is the wallet whose key came as the bearer token; over stdio (and
+    Over HTTP the caller is the wallet that owns the bearer token (an OAuth access token or
+    the wallet key itself); over stdio (and
     in memory) it is `default_wallet_id`, from `LAVA_WALLET_KEY`.
     """
     server = MCPServer("lava-mcp", instructions=INSTRUCTIONS, version=_version(), **options)
@@ -105,7 +92,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
     def caller() -> str:
         token = get_access_token()
         if token is not None:
-            return token.client_id
+            return wallet_of(token)
         if default_wallet_id is None:
             raise Unauthorized(
                 "no wallet configured for this MCP server",
@@ -171,6 +158,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
         """Add money to the wallet: charges a saved card now, or returns a Checkout link to pay."""
 
         async def work(wallet_id: str) -> dict[str, Any]:
+            require_scope(get_access_token(), oauth.FUND)
             if use_checkout is not None and not isinstance(use_checkout, bool):
                 raise BadRequest("use_checkout must be true or false")
             if payment_method_id is not None and not isinstance(payment_method_id, str):
@@ -266,6 +254,7 @@ def build_server(runtime: Runtime, *, default_wallet_id: str | None = None, **op
         request_id = new_id("req")
 
         async def work(wallet_id: str) -> dict[str, Any]:
+            require_scope(get_access_token(), oauth.SPEND)
             max_cost_micros = (
                 parse_amount(max_cost, field="max_cost", decimals=6) if max_cost is not None else None
             )

@@ -23,6 +23,12 @@ TABLES = {
     "payment",
     "idempotency_record",
     "webhook_event",
+    "web_session",
+    "oauth_client",
+    "oauth_pending_authorization",
+    "oauth_grant",
+    "oauth_code",
+    "oauth_token",
     "alembic_version",
 }
 
@@ -93,3 +99,36 @@ def test_migrations_run_on_postgresql(postgres_url: str) -> None:
         assert not database.has_wallets()
     finally:
         database.dispose()
+
+
+def test_the_migrations_have_one_head() -> None:
+    """Work done in parallel leaves two heads; a merge migration joins them, so that
+    `db upgrade` and the models agree on one schema version."""
+    from alembic.script import ScriptDirectory
+
+    from lava_mcp.store.db import alembic_config
+
+    assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_migrated_schema_is_the_models_schema(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Alembic's autogenerate finds nothing to change after `upgrade` (no column, index or
+    table the models have and the migrations forgot, or the reverse)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    url = (
+        f"sqlite:///{tmp_path / 'lava.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    database = Database(url)
+    database.upgrade()
+    with database.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+    database.dispose()
