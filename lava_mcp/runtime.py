@@ -86,7 +86,7 @@ def catalog_environment(settings: Settings) -> dict[str, str | None]:
 @asynccontextmanager
 async def running(runtime: Runtime, *, migrate: bool = True) -> AsyncIterator[Runtime]:
     """A started runtime: migrated database, a background sweep of expired holds, and one
-    of card payments whose answer was lost.
+    of payments still pending (lost card answers, unreported Checkouts).
 
     Closes the runtime on exit."""
     if migrate:
@@ -114,14 +114,15 @@ async def _sweep_expired_holds(runtime: Runtime) -> None:
 
 async def _reconcile_payments(runtime: Runtime) -> None:
     """Every `reconcile_interval_s`, ask the processor about pending card payments (lost
-    answers, `processing`), in the processor's lane: a hanging processor stalls only this."""
+    answers, `processing`), Checkouts and 3-D Secure pages (paid with no webhook and no
+    success-page visit), in the processor's lane: a hanging processor stalls only this."""
     from lava_mcp.core import funding  # funding builds on Runtime: imported when running
 
     while True:
         try:
             settled = await funding.reconcile_payments(runtime)
             if settled:
-                logger.info("reconciled %d card payments with the processor", settled)
+                logger.info("credited %d payments reconciled with the processor", settled)
         except Exception:  # keep sweeping; the next pass retries
             logger.exception("payment reconciliation failed")
         await anyio.sleep(runtime.settings.reconcile_interval_s)

@@ -102,16 +102,8 @@ async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
     """
     lane = runtime.processor_lane
     job = f"reconcile:{wallet_id}"
-    if runtime.payments.mode != "sandbox" and lane.claim(job):
-
-        def reconcile() -> int:
-            try:
-                return reconcile_pending(runtime, wallet_id)
-            finally:
-                lane.done(job)
-
-        with anyio.move_on_after(lane.read_wait_s):
-            await anyio.to_thread.run_sync(reconcile, abandon_on_cancel=True, limiter=lane.limiter)
+    if runtime.payments.mode != "sandbox":
+        await lane.run_once(job, lambda: reconcile_pending(runtime, wallet_id), wait_s=lane.read_wait_s)
     return await anyio.to_thread.run_sync(wallet.get_balance, runtime.db, wallet_id)
 
 
@@ -633,17 +625,54 @@ def reconcile_pending(runtime: Runtime, wallet_id: str, *, now: datetime | None 
 
 
 async def reconcile_payments(runtime: Runtime, *, now: datetime | None = None) -> int:
-    """The sweep: reconcile pending card payments of every wallet, least recently asked
-    first, in the processor lane. Returns how many were credited."""
-    if not isinstance(runtime.payments, IntentLookup):
-        return 0
+    """The sweep: reconcile pending card payments, Checkouts and 3-D Secure pages of every
+    wallet, least recently asked first, in the processor lane. Returns how many were credited."""
+    if runtime.payments.mode == "sandbox":
+        return 0  # sandbox payments are decided on our own pages, in our own ledger
     return await anyio.to_thread.run_sync(
-        lambda: reconcile_cards(runtime, now=now), limiter=runtime.processor_lane.limiter
+        lambda: reconcile_checkouts(runtime, now=now) + reconcile_cards(runtime, now=now),
+        limiter=runtime.processor_lane.limiter,
     )
 
 
+def reconcile_checkouts(runtime: Runtime, *, now: datetime | None = None) -> int:
+    """Settle pending Checkouts and 3-D Secure pages (every wallet) with their session at
+    the processor, so that a paid page is credited with no webhook and no success-page
+    visit. Returns how many were credited; errors reaching the processor are logged."""
+    moment = now or utc_now()
+    with runtime.db.read() as session:
+        pending = session.exec(
+            select(Payment.id, Payment.stripe_checkout_session_id)
+            .where(
+                col(Payment.status).in_(PENDING_STATUSES),
+                col(Payment.stripe_checkout_session_id).is_not(None),
+                Payment.mode == runtime.payments.mode,
+                col(Payment.created_at) >= moment - RECONCILE_WINDOW,
+            )
+            .order_by(
+                col(Payment.reconciled_at).is_not(None), col(Payment.reconciled_at), col(Payment.created_at)
+            )
+            .limit(RECONCILE_BATCH)
+        ).all()
+    credited = 0
+    for payment_id, session_id in pending:
+        assert session_id is not None
+        try:
+            state = runtime.payments.retrieve_checkout(session_id)
+        except PaymentsError as error:
+            logger.warning("could not reconcile %s: %s", payment_id, error.message)
+            continue
+        _mark_reconciled(runtime, payment_id, moment)
+        settled = settle_checkout(runtime, state)
+        credited += settled is not None and settled.status == "succeeded"
+    return credited
+
+
 def reconcile_cards(runtime: Runtime, *, now: datetime | None = None) -> int:
-    """`reconcile_payments`, synchronous. Returns how many were credited."""
+    """Settle pending card charges (every wallet) with their PaymentIntent. Returns how many
+    were credited."""
+    if not isinstance(runtime.payments, IntentLookup):
+        return 0
     moment = now or utc_now()
     with runtime.db.read() as session:
         pending = session.exec(
