@@ -251,6 +251,10 @@ def _fund(
         # (the default card may have changed since): the processor then sees the same
         # request under the same key, and charges at most once.
         earlier = session.get(Payment, payment_id)
+        if earlier is not None and earlier.status == "succeeded":
+            # A retry of an attempt credited meanwhile (webhook, sweep, balance read): its
+            # outcome, with nothing asked of the processor and the payment left as it is.
+            return _completed(runtime, owner, earlier)
         if earlier is not None and earlier.method == "card" and earlier.payment_method_id:
             pinned = session.get(PaymentMethod, earlier.payment_method_id)
             if pinned is not None and pinned.wallet_id == owner.id:
@@ -408,6 +412,20 @@ def _charge_outcome(
             "payment_id": payment_id,
             "amount": format_dollars(amount_micros),
             "next_step": "open redirect_url to confirm the payment with your bank; the wallet is credited once it is paid",
+        },
+    )
+
+
+def _completed(runtime: Runtime, owner: Wallet, payment: Payment) -> dict[str, Any]:
+    """The answer to an attempt that is credited."""
+    current = wallet.get_balance(runtime.db, owner.id)
+    return _labelled(
+        owner,
+        {
+            "status": "completed",
+            "amount": format_dollars(payment.amount_micros),
+            "balance": format_dollars(current.available_micros),
+            "payment_id": payment.id,
         },
     )
 
@@ -716,14 +734,7 @@ def reconcile_card_payment(runtime: Runtime, payment_id: str, *, now: datetime |
         return payment.status
     if intent is None:
         if _aware(payment.updated_at) + _in_flight_bound(runtime) < moment:
-            _update(
-                runtime,
-                payment.id,
-                status="failed",
-                failure_code="not_charged",
-                failure_message="the processor has no record of this charge: nothing was charged",
-                reconciled_at=moment,
-            )
+            _fail_not_charged(runtime, payment, moment)
         else:
             _mark_reconciled(runtime, payment.id, moment)
     else:
@@ -788,6 +799,23 @@ def _apply_intent(runtime: Runtime, payment: Payment, intent: IntentState, momen
         failure_message=intent.failure_message or f"the processor reports the charge {intent.status}",
         reconciled_at=moment,
     )
+
+
+def _fail_not_charged(runtime: Runtime, seen: Payment, moment: datetime) -> None:
+    """Fail a card payment the processor has no record of, unless it changed since it was
+    read before asking (a retry of the attempt sent a new charge request meanwhile, or
+    another path settled it): then the answer is stale, and the next pass asks again."""
+    with runtime.db.write() as session:
+        payment = _locked(session, seen.id)
+        if payment.status != "pending" or _aware(payment.updated_at) != _aware(seen.updated_at):
+            session.execute(update(Payment).where(col(Payment.id) == seen.id).values(reconciled_at=moment))
+            return
+        payment.status = "failed"
+        payment.failure_code = "not_charged"
+        payment.failure_message = "the processor has no record of this charge: nothing was charged"
+        payment.reconciled_at = moment
+        payment.updated_at = utc_now()
+        session.add(payment)
 
 
 def _mark_reconciled(runtime: Runtime, payment_id: str, moment: datetime) -> None:
@@ -1069,11 +1097,14 @@ def _record(
     method: str,
     payment_method_id: str | None = None,
 ) -> None:
-    """The attempt's row (a retry under the same Idempotency-Key reuses it)."""
+    """The attempt's row (a retry under the same Idempotency-Key reuses it). A credited
+    payment is left as it is: its status never goes back from `succeeded`."""
     with runtime.db.write() as session:
-        payment = session.get(Payment, payment_id)
+        payment = session.get(Payment, payment_id, with_for_update=True)
         if payment is None:
             payment = Payment(id=payment_id, wallet_id=owner.id, mode=owner.mode)
+        elif payment.status == "succeeded":
+            return
         payment.amount_micros = amount_micros
         payment.method = method
         payment.payment_method_id = payment_method_id
