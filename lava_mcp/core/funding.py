@@ -353,7 +353,29 @@ def _charge_outcome(
 ) -> dict[str, Any]:
     """The answer to a card charge, from what the processor says about its PaymentIntent."""
     if intent.status == "succeeded":
-        assert intent.amount_received_cents == _cents(amount_micros), (intent, amount_micros)
+        if intent.amount_received_cents != _cents(amount_micros) or intent.currency.lower() != "usd":
+            # Impossible processor data is a recorded refusal, never a crash nor a guess:
+            # nothing is credited; the payment stays pending for the sweep to read again.
+            logger.error(
+                "payment intent %s received %s %s for %s of %s cents",
+                intent.id,
+                intent.amount_received_cents,
+                intent.currency,
+                payment_id,
+                _cents(amount_micros),
+            )
+            _update(
+                runtime,
+                payment_id,
+                stripe_payment_intent_id=intent.id,
+                failure_code="amount_mismatch",
+                failure_message="the processor reported a different amount paid",
+            )
+            raise UpstreamError(
+                f"the payment processor reported a charge of {intent.amount_received_cents} cents for a top-up"
+                f" of {_cents(amount_micros)} cents; nothing was credited",
+                next_step="call get_balance later (the charge is checked again with the processor), or contact the operator",
+            )
         _update(runtime, payment_id, stripe_payment_intent_id=intent.id)
         current = credit_payment(runtime, payment_id)
         return _labelled(

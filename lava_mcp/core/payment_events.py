@@ -31,7 +31,14 @@ from sqlmodel import Session, col, select
 from lava_mcp.core import funding, ledger
 from lava_mcp.errors import BadRequest
 from lava_mcp.money import MICROS_PER_CENT
-from lava_mcp.payments.base import Event, IntentLookup, PaymentsError, checkout_state
+from lava_mcp.payments.base import (
+    Event,
+    IntentLookup,
+    InvalidRequest,
+    PaymentsError,
+    cents_of,
+    checkout_state,
+)
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import LedgerEntry, Payment, WebhookEvent
 
@@ -67,7 +74,13 @@ def receive(runtime: Runtime, payload: bytes, signature: str | None) -> dict[str
             f"ignored: livemode {str(event.livemode).lower()} event at a {runtime.payments.mode}-mode server"
         )
     else:
-        outcome = apply(runtime, event)
+        try:
+            outcome = apply(runtime, event)
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            # Processor data of a shape nothing here expects: a logged, recorded refusal
+            # (a 5xx would have Stripe deliver it again for ever), never a crash.
+            logger.exception("ignored %s event %s: malformed %s", event.type, event.id, type(error).__name__)
+            outcome = f"ignored: malformed {event.type} object"
     try:
         with runtime.db.write() as session:
             if session.get(WebhookEvent, event.id) is None:
@@ -102,7 +115,8 @@ def _intent_succeeded(runtime: Runtime, intent: dict[str, Any]) -> str:
     payment = _payment_of_intent(runtime, intent)
     if payment is None:
         return "ignored: not a lava-mcp payment"
-    received_cents = int(intent.get("amount_received") or intent.get("amount") or 0)
+    received = intent.get("amount_received")
+    received_cents = cents_of(intent.get("amount") if received is None else received)
     currency = str(intent.get("currency") or "").lower()
     if received_cents * 10_000 != payment.amount_micros or currency != "usd":
         logger.error(
@@ -199,6 +213,9 @@ def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
         return "ignored: not a lava-mcp payment"
     if str(dispute.get("status") or "").startswith("warning_"):
         return "ignored: an inquiry withdraws no funds"
+    refused = _malformed_dispute(dispute)
+    if refused:
+        return _refused(refused, dispute, payment)
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
         _debit_dispute(session, payment, dispute)
@@ -209,6 +226,9 @@ def _dispute_reinstated(runtime: Runtime, dispute: dict[str, Any]) -> str:
     payment = _payment_of_dispute(runtime, dispute)
     if payment is None:
         return "ignored: not a lava-mcp payment"
+    refused = _malformed_dispute(dispute)
+    if refused:
+        return _refused(refused, dispute, payment)
     dispute_id = str(dispute.get("id"))
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
@@ -233,7 +253,6 @@ def _debit_dispute(session: Session, payment: Payment, dispute: dict[str, Any]) 
     existing = ledger.find(session, wallet_id=payment.wallet_id, kind="dispute", reference=dispute_id)
     if existing is not None:
         return existing
-    assert amount_micros > 0, dispute
     entry, _ = ledger.reverse(
         session,
         wallet_id=payment.wallet_id,
@@ -244,6 +263,28 @@ def _debit_dispute(session: Session, payment: Payment, dispute: dict[str, Any]) 
         memo=f"dispute {dispute_id} of top-up {payment.id}: funds withdrawn",
     )
     return entry
+
+
+def _malformed_dispute(dispute: dict[str, Any]) -> str:
+    """Why a dispute can't be applied (no id, no positive whole amount in cents), or ""."""
+    if not isinstance(dispute.get("id"), str) or not dispute.get("id"):
+        return "dispute without an id"
+    if _micros(dispute.get("amount")) <= 0:
+        return f"dispute amount {dispute.get('amount')!r} is not a positive whole number of cents"
+    return ""
+
+
+def _refused(reason: str, data_object: dict[str, Any], payment: Payment) -> str:
+    """A refusal of impossible processor data: logged, answered 200 (and the event recorded)
+    so that Stripe does not deliver it for ever; nothing is changed."""
+    logger.error(
+        "ignored %s %r of payment %s: %s",
+        data_object.get("object"),
+        data_object.get("id"),
+        payment.id,
+        reason,
+    )
+    return f"ignored: {reason}"
 
 
 def _reversed_micros(session: Session, payment: Payment, kind: str) -> int:
@@ -270,7 +311,7 @@ def _payment_of_charge(runtime: Runtime, charge: dict[str, Any]) -> Payment | No
     if isinstance(intent, dict):
         intent = intent.get("id")
     return _payment_of_intent(
-        runtime, {"id": intent if isinstance(intent, str) else "", "metadata": charge.get("metadata") or {}}
+        runtime, {"id": intent if isinstance(intent, str) else "", "metadata": charge.get("metadata")}
     )
 
 
@@ -285,6 +326,8 @@ def _payment_of_dispute(runtime: Runtime, dispute: dict[str, Any]) -> Payment | 
     if not isinstance(intent, str) and isinstance(charge, str) and isinstance(lookup, IntentLookup):
         try:
             intent = lookup.payment_intent_of_charge(charge)
+        except InvalidRequest:
+            return None  # the processor knows no such charge: not one of ours
         except PaymentsError as error:
             # Raised, not ignored: the 5xx makes Stripe deliver the event again.
             raise RuntimeError(f"could not read charge {charge}: {error.message}") from error
@@ -292,8 +335,9 @@ def _payment_of_dispute(runtime: Runtime, dispute: dict[str, Any]) -> Payment | 
 
 
 def _payment_of_intent(runtime: Runtime, intent: dict[str, Any]) -> Payment | None:
-    metadata = intent.get("metadata") or {}
-    payment = funding.find_payment(runtime, payment_id=metadata.get("lava_payment_id"))
+    metadata = intent.get("metadata")
+    named = metadata.get("lava_payment_id") if isinstance(metadata, dict) else None
+    payment = funding.find_payment(runtime, payment_id=named if isinstance(named, str) else None)
     if payment is None and intent.get("id"):
         payment = funding.find_payment_by_intent(runtime, str(intent.get("id")))
     if payment is None or payment.mode != runtime.payments.mode:

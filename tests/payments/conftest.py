@@ -11,7 +11,8 @@ PaymentIntents by `customer` and `created[gte]` as Stripe does (localstripe list
 Faults, for lost answers and a slow processor (`front.inject(...)`): `drop` forwards the
 request (the processor acts) and then drops the connection mid-answer; `error` forwards it
 and answers 500; `unsent` drops the connection without forwarding (the processor never saw
-it); `processing` forwards it and rewrites the answer's status to `processing`; `hang`
+it); `processing` forwards it and rewrites the answer's status to `processing`; `underpaid`
+forwards it and rewrites the answer's `amount_received` to a dollar less; `hang`
 waits, having noted that the request arrived, until the test releases it; `stale` (listing
 PaymentIntents only) reads the processor's answer at once, notes the arrival, and delivers
 that answer only when the test releases it (an answer that was true when it was given).
@@ -100,7 +101,7 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-FaultMode = Literal["drop", "error", "unsent", "processing", "hang", "stale"]
+FaultMode = Literal["drop", "error", "unsent", "processing", "underpaid", "hang", "stale"]
 
 
 @dataclass
@@ -248,6 +249,12 @@ class StripeFront:
             if fault is not None and fault.mode == "processing":
                 return JSONResponse(
                     upstream.json() | {"status": "processing"}, status_code=upstream.status_code
+                )
+            if fault is not None and fault.mode == "underpaid":
+                answer = upstream.json()
+                return JSONResponse(
+                    answer | {"amount_received": int(answer["amount"]) - 100},
+                    status_code=upstream.status_code,
                 )
             return Response(upstream.content, status_code=upstream.status_code, media_type="application/json")
 
