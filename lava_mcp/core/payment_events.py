@@ -5,6 +5,8 @@
     payment_intent.succeeded                                 → credit the payment (once)
     payment_intent.payment_failed                            → record the reason on the payment
     charge.refunded                                          → a `refund` entry per refund id
+    charge.refund.updated / refund.updated / refund.failed   → a failed or canceled refund's money
+                                                               given back (`refund_reversal`, once)
     charge.dispute.created / .funds_withdrawn                → one `dispute` entry per dispute id
     charge.dispute.funds_reinstated                          → one `dispute_reversal` per dispute id
 
@@ -14,6 +16,9 @@ order of any number of deliveries credits exactly once. Refunds are idempotent o
 refund id and never exceed the charge's `amount_refunded` (when an event carries no
 `refunds` list, the rest up to `amount_refunded` is one entry named after that total);
 disputes on the dispute id, and a reinstatement arriving first applies its dispute first.
+A refund that took money while `pending` and then failed or was canceled gives it back
+once (idempotent on the refund id). A refund or dispute of a payment that was never
+credited takes nothing: it is logged and answered "ignored".
 A refund or dispute never takes the wallet below zero (`ledger.reverse`: the rest becomes
 the wallet's shortfall). An event whose `livemode` is not this server's mode (a test-mode
 event at a live server, or the reverse) is ignored and logged. An event id is remembered
@@ -48,6 +53,9 @@ CHECKOUT_PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_pa
 DISPUTE_DEBIT_EVENTS = ("charge.dispute.created", "charge.dispute.funds_withdrawn")
 # Refunds in these states took (or are taking) the money back from the card holder's side.
 REFUND_MOVED = ("succeeded", "pending", "requires_action")
+# Refunds in these states gave nothing back to the card holder: what they took is returned.
+REFUND_UNDONE = ("failed", "canceled")
+REFUND_UPDATED_EVENTS = ("charge.refund.updated", "refund.updated", "refund.failed")
 
 
 def receive(runtime: Runtime, payload: bytes, signature: str | None) -> dict[str, Any]:
@@ -104,6 +112,8 @@ def apply(runtime: Runtime, event: Event) -> str:
         return _intent_failed(runtime, event.object)
     if event.type == "charge.refunded":
         return _charge_refunded(runtime, event.object)
+    if event.type in REFUND_UPDATED_EVENTS:
+        return _refund_updated(runtime, event.object)
     if event.type in DISPUTE_DEBIT_EVENTS:
         return _dispute_withdrawn(runtime, event.object)
     if event.type == "charge.dispute.funds_reinstated":
@@ -167,7 +177,14 @@ def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
     with runtime.db.write() as session:
         # Locked before reading what was taken: two deliveries at once never both take the rest.
         ledger.lock_wallet(session, payment.wallet_id)
-        taken = _reversed_micros(session, payment, "refund")
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its refund takes nothing", charge, payment
+            )
+        for refund in refunds if isinstance(refunds, list) else []:
+            if isinstance(refund, dict) and refund.get("status") in REFUND_UNDONE and refund.get("id"):
+                _give_back(session, payment, str(refund.get("id")))
+        taken = _reversed_micros(session, payment)
         for refund in refunds if isinstance(refunds, list) else []:
             if not isinstance(refund, dict) or refund.get("status", "succeeded") not in REFUND_MOVED:
                 continue
@@ -207,6 +224,74 @@ def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
     return "refunded"
 
 
+def _refund_updated(runtime: Runtime, refund: dict[str, Any]) -> str:
+    """One refund changed: failed or canceled → what it took is given back (once); moving →
+    taken, if it was not yet (within what the payment paid)."""
+    payment = _payment_of_dispute(runtime, refund)  # a refund names its charge and intent alike
+    if payment is None:
+        return "ignored: not a lava-mcp payment"
+    refund_id, status = refund.get("id"), refund.get("status")
+    if not isinstance(refund_id, str) or not refund_id:
+        return _refused("refund without an id", refund, payment)
+    if str(refund.get("currency") or "usd").lower() != "usd":
+        return _refused(f"refund in {refund.get('currency')!r}, not usd", refund, payment)
+    with runtime.db.write() as session:
+        ledger.lock_wallet(session, payment.wallet_id)
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its refund takes nothing", refund, payment
+            )
+        if status in REFUND_UNDONE:
+            return (
+                "refund given back"
+                if _give_back(session, payment, refund_id)
+                else "ignored: nothing was taken"
+            )
+        if status not in REFUND_MOVED:
+            return f"ignored: refund {status}"
+        if ledger.find(session, wallet_id=payment.wallet_id, kind="refund", reference=refund_id) is not None:
+            return "refunded"
+        amount_micros = min(
+            _micros(refund.get("amount")), payment.amount_micros - _reversed_micros(session, payment)
+        )
+        if amount_micros <= 0:
+            return _refused(f"refund amount {refund.get('amount')!r} leaves nothing to take", refund, payment)
+        ledger.reverse(
+            session,
+            wallet_id=payment.wallet_id,
+            kind="refund",
+            amount_micros=amount_micros,
+            reference=refund_id,
+            payment_id=payment.id,
+            memo=f"refund {refund_id} of top-up {payment.id}",
+        )
+    return "refunded"
+
+
+def _give_back(session: Session, payment: Payment, refund_id: str) -> bool:
+    """A refund that failed or was canceled: return what its entry took (once). Returns
+    whether anything was (or had been) given back."""
+    entry = ledger.find(session, wallet_id=payment.wallet_id, kind="refund", reference=refund_id)
+    taken_micros = 0 if entry is None else entry.shortfall_micros - entry.amount_micros
+    if taken_micros <= 0:
+        return False
+    ledger.reinstate(
+        session,
+        wallet_id=payment.wallet_id,
+        kind="refund_reversal",
+        amount_micros=taken_micros,
+        reference=refund_id,
+        payment_id=payment.id,
+        memo=f"refund {refund_id} of top-up {payment.id} failed: its money given back",
+    )
+    return True
+
+
+def _credited(session: Session, payment: Payment) -> bool:
+    """Whether the payment's deposit is in the ledger (only then can anything be taken back)."""
+    return ledger.find(session, wallet_id=payment.wallet_id, kind="deposit", reference=payment.id) is not None
+
+
 def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
     payment = _payment_of_dispute(runtime, dispute)
     if payment is None:
@@ -218,6 +303,10 @@ def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
         return _refused(refused, dispute, payment)
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its dispute takes nothing", dispute, payment
+            )
         _debit_dispute(session, payment, dispute)
     return "disputed"
 
@@ -232,6 +321,10 @@ def _dispute_reinstated(runtime: Runtime, dispute: dict[str, Any]) -> str:
     dispute_id = str(dispute.get("id"))
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its dispute takes nothing", dispute, payment
+            )
         # Out of order: the reinstatement came first, so the withdrawal it reverses is applied first.
         entry = _debit_dispute(session, payment, dispute)
         amount_micros = entry.shortfall_micros - entry.amount_micros  # what the dispute took, owed or debited
@@ -287,12 +380,13 @@ def _refused(reason: str, data_object: dict[str, Any], payment: Payment) -> str:
     return f"ignored: {reason}"
 
 
-def _reversed_micros(session: Session, payment: Payment, kind: str) -> int:
-    """What `kind` entries have taken back for the payment so far (debited or owed)."""
+def _reversed_micros(session: Session, payment: Payment) -> int:
+    """What refunds have taken back for the payment so far (debited or owed), less what
+    failed refunds gave back."""
     entries = session.exec(
         select(LedgerEntry).where(
             LedgerEntry.wallet_id == payment.wallet_id,
-            LedgerEntry.kind == kind,
+            col(LedgerEntry.kind).in_(("refund", "refund_reversal")),
             col(LedgerEntry.payment_id) == payment.id,
         )
     ).all()
