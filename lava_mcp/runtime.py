@@ -91,6 +91,7 @@ async def running(runtime: Runtime, *, migrate: bool = True) -> AsyncIterator[Ru
     Closes the runtime on exit."""
     if migrate:
         await anyio.to_thread.run_sync(runtime.db.upgrade)
+    await anyio.to_thread.run_sync(_warn_of_other_mode, runtime)
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_sweep_expired_holds, runtime)
@@ -110,6 +111,15 @@ async def _sweep_expired_holds(runtime: Runtime) -> None:
         except Exception:  # keep sweeping; the next pass retries
             logger.exception("expired-hold sweep failed")
         await anyio.sleep(HOLD_SWEEP_INTERVAL_S)
+
+
+def _warn_of_other_mode(runtime: Runtime) -> None:
+    """Wallets of the other Stripe mode are never reconciled here: say so, and how to fix it."""
+    from lava_mcp.core import funding
+
+    warning = funding.other_mode_warning(runtime.db, runtime.settings.money_mode)
+    if warning:
+        logger.warning(warning)
 
 
 async def _reconcile_payments(runtime: Runtime) -> None:

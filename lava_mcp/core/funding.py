@@ -70,6 +70,7 @@ from lava_mcp.payments.base import (
 )
 from lava_mcp.payments.sandbox import SandboxPayments
 from lava_mcp.runtime import Runtime
+from lava_mcp.store.db import Database
 from lava_mcp.store.models import Payment, PaymentMethod, Wallet, utc_now
 
 logger = logging.getLogger("lava_mcp.funding")
@@ -900,6 +901,71 @@ def find_payment_by_intent(runtime: Runtime, payment_intent_id: str) -> Payment 
 def update_payment(runtime: Runtime, payment_id: str, **changes: Any) -> None:
     """Record what became of a payment attempt (status, failure reason, processor ids)."""
     _update(runtime, payment_id, **changes)
+
+
+# --- relabelling Stripe test and live money (upgrading from before modes came from the key) ---
+#
+# Before the payments mode came from the key, every Stripe wallet and payment was labelled
+# `live`, even on an `sk_test_` key. After the upgrade such a server is in `test` mode and
+# those wallets can neither spend, be funded nor be reconciled. Only the operator knows
+# which key made them, so the server warns at startup and `lava-mcp db relabel-mode` moves
+# them, wallets and payments together. Sandbox money is never relabelled as Stripe money,
+# nor the reverse: it was never paid for, or was paid for real.
+
+STRIPE_MODES = ("test", "live")
+
+
+def other_stripe_mode(database: Database, money_mode: str) -> tuple[str, int, int] | None:
+    """For a Stripe server: the other Stripe mode and how many wallets and payments carry
+    it (money this server can't use), or None when there are none (or in sandbox mode)."""
+    if money_mode not in STRIPE_MODES:
+        return None
+    other = "live" if money_mode == "test" else "test"
+    with database.read() as session:
+        wallets = len(session.exec(select(Wallet.id).where(Wallet.mode == other)).all())
+        payments = len(session.exec(select(Payment.id).where(Payment.mode == other)).all())
+    return (other, wallets, payments) if wallets or payments else None
+
+
+def other_mode_warning(database: Database, money_mode: str) -> str | None:
+    """The startup warning for wallets of the other Stripe mode (see above), or None."""
+    found = other_stripe_mode(database, money_mode)
+    if found is None:
+        return None
+    other, wallets, payments = found
+    return (
+        f"{wallets} wallet(s) and {payments} payment(s) are labelled Stripe {other} mode, but this server's"
+        f" payments are Stripe {money_mode} mode (from the key): they can't spend, be funded or be reconciled here."
+        f" If they were made with this server's {money_mode}-mode key (before the mode came from the key),"
+        f" relabel them: lava-mcp db relabel-mode --from {other} --to {money_mode}"
+    )
+
+
+def relabel_mode(database: Database, *, from_mode: str, to_mode: str) -> tuple[int, int]:
+    """Relabel every wallet and payment of Stripe mode `from_mode` as `to_mode`, in one
+    transaction. Returns how many wallets and payments were relabelled.
+
+    Raises: BadRequest unless it is test → live or live → test.
+    """
+    check_relabel(from_mode, to_mode)
+    with database.write() as session:
+        wallets = session.execute(
+            update(Wallet).where(col(Wallet.mode) == from_mode).values(mode=to_mode)
+        ).rowcount  # type: ignore[attr-defined]
+        payments = session.execute(
+            update(Payment).where(col(Payment.mode) == from_mode).values(mode=to_mode)
+        ).rowcount  # type: ignore[attr-defined]
+    return int(wallets), int(payments)
+
+
+def check_relabel(from_mode: str, to_mode: str) -> None:
+    """Raises: BadRequest unless (from_mode, to_mode) is (test, live) or (live, test)."""
+    if {from_mode, to_mode} != set(STRIPE_MODES):
+        raise BadRequest(
+            f"can't relabel {from_mode!r} money as {to_mode!r}: only Stripe test and live are relabelled,"
+            " into each other (sandbox money was never paid for; Stripe money was)",
+            next_step="use --from live --to test, or --from test --to live",
+        )
 
 
 # --- the sandbox's own Checkout page ------------------------------------------------------
