@@ -21,14 +21,18 @@ again by its PaymentIntent (by id, or by metadata `lava_payment_id` when the id 
 back) on a retry of the same attempt, on balance reads (bounded: `ProcessorLane.read_wait_s`)
 and by the runtime's sweep every `reconcile_interval_s` (`payment.reconciled_at`): paid →
 credited once; failed at the processor → failed; unknown to the processor once the
-request can no longer be in flight → failed (nothing was charged).
+request can no longer be in flight, and unchanged while the processor was asked → failed
+(nothing was charged). The sweep also settles pending Checkouts and 3-D Secure pages from
+their session, so a paid page is credited with no webhook and no success-page visit.
 
 Retries. Without an `idempotency_key`, the server chooses one for `fund_retry_window_s`:
 the fingerprint of (wallet, amount, card named, use_checkout). An identical request within
 the window replays the first outcome, marked `"replayed": true` with a next_step saying how
 to make a second top-up on purpose; a decline is not replayed (nothing moved). The
 processor-side idempotency key is per payment id, and a retry of an attempt reuses its
-payment id, so the processor charges at most once per attempt.
+payment id (even after the window, when the first try ended without an answer), so the
+processor charges at most once per attempt. A retry of an attempt credited meanwhile
+answers `completed` and leaves it credited.
 
 Processor calls run in the runtime's processor lane (`payments.ProcessorLane`), apart from
 the worker threads database work uses: a slow or hanging processor stalls nothing else.
