@@ -86,11 +86,12 @@ def catalog_environment(settings: Settings) -> dict[str, str | None]:
 @asynccontextmanager
 async def running(runtime: Runtime, *, migrate: bool = True) -> AsyncIterator[Runtime]:
     """A started runtime: migrated database, a background sweep of expired holds, and one
-    of card payments whose answer was lost.
+    of payments still pending (lost card answers, unreported Checkouts).
 
     Closes the runtime on exit."""
     if migrate:
         await anyio.to_thread.run_sync(runtime.db.upgrade)
+    await anyio.to_thread.run_sync(_warn_of_other_mode, runtime)
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_sweep_expired_holds, runtime)
@@ -112,16 +113,26 @@ async def _sweep_expired_holds(runtime: Runtime) -> None:
         await anyio.sleep(HOLD_SWEEP_INTERVAL_S)
 
 
+def _warn_of_other_mode(runtime: Runtime) -> None:
+    """Wallets of the other Stripe mode are never reconciled here: say so, and how to fix it."""
+    from lava_mcp.core import funding
+
+    warning = funding.other_mode_warning(runtime.db, runtime.settings.money_mode)
+    if warning:
+        logger.warning(warning)
+
+
 async def _reconcile_payments(runtime: Runtime) -> None:
     """Every `reconcile_interval_s`, ask the processor about pending card payments (lost
-    answers, `processing`), in the processor's lane: a hanging processor stalls only this."""
+    answers, `processing`), Checkouts and 3-D Secure pages (paid with no webhook and no
+    success-page visit), in the processor's lane: a hanging processor stalls only this."""
     from lava_mcp.core import funding  # funding builds on Runtime: imported when running
 
     while True:
         try:
             settled = await funding.reconcile_payments(runtime)
             if settled:
-                logger.info("reconciled %d card payments with the processor", settled)
+                logger.info("credited %d payments reconciled with the processor", settled)
         except Exception:  # keep sweeping; the next pass retries
             logger.exception("payment reconciliation failed")
         await anyio.sleep(runtime.settings.reconcile_interval_s)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from lava_mcp.cli import JsonFlag, app, emit, fail, settings, stderr, stdout
 from lava_mcp.cli import database as _database
-from lava_mcp.core import orgs, usage, verify, wallet
+from lava_mcp.core import funding, orgs, usage, verify, wallet
 from lava_mcp.errors import LavaError
 from lava_mcp.money import format_dollars
 from lava_mcp.runtime import Runtime
@@ -255,6 +255,38 @@ def db_upgrade(as_json: JsonFlag = False) -> None:
         as_json,
         {"status": "ok", "database_url": _redacted(config.database_url)},
         lambda: stdout.print(f"database is up to date: {_redacted(config.database_url)}"),
+    )
+
+
+@db_app.command("relabel-mode")
+def db_relabel_mode(
+    from_mode: Annotated[str, typer.Option("--from", help="The Stripe mode wallets are labelled now.")],
+    to_mode: Annotated[str, typer.Option("--to", help="The Stripe mode of the key that made them.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Relabel without asking.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Relabel wallets and payments of one Stripe mode as the other (test <-> live), in one
+    transaction: for wallets made before the payments mode came from the key, which were
+    all labelled live. Only the operator knows which key made them; asks first."""
+    try:
+        funding.check_relabel(from_mode, to_mode)
+    except LavaError as error:
+        raise fail(error, as_json) from error
+    database = _database()
+    found = funding.other_stripe_mode(database, to_mode)
+    wallets, payments = (found[1], found[2]) if found is not None else (0, 0)
+    if not yes and not typer.confirm(
+        f"Relabel {wallets} wallet(s) and {payments} payment(s) from Stripe {from_mode} to {to_mode}?"
+        f" Do it only if they were made with a {to_mode}-mode key."
+    ):
+        raise fail("nothing relabelled", as_json)
+    wallets, payments = funding.relabel_mode(database, from_mode=from_mode, to_mode=to_mode)
+    emit(
+        as_json,
+        {"status": "ok", "from": from_mode, "to": to_mode, "wallets": wallets, "payments": payments},
+        lambda: stdout.print(
+            f"relabelled {wallets} wallet(s) and {payments} payment(s) from {from_mode} to {to_mode}"
+        ),
     )
 
 

@@ -21,14 +21,18 @@ again by its PaymentIntent (by id, or by metadata `lava_payment_id` when the id 
 back) on a retry of the same attempt, on balance reads (bounded: `ProcessorLane.read_wait_s`)
 and by the runtime's sweep every `reconcile_interval_s` (`payment.reconciled_at`): paid →
 credited once; failed at the processor → failed; unknown to the processor once the
-request can no longer be in flight → failed (nothing was charged).
+request can no longer be in flight, and unchanged while the processor was asked → failed
+(nothing was charged). The sweep also settles pending Checkouts and 3-D Secure pages from
+their session, so a paid page is credited with no webhook and no success-page visit.
 
 Retries. Without an `idempotency_key`, the server chooses one for `fund_retry_window_s`:
 the fingerprint of (wallet, amount, card named, use_checkout). An identical request within
 the window replays the first outcome, marked `"replayed": true` with a next_step saying how
 to make a second top-up on purpose; a decline is not replayed (nothing moved). The
 processor-side idempotency key is per payment id, and a retry of an attempt reuses its
-payment id, so the processor charges at most once per attempt.
+payment id (even after the window, when the first try ended without an answer), so the
+processor charges at most once per attempt. A retry of an attempt credited meanwhile
+answers `completed` and leaves it credited.
 
 Processor calls run in the runtime's processor lane (`payments.ProcessorLane`), apart from
 the worker threads database work uses: a slow or hanging processor stalls nothing else.
@@ -70,6 +74,7 @@ from lava_mcp.payments.base import (
 )
 from lava_mcp.payments.sandbox import SandboxPayments
 from lava_mcp.runtime import Runtime
+from lava_mcp.store.db import Database
 from lava_mcp.store.models import Payment, PaymentMethod, Wallet, utc_now
 
 logger = logging.getLogger("lava_mcp.funding")
@@ -102,16 +107,8 @@ async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
     """
     lane = runtime.processor_lane
     job = f"reconcile:{wallet_id}"
-    if runtime.payments.mode != "sandbox" and lane.claim(job):
-
-        def reconcile() -> int:
-            try:
-                return reconcile_pending(runtime, wallet_id)
-            finally:
-                lane.done(job)
-
-        with anyio.move_on_after(lane.read_wait_s):
-            await anyio.to_thread.run_sync(reconcile, abandon_on_cancel=True, limiter=lane.limiter)
+    if runtime.payments.mode != "sandbox":
+        await lane.run_once(job, lambda: reconcile_pending(runtime, wallet_id), wait_s=lane.read_wait_s)
     return await anyio.to_thread.run_sync(wallet.get_balance, runtime.db, wallet_id)
 
 
@@ -259,6 +256,10 @@ def _fund(
         # (the default card may have changed since): the processor then sees the same
         # request under the same key, and charges at most once.
         earlier = session.get(Payment, payment_id)
+        if earlier is not None and earlier.status == "succeeded":
+            # A retry of an attempt credited meanwhile (webhook, sweep, balance read): its
+            # outcome, with nothing asked of the processor and the payment left as it is.
+            return _completed(runtime, owner, earlier)
         if earlier is not None and earlier.method == "card" and earlier.payment_method_id:
             pinned = session.get(PaymentMethod, earlier.payment_method_id)
             if pinned is not None and pinned.wallet_id == owner.id:
@@ -357,7 +358,29 @@ def _charge_outcome(
 ) -> dict[str, Any]:
     """The answer to a card charge, from what the processor says about its PaymentIntent."""
     if intent.status == "succeeded":
-        assert intent.amount_received_cents == _cents(amount_micros), (intent, amount_micros)
+        if intent.amount_received_cents != _cents(amount_micros) or intent.currency.lower() != "usd":
+            # Impossible processor data is a recorded refusal, never a crash nor a guess:
+            # nothing is credited; the payment stays pending for the sweep to read again.
+            logger.error(
+                "payment intent %s received %s %s for %s of %s cents",
+                intent.id,
+                intent.amount_received_cents,
+                intent.currency,
+                payment_id,
+                _cents(amount_micros),
+            )
+            _update(
+                runtime,
+                payment_id,
+                stripe_payment_intent_id=intent.id,
+                failure_code="amount_mismatch",
+                failure_message="the processor reported a different amount paid",
+            )
+            raise UpstreamError(
+                f"the payment processor reported a charge of {intent.amount_received_cents} cents for a top-up"
+                f" of {_cents(amount_micros)} cents; nothing was credited",
+                next_step="call get_balance later (the charge is checked again with the processor), or contact the operator",
+            )
         _update(runtime, payment_id, stripe_payment_intent_id=intent.id)
         current = credit_payment(runtime, payment_id)
         return _labelled(
@@ -416,6 +439,20 @@ def _charge_outcome(
             "payment_id": payment_id,
             "amount": format_dollars(amount_micros),
             "next_step": "open redirect_url to confirm the payment with your bank; the wallet is credited once it is paid",
+        },
+    )
+
+
+def _completed(runtime: Runtime, owner: Wallet, payment: Payment) -> dict[str, Any]:
+    """The answer to an attempt that is credited."""
+    current = wallet.get_balance(runtime.db, owner.id)
+    return _labelled(
+        owner,
+        {
+            "status": "completed",
+            "amount": format_dollars(payment.amount_micros),
+            "balance": format_dollars(current.available_micros),
+            "payment_id": payment.id,
         },
     )
 
@@ -633,17 +670,54 @@ def reconcile_pending(runtime: Runtime, wallet_id: str, *, now: datetime | None 
 
 
 async def reconcile_payments(runtime: Runtime, *, now: datetime | None = None) -> int:
-    """The sweep: reconcile pending card payments of every wallet, least recently asked
-    first, in the processor lane. Returns how many were credited."""
-    if not isinstance(runtime.payments, IntentLookup):
-        return 0
+    """The sweep: reconcile pending card payments, Checkouts and 3-D Secure pages of every
+    wallet, least recently asked first, in the processor lane. Returns how many were credited."""
+    if runtime.payments.mode == "sandbox":
+        return 0  # sandbox payments are decided on our own pages, in our own ledger
     return await anyio.to_thread.run_sync(
-        lambda: reconcile_cards(runtime, now=now), limiter=runtime.processor_lane.limiter
+        lambda: reconcile_checkouts(runtime, now=now) + reconcile_cards(runtime, now=now),
+        limiter=runtime.processor_lane.limiter,
     )
 
 
+def reconcile_checkouts(runtime: Runtime, *, now: datetime | None = None) -> int:
+    """Settle pending Checkouts and 3-D Secure pages (every wallet) with their session at
+    the processor, so that a paid page is credited with no webhook and no success-page
+    visit. Returns how many were credited; errors reaching the processor are logged."""
+    moment = now or utc_now()
+    with runtime.db.read() as session:
+        pending = session.exec(
+            select(Payment.id, Payment.stripe_checkout_session_id)
+            .where(
+                col(Payment.status).in_(PENDING_STATUSES),
+                col(Payment.stripe_checkout_session_id).is_not(None),
+                Payment.mode == runtime.payments.mode,
+                col(Payment.created_at) >= moment - RECONCILE_WINDOW,
+            )
+            .order_by(
+                col(Payment.reconciled_at).is_not(None), col(Payment.reconciled_at), col(Payment.created_at)
+            )
+            .limit(RECONCILE_BATCH)
+        ).all()
+    credited = 0
+    for payment_id, session_id in pending:
+        assert session_id is not None
+        try:
+            state = runtime.payments.retrieve_checkout(session_id)
+        except PaymentsError as error:
+            logger.warning("could not reconcile %s: %s", payment_id, error.message)
+            continue
+        _mark_reconciled(runtime, payment_id, moment)
+        settled = settle_checkout(runtime, state)
+        credited += settled is not None and settled.status == "succeeded"
+    return credited
+
+
 def reconcile_cards(runtime: Runtime, *, now: datetime | None = None) -> int:
-    """`reconcile_payments`, synchronous. Returns how many were credited."""
+    """Settle pending card charges (every wallet) with their PaymentIntent. Returns how many
+    were credited."""
+    if not isinstance(runtime.payments, IntentLookup):
+        return 0
     moment = now or utc_now()
     with runtime.db.read() as session:
         pending = session.exec(
@@ -687,14 +761,7 @@ def reconcile_card_payment(runtime: Runtime, payment_id: str, *, now: datetime |
         return payment.status
     if intent is None:
         if _aware(payment.updated_at) + _in_flight_bound(runtime) < moment:
-            _update(
-                runtime,
-                payment.id,
-                status="failed",
-                failure_code="not_charged",
-                failure_message="the processor has no record of this charge: nothing was charged",
-                reconciled_at=moment,
-            )
+            _fail_not_charged(runtime, payment, moment)
         else:
             _mark_reconciled(runtime, payment.id, moment)
     else:
@@ -761,6 +828,23 @@ def _apply_intent(runtime: Runtime, payment: Payment, intent: IntentState, momen
     )
 
 
+def _fail_not_charged(runtime: Runtime, seen: Payment, moment: datetime) -> None:
+    """Fail a card payment the processor has no record of, unless it changed since it was
+    read before asking (a retry of the attempt sent a new charge request meanwhile, or
+    another path settled it): then the answer is stale, and the next pass asks again."""
+    with runtime.db.write() as session:
+        payment = _locked(session, seen.id)
+        if payment.status != "pending" or _aware(payment.updated_at) != _aware(seen.updated_at):
+            session.execute(update(Payment).where(col(Payment.id) == seen.id).values(reconciled_at=moment))
+            return
+        payment.status = "failed"
+        payment.failure_code = "not_charged"
+        payment.failure_message = "the processor has no record of this charge: nothing was charged"
+        payment.reconciled_at = moment
+        payment.updated_at = utc_now()
+        session.add(payment)
+
+
 def _mark_reconciled(runtime: Runtime, payment_id: str, moment: datetime) -> None:
     """Note that the processor was asked, leaving `updated_at` (the last attempt or change,
     which bounds how long a request may be in flight, and which `ledger verify` ages) alone."""
@@ -821,6 +905,71 @@ def find_payment_by_intent(runtime: Runtime, payment_intent_id: str) -> Payment 
 def update_payment(runtime: Runtime, payment_id: str, **changes: Any) -> None:
     """Record what became of a payment attempt (status, failure reason, processor ids)."""
     _update(runtime, payment_id, **changes)
+
+
+# --- relabelling Stripe test and live money (upgrading from before modes came from the key) ---
+#
+# Before the payments mode came from the key, every Stripe wallet and payment was labelled
+# `live`, even on an `sk_test_` key. After the upgrade such a server is in `test` mode and
+# those wallets can neither spend, be funded nor be reconciled. Only the operator knows
+# which key made them, so the server warns at startup and `lava-mcp db relabel-mode` moves
+# them, wallets and payments together. Sandbox money is never relabelled as Stripe money,
+# nor the reverse: it was never paid for, or was paid for real.
+
+STRIPE_MODES = ("test", "live")
+
+
+def other_stripe_mode(database: Database, money_mode: str) -> tuple[str, int, int] | None:
+    """For a Stripe server: the other Stripe mode and how many wallets and payments carry
+    it (money this server can't use), or None when there are none (or in sandbox mode)."""
+    if money_mode not in STRIPE_MODES:
+        return None
+    other = "live" if money_mode == "test" else "test"
+    with database.read() as session:
+        wallets = len(session.exec(select(Wallet.id).where(Wallet.mode == other)).all())
+        payments = len(session.exec(select(Payment.id).where(Payment.mode == other)).all())
+    return (other, wallets, payments) if wallets or payments else None
+
+
+def other_mode_warning(database: Database, money_mode: str) -> str | None:
+    """The startup warning for wallets of the other Stripe mode (see above), or None."""
+    found = other_stripe_mode(database, money_mode)
+    if found is None:
+        return None
+    other, wallets, payments = found
+    return (
+        f"{wallets} wallet(s) and {payments} payment(s) are labelled Stripe {other} mode, but this server's"
+        f" payments are Stripe {money_mode} mode (from the key): they can't spend, be funded or be reconciled here."
+        f" If they were made with this server's {money_mode}-mode key (before the mode came from the key),"
+        f" relabel them: lava-mcp db relabel-mode --from {other} --to {money_mode}"
+    )
+
+
+def relabel_mode(database: Database, *, from_mode: str, to_mode: str) -> tuple[int, int]:
+    """Relabel every wallet and payment of Stripe mode `from_mode` as `to_mode`, in one
+    transaction. Returns how many wallets and payments were relabelled.
+
+    Raises: BadRequest unless it is test → live or live → test.
+    """
+    check_relabel(from_mode, to_mode)
+    with database.write() as session:
+        wallets = session.execute(
+            update(Wallet).where(col(Wallet.mode) == from_mode).values(mode=to_mode)
+        ).rowcount  # type: ignore[attr-defined]
+        payments = session.execute(
+            update(Payment).where(col(Payment.mode) == from_mode).values(mode=to_mode)
+        ).rowcount  # type: ignore[attr-defined]
+    return int(wallets), int(payments)
+
+
+def check_relabel(from_mode: str, to_mode: str) -> None:
+    """Raises: BadRequest unless (from_mode, to_mode) is (test, live) or (live, test)."""
+    if {from_mode, to_mode} != set(STRIPE_MODES):
+        raise BadRequest(
+            f"can't relabel {from_mode!r} money as {to_mode!r}: only Stripe test and live are relabelled,"
+            " into each other (sandbox money was never paid for; Stripe money was)",
+            next_step="use --from live --to test, or --from test --to live",
+        )
 
 
 # --- the sandbox's own Checkout page ------------------------------------------------------
@@ -1040,11 +1189,14 @@ def _record(
     method: str,
     payment_method_id: str | None = None,
 ) -> None:
-    """The attempt's row (a retry under the same Idempotency-Key reuses it)."""
+    """The attempt's row (a retry under the same Idempotency-Key reuses it). A credited
+    payment is left as it is: its status never goes back from `succeeded`."""
     with runtime.db.write() as session:
-        payment = session.get(Payment, payment_id)
+        payment = session.get(Payment, payment_id, with_for_update=True)
         if payment is None:
             payment = Payment(id=payment_id, wallet_id=owner.id, mode=owner.mode)
+        elif payment.status == "succeeded":
+            return
         payment.amount_micros = amount_micros
         payment.method = method
         payment.payment_method_id = payment_method_id

@@ -12,7 +12,9 @@ A claim that is still in flight answers 409 until it finishes, or until it is ol
 
 A key the server chose itself (funding without an idempotency key: the key is the request's
 fingerprint) lives for a window only (`window_s`): within it an identical request replays
-the first outcome; after it, the same request is a new one with a new reference. `forget`
+the first outcome; after it, the same request is a new one with a new reference, unless the
+first ended without an outcome (released, or its process died): then it is still that
+attempt, with its reference, since its charge may have gone through. `forget`
 drops such a key when its outcome moved nothing and should not be replayed (a decline).
 """
 
@@ -106,7 +108,11 @@ def begin(
             fresh = utc_now() - created_at < timedelta(seconds=STALE_CLAIM_S)
             expired = window_s is not None and utc_now() - created_at >= timedelta(seconds=window_s)
             if expired and not (in_flight and fresh):
-                reference = new_reference()
+                # An attempt that ended without an outcome (released, or its process died)
+                # keeps its reference: its charge may have gone through, and may still be
+                # reconciled, so the retry must be that attempt, not a second charge.
+                unfinished = record.status_code is None and (record.response or {}).get("reference")
+                reference = str(unfinished) if unfinished else new_reference()
                 record.request_hash = fingerprint
                 record.status_code = None
                 record.response = _claim_state(reference, "in_flight")

@@ -10,6 +10,7 @@ checked by `ledger verify`):
   refund            ≤ 0   money the processor gave back to the card holder (a refund of a top-up)
   dispute           ≤ 0   money the processor withdrew for a dispute (chargeback)
   dispute_reversal  ≥ 0   a dispute's money reinstated
+  refund_reversal   ≥ 0   a refund that failed or was canceled: its money given back
   shortfall_cover   < 0   a later deposit paying what a refund or dispute could not take
   adjustment        ≠ 0   an operator's correction
 
@@ -32,7 +33,18 @@ from lava_mcp.errors import BadRequest, NotFound
 from lava_mcp.store import fast
 from lava_mcp.store.models import LedgerEntry, Wallet, utc_now
 
-ENTRY_KINDS = ("deposit", "charge", "refund", "dispute", "dispute_reversal", "shortfall_cover", "adjustment")
+ENTRY_KINDS = (
+    "deposit",
+    "charge",
+    "refund",
+    "dispute",
+    "dispute_reversal",
+    "refund_reversal",
+    "shortfall_cover",
+    "adjustment",
+)
+# Entries giving back what a reversal took (covering the shortfall first).
+REINSTATE_KINDS = ("dispute_reversal", "refund_reversal")
 REVERSAL_KINDS = ("refund", "dispute")
 
 # kind → (lowest, highest) sign of its amount: 1 positive, 0 zero, -1 negative.
@@ -42,6 +54,7 @@ SIGNS: dict[str, tuple[int, int]] = {
     "refund": (-1, 0),
     "dispute": (-1, 0),
     "dispute_reversal": (0, 1),
+    "refund_reversal": (0, 1),
     "shortfall_cover": (-1, -1),
     "adjustment": (-1, 1),
 }
@@ -205,16 +218,26 @@ def reverse(
 
 
 def reinstate(
-    session: Session, *, wallet_id: str, amount_micros: int, reference: str, payment_id: str, memo: str = ""
+    session: Session,
+    *,
+    wallet_id: str,
+    amount_micros: int,
+    reference: str,
+    payment_id: str,
+    memo: str = "",
+    kind: str = "dispute_reversal",
 ) -> tuple[LedgerEntry, bool]:
-    """Give back a dispute's money (`dispute_reversal`), covering the shortfall first.
+    """Give back a dispute's money (`dispute_reversal`) or a failed refund's
+    (`refund_reversal`), covering the shortfall first.
 
-    Idempotent on (wallet, reference): the dispute id. Returns the entry and whether it is new.
+    Idempotent on (wallet, kind, reference): the dispute or refund id. Returns the entry and
+    whether it is new.
     Raises: NotFound for an unknown wallet.
     """
+    assert kind in REINSTATE_KINDS, kind
     assert amount_micros > 0, amount_micros
     wallet = lock_wallet(session, wallet_id)
-    existing = find(session, wallet_id=wallet_id, kind="dispute_reversal", reference=reference)
+    existing = find(session, wallet_id=wallet_id, kind=kind, reference=reference)
     if existing is not None:
         return existing, False
     cover_micros = min(amount_micros, wallet.shortfall_micros)
@@ -223,7 +246,7 @@ def reinstate(
     return insert_entry(
         session,
         wallet_id=wallet_id,
-        kind="dispute_reversal",
+        kind=kind,
         amount_micros=credit_micros,
         balance_after_micros=balance_after,
         reference=reference,

@@ -5,6 +5,8 @@
     payment_intent.succeeded                                 → credit the payment (once)
     payment_intent.payment_failed                            → record the reason on the payment
     charge.refunded                                          → a `refund` entry per refund id
+    charge.refund.updated / refund.updated / refund.failed   → a failed or canceled refund's money
+                                                               given back (`refund_reversal`, once)
     charge.dispute.created / .funds_withdrawn                → one `dispute` entry per dispute id
     charge.dispute.funds_reinstated                          → one `dispute_reversal` per dispute id
 
@@ -14,6 +16,9 @@ order of any number of deliveries credits exactly once. Refunds are idempotent o
 refund id and never exceed the charge's `amount_refunded` (when an event carries no
 `refunds` list, the rest up to `amount_refunded` is one entry named after that total);
 disputes on the dispute id, and a reinstatement arriving first applies its dispute first.
+A refund that took money while `pending` and then failed or was canceled gives it back
+once (idempotent on the refund id). A refund or dispute of a payment that was never
+credited takes nothing: it is logged and answered "ignored".
 A refund or dispute never takes the wallet below zero (`ledger.reverse`: the rest becomes
 the wallet's shortfall). An event whose `livemode` is not this server's mode (a test-mode
 event at a live server, or the reverse) is ignored and logged. An event id is remembered
@@ -31,7 +36,14 @@ from sqlmodel import Session, col, select
 from lava_mcp.core import funding, ledger
 from lava_mcp.errors import BadRequest
 from lava_mcp.money import MICROS_PER_CENT
-from lava_mcp.payments.base import Event, IntentLookup, PaymentsError, checkout_state
+from lava_mcp.payments.base import (
+    Event,
+    IntentLookup,
+    InvalidRequest,
+    PaymentsError,
+    cents_of,
+    checkout_state,
+)
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import LedgerEntry, Payment, WebhookEvent
 
@@ -41,6 +53,9 @@ CHECKOUT_PAID_EVENTS = ("checkout.session.completed", "checkout.session.async_pa
 DISPUTE_DEBIT_EVENTS = ("charge.dispute.created", "charge.dispute.funds_withdrawn")
 # Refunds in these states took (or are taking) the money back from the card holder's side.
 REFUND_MOVED = ("succeeded", "pending", "requires_action")
+# Refunds in these states gave nothing back to the card holder: what they took is returned.
+REFUND_UNDONE = ("failed", "canceled")
+REFUND_UPDATED_EVENTS = ("charge.refund.updated", "refund.updated", "refund.failed")
 
 
 def receive(runtime: Runtime, payload: bytes, signature: str | None) -> dict[str, Any]:
@@ -67,7 +82,13 @@ def receive(runtime: Runtime, payload: bytes, signature: str | None) -> dict[str
             f"ignored: livemode {str(event.livemode).lower()} event at a {runtime.payments.mode}-mode server"
         )
     else:
-        outcome = apply(runtime, event)
+        try:
+            outcome = apply(runtime, event)
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            # Processor data of a shape nothing here expects: a logged, recorded refusal
+            # (a 5xx would have Stripe deliver it again for ever), never a crash.
+            logger.exception("ignored %s event %s: malformed %s", event.type, event.id, type(error).__name__)
+            outcome = f"ignored: malformed {event.type} object"
     try:
         with runtime.db.write() as session:
             if session.get(WebhookEvent, event.id) is None:
@@ -91,6 +112,8 @@ def apply(runtime: Runtime, event: Event) -> str:
         return _intent_failed(runtime, event.object)
     if event.type == "charge.refunded":
         return _charge_refunded(runtime, event.object)
+    if event.type in REFUND_UPDATED_EVENTS:
+        return _refund_updated(runtime, event.object)
     if event.type in DISPUTE_DEBIT_EVENTS:
         return _dispute_withdrawn(runtime, event.object)
     if event.type == "charge.dispute.funds_reinstated":
@@ -102,7 +125,8 @@ def _intent_succeeded(runtime: Runtime, intent: dict[str, Any]) -> str:
     payment = _payment_of_intent(runtime, intent)
     if payment is None:
         return "ignored: not a lava-mcp payment"
-    received_cents = int(intent.get("amount_received") or intent.get("amount") or 0)
+    received = intent.get("amount_received")
+    received_cents = cents_of(intent.get("amount") if received is None else received)
     currency = str(intent.get("currency") or "").lower()
     if received_cents * 10_000 != payment.amount_micros or currency != "usd":
         logger.error(
@@ -153,7 +177,14 @@ def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
     with runtime.db.write() as session:
         # Locked before reading what was taken: two deliveries at once never both take the rest.
         ledger.lock_wallet(session, payment.wallet_id)
-        taken = _reversed_micros(session, payment, "refund")
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its refund takes nothing", charge, payment
+            )
+        for refund in refunds if isinstance(refunds, list) else []:
+            if isinstance(refund, dict) and refund.get("status") in REFUND_UNDONE and refund.get("id"):
+                _give_back(session, payment, str(refund.get("id")))
+        taken = _reversed_micros(session, payment)
         for refund in refunds if isinstance(refunds, list) else []:
             if not isinstance(refund, dict) or refund.get("status", "succeeded") not in REFUND_MOVED:
                 continue
@@ -193,14 +224,89 @@ def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
     return "refunded"
 
 
+def _refund_updated(runtime: Runtime, refund: dict[str, Any]) -> str:
+    """One refund changed: failed or canceled → what it took is given back (once); moving →
+    taken, if it was not yet (within what the payment paid)."""
+    payment = _payment_of_dispute(runtime, refund)  # a refund names its charge and intent alike
+    if payment is None:
+        return "ignored: not a lava-mcp payment"
+    refund_id, status = refund.get("id"), refund.get("status")
+    if not isinstance(refund_id, str) or not refund_id:
+        return _refused("refund without an id", refund, payment)
+    if str(refund.get("currency") or "usd").lower() != "usd":
+        return _refused(f"refund in {refund.get('currency')!r}, not usd", refund, payment)
+    with runtime.db.write() as session:
+        ledger.lock_wallet(session, payment.wallet_id)
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its refund takes nothing", refund, payment
+            )
+        if status in REFUND_UNDONE:
+            return (
+                "refund given back"
+                if _give_back(session, payment, refund_id)
+                else "ignored: nothing was taken"
+            )
+        if status not in REFUND_MOVED:
+            return f"ignored: refund {status}"
+        if ledger.find(session, wallet_id=payment.wallet_id, kind="refund", reference=refund_id) is not None:
+            return "refunded"
+        amount_micros = min(
+            _micros(refund.get("amount")), payment.amount_micros - _reversed_micros(session, payment)
+        )
+        if amount_micros <= 0:
+            return _refused(f"refund amount {refund.get('amount')!r} leaves nothing to take", refund, payment)
+        ledger.reverse(
+            session,
+            wallet_id=payment.wallet_id,
+            kind="refund",
+            amount_micros=amount_micros,
+            reference=refund_id,
+            payment_id=payment.id,
+            memo=f"refund {refund_id} of top-up {payment.id}",
+        )
+    return "refunded"
+
+
+def _give_back(session: Session, payment: Payment, refund_id: str) -> bool:
+    """A refund that failed or was canceled: return what its entry took (once). Returns
+    whether anything was (or had been) given back."""
+    entry = ledger.find(session, wallet_id=payment.wallet_id, kind="refund", reference=refund_id)
+    taken_micros = 0 if entry is None else entry.shortfall_micros - entry.amount_micros
+    if taken_micros <= 0:
+        return False
+    ledger.reinstate(
+        session,
+        wallet_id=payment.wallet_id,
+        kind="refund_reversal",
+        amount_micros=taken_micros,
+        reference=refund_id,
+        payment_id=payment.id,
+        memo=f"refund {refund_id} of top-up {payment.id} failed: its money given back",
+    )
+    return True
+
+
+def _credited(session: Session, payment: Payment) -> bool:
+    """Whether the payment's deposit is in the ledger (only then can anything be taken back)."""
+    return ledger.find(session, wallet_id=payment.wallet_id, kind="deposit", reference=payment.id) is not None
+
+
 def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
     payment = _payment_of_dispute(runtime, dispute)
     if payment is None:
         return "ignored: not a lava-mcp payment"
     if str(dispute.get("status") or "").startswith("warning_"):
         return "ignored: an inquiry withdraws no funds"
+    refused = _malformed_dispute(dispute)
+    if refused:
+        return _refused(refused, dispute, payment)
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its dispute takes nothing", dispute, payment
+            )
         _debit_dispute(session, payment, dispute)
     return "disputed"
 
@@ -209,9 +315,16 @@ def _dispute_reinstated(runtime: Runtime, dispute: dict[str, Any]) -> str:
     payment = _payment_of_dispute(runtime, dispute)
     if payment is None:
         return "ignored: not a lava-mcp payment"
+    refused = _malformed_dispute(dispute)
+    if refused:
+        return _refused(refused, dispute, payment)
     dispute_id = str(dispute.get("id"))
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
+        if not _credited(session, payment):
+            return _refused(
+                f"payment {payment.id} was never credited: its dispute takes nothing", dispute, payment
+            )
         # Out of order: the reinstatement came first, so the withdrawal it reverses is applied first.
         entry = _debit_dispute(session, payment, dispute)
         amount_micros = entry.shortfall_micros - entry.amount_micros  # what the dispute took, owed or debited
@@ -233,7 +346,6 @@ def _debit_dispute(session: Session, payment: Payment, dispute: dict[str, Any]) 
     existing = ledger.find(session, wallet_id=payment.wallet_id, kind="dispute", reference=dispute_id)
     if existing is not None:
         return existing
-    assert amount_micros > 0, dispute
     entry, _ = ledger.reverse(
         session,
         wallet_id=payment.wallet_id,
@@ -246,12 +358,35 @@ def _debit_dispute(session: Session, payment: Payment, dispute: dict[str, Any]) 
     return entry
 
 
-def _reversed_micros(session: Session, payment: Payment, kind: str) -> int:
-    """What `kind` entries have taken back for the payment so far (debited or owed)."""
+def _malformed_dispute(dispute: dict[str, Any]) -> str:
+    """Why a dispute can't be applied (no id, no positive whole amount in cents), or ""."""
+    if not isinstance(dispute.get("id"), str) or not dispute.get("id"):
+        return "dispute without an id"
+    if _micros(dispute.get("amount")) <= 0:
+        return f"dispute amount {dispute.get('amount')!r} is not a positive whole number of cents"
+    return ""
+
+
+def _refused(reason: str, data_object: dict[str, Any], payment: Payment) -> str:
+    """A refusal of impossible processor data: logged, answered 200 (and the event recorded)
+    so that Stripe does not deliver it for ever; nothing is changed."""
+    logger.error(
+        "ignored %s %r of payment %s: %s",
+        data_object.get("object"),
+        data_object.get("id"),
+        payment.id,
+        reason,
+    )
+    return f"ignored: {reason}"
+
+
+def _reversed_micros(session: Session, payment: Payment) -> int:
+    """What refunds have taken back for the payment so far (debited or owed), less what
+    failed refunds gave back."""
     entries = session.exec(
         select(LedgerEntry).where(
             LedgerEntry.wallet_id == payment.wallet_id,
-            LedgerEntry.kind == kind,
+            col(LedgerEntry.kind).in_(("refund", "refund_reversal")),
             col(LedgerEntry.payment_id) == payment.id,
         )
     ).all()
@@ -270,7 +405,7 @@ def _payment_of_charge(runtime: Runtime, charge: dict[str, Any]) -> Payment | No
     if isinstance(intent, dict):
         intent = intent.get("id")
     return _payment_of_intent(
-        runtime, {"id": intent if isinstance(intent, str) else "", "metadata": charge.get("metadata") or {}}
+        runtime, {"id": intent if isinstance(intent, str) else "", "metadata": charge.get("metadata")}
     )
 
 
@@ -285,6 +420,8 @@ def _payment_of_dispute(runtime: Runtime, dispute: dict[str, Any]) -> Payment | 
     if not isinstance(intent, str) and isinstance(charge, str) and isinstance(lookup, IntentLookup):
         try:
             intent = lookup.payment_intent_of_charge(charge)
+        except InvalidRequest:
+            return None  # the processor knows no such charge: not one of ours
         except PaymentsError as error:
             # Raised, not ignored: the 5xx makes Stripe deliver the event again.
             raise RuntimeError(f"could not read charge {charge}: {error.message}") from error
@@ -292,8 +429,9 @@ def _payment_of_dispute(runtime: Runtime, dispute: dict[str, Any]) -> Payment | 
 
 
 def _payment_of_intent(runtime: Runtime, intent: dict[str, Any]) -> Payment | None:
-    metadata = intent.get("metadata") or {}
-    payment = funding.find_payment(runtime, payment_id=metadata.get("lava_payment_id"))
+    metadata = intent.get("metadata")
+    named = metadata.get("lava_payment_id") if isinstance(metadata, dict) else None
+    payment = funding.find_payment(runtime, payment_id=named if isinstance(named, str) else None)
     if payment is None and intent.get("id"):
         payment = funding.find_payment_by_intent(runtime, str(intent.get("id")))
     if payment is None or payment.mode != runtime.payments.mode:

@@ -12,7 +12,7 @@ from datetime import UTC, timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from lava_mcp.core.ledger import REVERSAL_KINDS, sign_allowed
+from lava_mcp.core.ledger import REINSTATE_KINDS, REVERSAL_KINDS, sign_allowed
 from lava_mcp.money import format_dollars
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import Hold, LedgerEntry, Payment, SpendKey, Wallet, utc_now
@@ -148,12 +148,12 @@ def _entry_problems(session: Session) -> list[str]:
         if not sign_allowed(entry.kind, entry.amount_micros):
             problems.append(f"entry {entry.id}: {entry.kind} of {entry.amount_micros} has the wrong sign")
         owes = entry.kind in REVERSAL_KINDS
-        covers = entry.kind in ("dispute_reversal", "shortfall_cover")
+        covers = entry.kind in (*REINSTATE_KINDS, "shortfall_cover")
         if (owes and entry.shortfall_micros < 0) or (covers and entry.shortfall_micros > 0):
             problems.append(f"entry {entry.id}: {entry.kind} moves the shortfall by {entry.shortfall_micros}")
         if not (owes or covers) and entry.shortfall_micros != 0:
             problems.append(f"entry {entry.id}: {entry.kind} moves the shortfall by {entry.shortfall_micros}")
-        if entry.kind in (*REVERSAL_KINDS, "dispute_reversal", "shortfall_cover"):
+        if entry.kind in (*REVERSAL_KINDS, *REINSTATE_KINDS, "shortfall_cover"):
             payment = session.get(Payment, entry.payment_id) if entry.payment_id else None
             if payment is None or payment.wallet_id != entry.wallet_id:
                 problems.append(

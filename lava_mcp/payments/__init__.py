@@ -4,8 +4,10 @@ the lane their calls run in."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import anyio
+import anyio.to_thread
 
 from lava_mcp.config import Settings
 from lava_mcp.payments.base import Payments
@@ -41,6 +43,40 @@ class ProcessorLane:
     def done(self, name: str) -> None:
         with self._lock:
             self._running.discard(name)
+
+    async def run_once(self, name: str, work: Callable[[], object], *, wait_s: float) -> None:
+        """Run `work` in the lane as the job `name` unless it is already running, waiting
+        for it at most `wait_s` (it goes on in the lane after that).
+
+        The job is released exactly once: by the worker when `work` ran, or here when the
+        wait ended before a lane slot was free (`work` then never runs), so a read that gave
+        up on a full lane never leaves its job claimed for the life of the process.
+        """
+        if not self.claim(name):
+            return
+        guard = threading.Lock()
+        started = False
+        abandoned = False
+
+        def run() -> None:
+            nonlocal started
+            with guard:
+                if abandoned:
+                    return  # the caller gave up before a slot was free, and released the job
+                started = True
+            try:
+                work()
+            finally:
+                self.done(name)
+
+        try:
+            with anyio.move_on_after(wait_s):
+                await anyio.to_thread.run_sync(run, abandon_on_cancel=True, limiter=self.limiter)
+        finally:
+            with guard:
+                if not started:
+                    abandoned = True
+                    self.done(name)
 
 
 def build_payments(settings: Settings) -> Payments:

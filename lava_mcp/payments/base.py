@@ -149,7 +149,6 @@ class Event:
 def intent_state(intent: dict[str, Any]) -> IntentState:
     """A PaymentIntent in Stripe's JSON shape, reduced to what the core reads."""
     error = intent.get("last_payment_error") or {}
-    metadata = intent.get("metadata") or {}
     decline_code = error.get("decline_code") if isinstance(error, dict) else None
     status = str(intent.get("status") or "")
     received = intent.get("amount_received")
@@ -158,14 +157,28 @@ def intent_state(intent: dict[str, Any]) -> IntentState:
     return IntentState(
         id=str(intent.get("id")),
         status=status,
-        amount_cents=int(intent.get("amount") or 0),
-        amount_received_cents=int(received or 0),
+        amount_cents=cents_of(intent.get("amount")),
+        amount_received_cents=0 if received is None else cents_of(received),
         currency=str(intent.get("currency") or "usd"),
-        metadata={str(key): str(value) for key, value in metadata.items()},
+        metadata=_text_map(intent.get("metadata")),
         failure_code=str(error["code"]) if isinstance(error, dict) and error.get("code") else None,
         decline_code=str(decline_code) if decline_code else None,
         failure_message=str(error["message"]) if isinstance(error, dict) and error.get("message") else None,
     )
+
+
+def cents_of(value: object) -> int:
+    """A processor's amount in cents, read strictly: a non-negative integer (never a bool, a
+    float or a string), else -1, which matches no amount, so the core refuses it as a
+    mismatch instead of crediting a guess or crashing."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return -1
+    return value
+
+
+def _text_map(value: object) -> dict[str, str]:
+    """Processor metadata as strings; anything but an object is no metadata."""
+    return {str(key): str(item) for key, item in value.items()} if isinstance(value, dict) else {}
 
 
 def checkout_state(session: dict[str, Any]) -> CheckoutState:
@@ -177,16 +190,15 @@ def checkout_state(session: dict[str, Any]) -> CheckoutState:
     customer = session.get("customer")
     if isinstance(customer, dict):
         customer = customer.get("id")
-    metadata = session.get("metadata") or {}
     return CheckoutState(
         id=str(session.get("id")),
         status=str(session.get("status") or "open"),
         payment_status=str(session.get("payment_status") or "unpaid"),
-        amount_cents=int(session.get("amount_total") or 0),
+        amount_cents=cents_of(session.get("amount_total")),
         currency=str(session.get("currency") or "usd"),
         payment_intent_id=intent if isinstance(intent, str) else None,
         customer_id=customer if isinstance(customer, str) else None,
-        metadata={str(key): str(value) for key, value in metadata.items()},
+        metadata=_text_map(session.get("metadata")),
     )
 
 

@@ -33,6 +33,7 @@ from lava_mcp.payments.base import (
     PaymentsError,
     ProcessorUnavailable,
     WalletMode,
+    cents_of,
     checkout_state,
     intent_state,
 )
@@ -132,7 +133,10 @@ class StripePayments:
         details = intent.to_dict()
         status, intent_id = str(details.get("status")), str(details.get("id"))
         if status == "succeeded":
-            received = int(details.get("amount_received") or details.get("amount") or 0)
+            received = details.get("amount_received")
+            if received is None:
+                received = details.get("amount")  # look-alikes without `amount_received` (localstripe)
+            received = cents_of(received)
             return ChargeResult("succeeded", intent_id, received)
         if status in ("requires_action", "requires_confirmation"):
             return ChargeResult("requires_action", intent_id, amount_cents)

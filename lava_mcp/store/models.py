@@ -46,7 +46,7 @@ class LedgerEntry(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     wallet_id: str = Field(foreign_key="wallet.id", index=True)
-    kind: str  # deposit | charge | refund | dispute | dispute_reversal | shortfall_cover | adjustment
+    kind: str  # deposit | charge | refund | dispute | dispute_reversal | refund_reversal | shortfall_cover | adjustment
     amount_micros: int = _micros()  # signed: deposits > 0, charges < 0
     balance_after_micros: int = _micros()
     reference: str  # what caused it: payment id, request id, refund or dispute id, operator reason id

@@ -212,7 +212,9 @@ async def fund_success(request: Request) -> Response:
         elif sandbox:
             payment = await anyio.to_thread.run_sync(funding.sandbox_session, runtime, session_id)
         else:
-            payment = await anyio.to_thread.run_sync(funding.reconcile_checkout, runtime, session_id)
+            payment = await anyio.to_thread.run_sync(
+                funding.reconcile_checkout, runtime, session_id, limiter=runtime.processor_lane.limiter
+            )
     except LavaError as error:
         if error.code != 404:
             return page(

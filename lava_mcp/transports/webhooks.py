@@ -25,8 +25,15 @@ async def stripe_webhook(request: Request) -> Response:
         # Judged here so a deeply nested (signed) body is a 400, not a parser's crash; the
         # signature is then checked over the raw bytes, as Stripe signed them.
         parse_json(payload, exact_numbers=False)
+        runtime = runtime_of(request)
+        # In the processor lane: applying an event may ask the processor (a dispute's
+        # charge, a Checkout's card), which must never hold the database's worker threads.
         outcome = await anyio.to_thread.run_sync(
-            payment_events.receive, runtime_of(request), payload, request.headers.get("stripe-signature")
+            payment_events.receive,
+            runtime,
+            payload,
+            request.headers.get("stripe-signature"),
+            limiter=runtime.processor_lane.limiter,
         )
     except LavaError as error:
         return error_response(error)

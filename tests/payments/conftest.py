@@ -11,8 +11,11 @@ PaymentIntents by `customer` and `created[gte]` as Stripe does (localstripe list
 Faults, for lost answers and a slow processor (`front.inject(...)`): `drop` forwards the
 request (the processor acts) and then drops the connection mid-answer; `error` forwards it
 and answers 500; `unsent` drops the connection without forwarding (the processor never saw
-it); `processing` forwards it and rewrites the answer's status to `processing`; `hang`
-waits, having noted that the request arrived, until the test releases it.
+it); `processing` forwards it and rewrites the answer's status to `processing`; `underpaid`
+forwards it and rewrites the answer's `amount_received` to a dollar less; `hang`
+waits, having noted that the request arrived, until the test releases it; `stale` (listing
+PaymentIntents only) reads the processor's answer at once, notes the arrival, and delivers
+that answer only when the test releases it (an answer that was true when it was given).
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ def localstripe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         log.close()
 
 
-FaultMode = Literal["drop", "error", "unsent", "processing", "hang"]
+FaultMode = Literal["drop", "error", "unsent", "processing", "underpaid", "hang", "stale"]
 
 
 @dataclass
@@ -247,11 +250,31 @@ class StripeFront:
                 return JSONResponse(
                     upstream.json() | {"status": "processing"}, status_code=upstream.status_code
                 )
+            if fault is not None and fault.mode == "underpaid":
+                answer = upstream.json()
+                return JSONResponse(
+                    answer | {"amount_received": int(answer["amount"]) - 100},
+                    status_code=upstream.status_code,
+                )
             return Response(upstream.content, status_code=upstream.status_code, media_type="application/json")
 
         async def list_intents(request: Request) -> Response:
             """Stripe's list: newest first, filtered by customer and created[gte]."""
-            await self._fault(request)
+            stale = next(
+                (
+                    fault
+                    for fault in self.faults
+                    if fault.mode == "stale"
+                    and fault.times > 0
+                    and fault.matches(request.method, request.url.path)
+                ),
+                None,
+            )
+            if stale is not None:
+                stale.times -= 1
+                stale.seen += 1
+            else:
+                await self._fault(request)
             query = dict(request.query_params)
             upstream = await forward(request, [("limit", "10000")])
             if upstream.status_code != 200:
@@ -266,6 +289,9 @@ class StripeFront:
             ]
             found.sort(key=lambda intent: intent["created"], reverse=True)
             limit = int(query.get("limit", 10))
+            if stale is not None:
+                stale.arrived.release()
+                await anyio.to_thread.run_sync(stale.release.wait, abandon_on_cancel=True)
             return JSONResponse(
                 {
                     "object": "list",

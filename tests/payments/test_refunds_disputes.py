@@ -317,3 +317,88 @@ async def test_concurrent_refund_deliveries_on_postgresql_take_exactly_the_amoun
         assert verify.verify(runtime.db) == []
     finally:
         await runtime.aclose()
+
+
+async def test_a_pending_refund_that_fails_gives_its_money_back_once(
+    live: Runtime, live_wallet: wallet.NewWallet, stripe_front: StripeFront
+) -> None:
+    payment = await top_up(live, live_wallet, 25)
+    charge = refund(stripe_front, payment, 1000)
+    [made] = charge["refunds"]["data"]
+    pending = charge | {"refunds": {"object": "list", "data": [made | {"status": "pending"}]}}
+    failed_refund = made | {"status": "failed", "failure_reason": "expired_or_canceled_card"}
+    async with rest(live) as webhook:
+        assert (await deliver(webhook, event("charge.refunded", pending))).status_code == 200
+        assert balance_micros(live, live_wallet.wallet_id) == 15_000_000  # a pending refund takes its money
+        for kind in ("charge.refund.updated", "refund.failed", "charge.refund.updated"):
+            answer = await deliver(webhook, event(kind, failed_refund))
+            assert answer.status_code == 200, answer.text
+        # A later charge.refunded naming it failed (and refunding nothing) changes nothing more.
+        after = charge | {"amount_refunded": 0, "refunds": {"object": "list", "data": [failed_refund]}}
+        assert (await deliver(webhook, event("charge.refunded", after))).status_code == 200
+    [given_back] = entries(live, live_wallet.wallet_id, "refund_reversal")
+    assert given_back.reference == made["id"] and given_back.amount_micros == 10_000_000
+    assert given_back.payment_id == payment.id
+    assert balance_micros(live, live_wallet.wallet_id) == 25_000_000
+    assert verify.verify(live.db) == [] and verify.shortfalls(live.db) == []
+
+
+async def test_a_failed_refund_that_was_owed_reduces_the_shortfall(
+    live: Runtime, live_wallet: wallet.NewWallet, stripe_front: StripeFront
+) -> None:
+    payment = await top_up(live, live_wallet, 25)
+    wallet.adjust(live.db, live_wallet.wallet_id, "-20", reason="spent")
+    charge = refund(stripe_front, payment, 1000)
+    [made] = charge["refunds"]["data"]
+    async with rest(live) as webhook:
+        pending = charge | {"refunds": {"object": "list", "data": [made | {"status": "pending"}]}}
+        await deliver(webhook, event("charge.refunded", pending))
+        assert shortfall(live, live_wallet.wallet_id) == 5_000_000
+        await deliver(webhook, event("charge.refund.updated", made | {"status": "canceled"}))
+    assert shortfall(live, live_wallet.wallet_id) == 0
+    assert balance_micros(live, live_wallet.wallet_id) == 5_000_000
+    assert verify.verify(live.db) == []
+
+
+async def test_a_refund_or_dispute_of_a_payment_never_credited_takes_nothing(
+    live: Runtime, live_wallet: wallet.NewWallet
+) -> None:
+    with live.db.write() as session:
+        session.add(
+            Payment(
+                id="pay_never_credited",
+                wallet_id=live_wallet.wallet_id,
+                amount_micros=25_000_000,
+                status="failed",
+                mode=live.settings.money_mode,
+                stripe_payment_intent_id="pi_never_credited",
+            )
+        )
+    wallet.adjust(live.db, live_wallet.wallet_id, "5", reason="other money")
+    charge = {
+        "id": "ch_never_credited",
+        "object": "charge",
+        "amount": 2500,
+        "amount_refunded": 2500,
+        "currency": "usd",
+        "payment_intent": "pi_never_credited",
+        "refunds": {"object": "list", "data": [{"id": "re_never", "amount": 2500, "status": "succeeded"}]},
+    }
+    [payment] = payments_of(live, live_wallet.wallet_id)
+    async with rest(live) as webhook:
+        answers = [
+            await deliver(webhook, event("charge.refunded", charge)),
+            await deliver(
+                webhook,
+                event(
+                    "charge.refund.updated",
+                    charge["refunds"]["data"][0] | {"payment_intent": "pi_never_credited"},
+                ),
+            ),
+            await deliver(webhook, event("charge.dispute.created", dispute(payment, 2500))),
+        ]
+    for answer in answers:
+        assert answer.status_code == 200 and answer.json()["outcome"].startswith("ignored: "), answer.text
+    assert entries(live, live_wallet.wallet_id, "refund", "dispute") == []
+    assert balance_micros(live, live_wallet.wallet_id) == 5_000_000
+    assert shortfall(live, live_wallet.wallet_id) == 0

@@ -17,10 +17,11 @@ import pytest
 
 from lava_mcp.core import funding, wallet
 from lava_mcp.errors import UpstreamError
+from lava_mcp.payments import ProcessorLane
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports.app import build_app
 from tests.fake_provider import FakeProvider
-from tests.payments.conftest import StripeFront, live_settings, payments_of, rest
+from tests.payments.conftest import StripeFront, deliver, event, live_settings, payments_of, rest
 
 GUARD_S = 30
 
@@ -132,6 +133,55 @@ async def test_a_gateway_call_answers_while_every_top_up_hangs(
                 assert not hang.release.is_set()  # every top-up was still hanging
             hang.release.set()
         assert len(outcomes) == count and all(outcome["status"] == "completed" for outcome in outcomes)
+    finally:
+        stripe_front.reset()
+        await runtime.aclose()
+
+
+@pytest.mark.parametrize("surface", ["webhook", "success page"])
+async def test_webhooks_and_success_pages_on_a_hanging_processor_stall_no_balance_read(
+    tmp_path: Path, stripe_front: StripeFront, surface: str
+) -> None:
+    runtime = Runtime.build(live_settings(tmp_path, stripe_front.url, LAVA_STRIPE_TIMEOUT_S=60))
+    runtime.db.upgrade()
+    # More deliveries than anyio's default worker threads (40), which database work uses; a
+    # lane wide enough that every one of them reaches the processor either way.
+    count = 41
+    runtime.processor_lane = ProcessorLane(capacity=count)
+    payer = wallet.create_wallet(runtime.db, name="payer", mode="test")
+    reader = wallet.create_wallet(runtime.db, name="reader", mode="test")
+    if surface == "webhook":
+        # A dispute naming only its charge: applying it asks the processor for the charge.
+        hang = stripe_front.inject("GET", "/v1/charges/", "hang", times=count)
+        payloads = [
+            event("charge.dispute.created", {"id": f"dp_{n}", "amount": 1000, "charge": f"ch_hanging_{n}"})
+            for n in range(count)
+        ]
+    else:
+        async with rest(runtime, payer) as client:
+            opened = (await client.post("/v1/wallet/fund", json={"amount": 25})).json()
+        session_id = opened["checkout_url"].rsplit("/", 1)[1]
+        hang = stripe_front.inject("GET", f"/v1/checkout/sessions/{session_id}", "hang", times=count)
+    answers: list[int] = []
+
+    async def load(client: httpx.AsyncClient, n: int) -> None:
+        if surface == "webhook":
+            answers.append((await deliver(client, payloads[n])).status_code)
+        else:
+            answers.append((await client.get("/fund/success", params={"session_id": session_id})).status_code)
+
+    try:
+        async with rest(runtime) as visitors, anyio.create_task_group() as tasks:
+            for n in range(count):
+                tasks.start_soon(load, visitors, n)
+            with anyio.fail_after(GUARD_S):
+                await hang.wait_arrivals(count - 1)  # at least the default pool's worth is hanging
+                async with rest(runtime, reader) as client:
+                    read = await client.get("/v1/wallet")  # authenticates, reads: database work
+                assert read.status_code == 200 and read.json()["balance"] == "0.00"
+                assert not hang.release.is_set()  # every delivery was still hanging
+            hang.release.set()
+        assert len(answers) == count and all(code in (200, 202) for code in answers), answers
     finally:
         stripe_front.reset()
         await runtime.aclose()
