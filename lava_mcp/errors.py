@@ -13,7 +13,8 @@
     ├── Conflict                    409   idempotency key reused with a different request
     ├── RateLimited                 429   rate or request limit; carries retry_after_s (None: never resets)
     ├── InternalError               500   a bug or an unexpected failure; logged with the request id
-    └── UpstreamError               502   the provider failed; nothing was charged
+    ├── UpstreamError               502   the provider failed; nothing was charged
+    └── NotReadyYet                 503   not yet decidable (e.g. a payment being reconciled): retry later
 
 `to_dict()` is the flat JSON every non-gateway surface returns: `{"error", "code"}` plus
 any extra fields (`next_step`, `decline_code`, `retry_after_s`, ...).
@@ -117,4 +118,12 @@ class InternalError(LavaError):
 
 class UpstreamError(LavaError):
     code = 502
+    kind = "api_error"
+
+
+class NotReadyYet(LavaError):
+    """The request can't be decided yet, and will be later: retry it (a webhook event for a
+    payment whose own outcome is still being reconciled; Stripe delivers it again)."""
+
+    code = 503
     kind = "api_error"

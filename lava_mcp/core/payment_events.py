@@ -34,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from lava_mcp.core import funding, ledger
-from lava_mcp.errors import BadRequest
+from lava_mcp.errors import BadRequest, NotReadyYet
 from lava_mcp.money import MICROS_PER_CENT
 from lava_mcp.payments.base import (
     Event,
@@ -178,7 +178,7 @@ def _charge_refunded(runtime: Runtime, charge: dict[str, Any]) -> str:
         # Locked before reading what was taken: two deliveries at once never both take the rest.
         ledger.lock_wallet(session, payment.wallet_id)
         if not _credited(session, payment):
-            return _refused(
+            return _refused_uncredited(
                 f"payment {payment.id} was never credited: its refund takes nothing", charge, payment
             )
         for refund in refunds if isinstance(refunds, list) else []:
@@ -238,7 +238,7 @@ def _refund_updated(runtime: Runtime, refund: dict[str, Any]) -> str:
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
         if not _credited(session, payment):
-            return _refused(
+            return _refused_uncredited(
                 f"payment {payment.id} was never credited: its refund takes nothing", refund, payment
             )
         if status in REFUND_UNDONE:
@@ -304,7 +304,7 @@ def _dispute_withdrawn(runtime: Runtime, dispute: dict[str, Any]) -> str:
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
         if not _credited(session, payment):
-            return _refused(
+            return _refused_uncredited(
                 f"payment {payment.id} was never credited: its dispute takes nothing", dispute, payment
             )
         _debit_dispute(session, payment, dispute)
@@ -322,7 +322,7 @@ def _dispute_reinstated(runtime: Runtime, dispute: dict[str, Any]) -> str:
     with runtime.db.write() as session:
         ledger.lock_wallet(session, payment.wallet_id)
         if not _credited(session, payment):
-            return _refused(
+            return _refused_uncredited(
                 f"payment {payment.id} was never credited: its dispute takes nothing", dispute, payment
             )
         # Out of order: the reinstatement came first, so the withdrawal it reverses is applied first.
@@ -365,6 +365,19 @@ def _malformed_dispute(dispute: dict[str, Any]) -> str:
     if _micros(dispute.get("amount")) <= 0:
         return f"dispute amount {dispute.get('amount')!r} is not a positive whole number of cents"
     return ""
+
+
+def _refused_uncredited(reason: str, data_object: dict[str, Any], payment: Payment) -> str:
+    """A refund or dispute of a payment with no deposit. If the payment may still turn out
+    paid (its charge's answer was lost and it is being reconciled), the event can't be
+    judged yet: NotReadyYet (503) makes Stripe deliver it again, after the sweep has
+    credited the payment. A payment that failed takes nothing: refused.
+
+    Raises: NotReadyYet while the payment is not yet known to have failed.
+    """
+    if payment.status != "failed":
+        raise NotReadyYet(f"payment {payment.id} is still being reconciled; deliver this event again later")
+    return _refused(reason, data_object, payment)
 
 
 def _refused(reason: str, data_object: dict[str, Any], payment: Payment) -> str:

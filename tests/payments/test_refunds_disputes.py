@@ -15,7 +15,7 @@ import pytest
 import stripe
 from sqlmodel import select
 
-from lava_mcp.core import ledger, verify, wallet
+from lava_mcp.core import funding, ledger, verify, wallet
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import LedgerEntry, Payment, Wallet
 from tests.payments.conftest import (
@@ -402,3 +402,44 @@ async def test_a_refund_or_dispute_of_a_payment_never_credited_takes_nothing(
     assert entries(live, live_wallet.wallet_id, "refund", "dispute") == []
     assert balance_micros(live, live_wallet.wallet_id) == 5_000_000
     assert shortfall(live, live_wallet.wallet_id) == 0
+
+
+async def test_a_refund_of_a_payment_still_being_reconciled_waits_for_its_credit(
+    live: Runtime, live_wallet: wallet.NewWallet
+) -> None:
+    """The card was charged but the answer was lost: the payment is pending, not credited.
+    Its refund can't be judged yet: 503, nothing changes, and the event is not remembered,
+    so Stripe delivers it again. Once the payment is credited, the redelivery takes it
+    back, and the wallet never keeps refunded money."""
+    with live.db.write() as session:
+        session.add(
+            Payment(
+                id="pay_lost_answer",
+                wallet_id=live_wallet.wallet_id,
+                amount_micros=25_000_000,
+                status="pending",
+                mode=live.settings.money_mode,
+                stripe_payment_intent_id="pi_lost_answer",
+            )
+        )
+    charge = {
+        "id": "ch_lost_answer",
+        "object": "charge",
+        "amount": 2500,
+        "amount_refunded": 2500,
+        "currency": "usd",
+        "payment_intent": "pi_lost_answer",
+        "refunds": {"object": "list", "data": [{"id": "re_lost", "amount": 2500, "status": "succeeded"}]},
+    }
+    refunded = event("charge.refunded", charge)
+    async with rest(live) as webhook:
+        early = await deliver(webhook, refunded)
+        assert early.status_code == 503 and "being reconciled" in early.json()["error"], early.text
+        assert entries(live, live_wallet.wallet_id, "refund") == []
+        funding.credit_payment(live, "pay_lost_answer")  # what the sweep does once Stripe says paid
+        again = await deliver(webhook, refunded)
+    assert again.status_code == 200, again.text
+    [taken] = entries(live, live_wallet.wallet_id, "refund")
+    assert taken.amount_micros == -25_000_000 and taken.payment_id == "pay_lost_answer"
+    assert balance_micros(live, live_wallet.wallet_id) == 0
+    assert verify.verify(live.db) == []
