@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", alias="LAVA_HOST")
     port: int = Field(default=8787, alias="LAVA_PORT")
     public_url: str | None = Field(default=None, alias="LAVA_PUBLIC_URL")
+    # `lava-mcp stdio` as a thin client of this lava-mcp server (its /mcp, with the wallet
+    # key) instead of opening a database: links, webhooks and balances are that server's.
+    server_url: str | None = Field(default=None, alias="LAVA_SERVER_URL")
 
     payments: Literal["auto", "stripe", "sandbox"] = Field(default="auto", alias="LAVA_PAYMENTS")
     stripe_secret_key: str | None = Field(default=None, alias="STRIPE_SECRET_KEY")
@@ -61,6 +64,12 @@ class Settings(BaseSettings):
     # FULL: every commit reaches the disk before the caller hears "ok". NORMAL in WAL mode
     # stays consistent but may lose the last commits on power loss.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(default="FULL", alias="LAVA_SQLITE_SYNCHRONOUS")
+
+    @field_validator("server_url", "wallet_key", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # An MCP bundle passes an optional field the user left empty as "".
+        return None if value == "" else value
 
     @field_validator("database_url", mode="before")
     @classmethod
