@@ -145,7 +145,10 @@ LIST_REQUESTS = _open_object(
 
 CALL_PAID_SERVICE = _open_object(
     {
-        "result": {"description": "The provider's answer, in its own shape."},
+        "result": {
+            "description": "The provider's answer, in its own shape (JSON).",
+            "anyOf": [{"type": kind} for kind in ("object", "array", "string", "number", "boolean", "null")],
+        },
         "cost": {**COST, "description": "What the call was charged (6 decimals)."},
         "balance": {**MONEY, "description": "What can be spent after the call."},
         "request_id": {"type": "string"},
