@@ -102,3 +102,35 @@ async def test_the_packed_bundle_runs_from_a_clean_folder(
         assert balance["balance"] == "0.00" and balance["sandbox"] is True
         assert "wallet key" in balance["notice"]  # a first run without a key: told where it is
     assert (unpacked / ".venv").is_dir()  # uv made the bundle's own environment
+
+
+def test_server_json_agrees_with_the_package_and_the_bundle() -> None:
+    """The MCP registry entry (server.json, the registry's 2025-12-11 format): the same
+    version as the package and the bundle, the registry's limits, a remote streamable-http
+    URL template ending in /mcp, and the PyPI package run as `lava-mcp stdio` with only
+    variables the server reads."""
+    import tomllib
+
+    entry = json.loads((REPOSITORY / "server.json").read_text())
+    manifest = json.loads((REPOSITORY / "manifest.json").read_text())
+    project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    assert entry["$schema"] == "https://static.modelcontextprotocol.io/schemas/2025-12-11/server.schema.json"
+    assert re.fullmatch(r"[a-zA-Z0-9.-]+/[a-zA-Z0-9._-]+", entry["name"])
+    assert 1 <= len(entry["description"]) <= 100 and len(entry["title"]) <= 100
+    assert entry["version"] == project["version"] == manifest["version"]
+
+    [remote] = entry["remotes"]
+    assert remote["type"] == "streamable-http" and remote["url"].endswith("/mcp")
+    assert set(re.findall(r"\{(\w+)\}", remote["url"])) == set(remote["variables"])
+
+    [package] = entry["packages"]
+    assert (package["registryType"], package["identifier"]) == ("pypi", project["name"])
+    assert package["version"] == project["version"] and package["transport"] == {"type": "stdio"}
+    assert package["packageArguments"] == [{"type": "positional", "value": "stdio"}]
+    aliases = {field.alias for field in Settings.model_fields.values()}
+    assert {variable["name"] for variable in package["environmentVariables"]} <= aliases
+    assert all(
+        variable["isSecret"]
+        for variable in package["environmentVariables"]
+        if variable["name"].endswith("_KEY")
+    )
