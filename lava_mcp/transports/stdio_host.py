@@ -213,6 +213,9 @@ def prepare(settings: Settings) -> Plan:
     Raises: Unauthorized (see `choose_wallet`); OSError when no loopback port can be had.
     """
     if settings.server_url:
+        from lava_mcp.transports.thin_client import require_wallet_key
+
+        require_wallet_key(settings)
         return Plan(settings)
     linked = running_server_url(settings)
     listener: socket.socket | None = None

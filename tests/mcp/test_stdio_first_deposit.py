@@ -189,3 +189,62 @@ async def test_a_stale_serving_record_is_not_trusted(
         checkout = ok(await chat.call_tool("add_funds", {"amount": 25}))
         await pay_checkout_page(checkout["checkout_url"])  # served by the stdio process itself
         assert ok(await chat.call_tool("get_balance", {}))["balance"] == "25.00"
+
+
+@pytest.fixture
+def team_server(settings: Settings) -> Iterator[str]:
+    """A lava-mcp server (the whole app on loopback) on the test's ledger, at its own URL."""
+    from lava_mcp.transports.app import build_app
+    from tests.fake_provider import serve_in_thread
+
+    port = free_port()
+    served = Runtime.build(settings.model_copy(update={"public_url": f"http://127.0.0.1:{port}"}))
+    with serve_in_thread(build_app(served), port=port) as url:
+        yield url
+
+
+async def test_with_lava_server_url_stdio_is_a_thin_client_of_that_server(
+    team_server: str,
+    runtime: Runtime,
+    settings: Settings,
+    new_wallet: wallet.NewWallet,
+    fake: FakeProvider,
+    tmp_path: Path,
+) -> None:
+    nowhere = tmp_path / "no-local-ledger" / "lava.db"
+    environment = child_environment(settings, new_wallet.wallet_key, fake) | {
+        "LAVA_SERVER_URL": team_server,
+        "LAVA_DATABASE_URL": f"sqlite:///{nowhere}",  # must never be opened
+    }
+    async with stdio_child(environment, tmp_path) as chat:
+        assert {tool.name for tool in (await chat.list_tools()).tools} >= {"get_balance", "list_services"}
+        checkout = ok(await chat.call_tool("add_funds", {"amount": 25}))
+        assert checkout["checkout_url"].startswith(f"{team_server}/sandbox/checkout/")  # the server's page
+        await pay_checkout_page(checkout["checkout_url"])
+        assert ok(await chat.call_tool("get_balance", {}))["balance"] == "25.00"
+        paid = await chat.call_tool(
+            "call_paid_service",
+            {
+                "service": "cheapchat",
+                "model": "cheap-1",
+                "input": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5},
+            },
+        )
+        assert ok(paid)["cost"] != "0.000000" and paid.meta and paid.meta["lava-mcp/request_id"]
+        refused = await chat.call_tool("add_funds", {"amount": 5})
+        assert refused.is_error and '"code": 400' in refused.content[0].text  # type: ignore[union-attr]
+    assert not nowhere.parent.exists()
+    assert wallet.get_balance(runtime.db, new_wallet.wallet_id).balance_micros < 25_000_000
+
+
+def test_a_thin_client_needs_the_wallet_key(settings: Settings, tmp_path: Path) -> None:
+    finished = subprocess.run(
+        [installed_script(), "stdio"],
+        env={"LAVA_SERVER_URL": "http://127.0.0.1:9", "LAVA_DATABASE_URL": settings.database_url},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 1
+    assert "LAVA_SERVER_URL needs the wallet key" in finished.stderr
