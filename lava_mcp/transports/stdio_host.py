@@ -11,8 +11,9 @@ those links must still open. So the stdio server chooses, once at start, one of 
    the database file names its URL, and its `/healthz` reports the same database identity:
    the answers link to it.
 3. Otherwise the whole HTTP app (pages, dashboard, REST) is served here, on 127.0.0.1 at
-   `LAVA_PORT` when that port is free or else one the system picks, in the same event loop
-   as the stdio server, for as long as it runs; the answers link to it.
+   `LAVA_PORT` when it is set and free, else at a port the system picks (so that a `lava-mcp
+   serve` can still take its default port), in the same event loop as the stdio server, for
+   as long as it runs; the answers link to it.
 
 Identity: `LAVA_WALLET_KEY`'s wallet. Without a key on a SQLite ledger (a one-person
 install), the local default wallet: the one whose key was saved beside the database, else
@@ -222,7 +223,9 @@ def prepare(settings: Settings) -> Plan:
     if linked is not None:
         settings.public_url = linked
     else:
-        listener = bind_loopback(settings.port)
+        # LAVA_PORT only when set: the default port is `lava-mcp serve`'s, which must still
+        # start while Claude Desktop runs this process.
+        listener = bind_loopback(settings.port if "port" in settings.model_fields_set else 0)
         settings.host, settings.port = "127.0.0.1", listener.getsockname()[1]
     runtime = Runtime.build(settings)
     try:

@@ -108,6 +108,8 @@ async def test_without_a_wallet_key_the_local_wallet_is_used_and_the_user_told_o
         assert str(key_file) in notice
         dashboard = re.search(r"dashboard at (http://127\.0\.0\.1:\d+/)", notice)
         assert dashboard is not None, notice
+        # No LAVA_PORT: not serve's default port, which `lava-mcp serve` must still be able to take.
+        assert ":8787/" not in dashboard.group(1)
         async with httpx.AsyncClient(timeout=30) as browser:
             assert (await browser.get(dashboard.group(1))).status_code == 200
         assert "notice" not in ok(await chat.call_tool("get_balance", {}))  # once
