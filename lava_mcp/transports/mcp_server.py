@@ -235,7 +235,8 @@ def build_server(
         "completed" (money added, new balance shown); "checkout_required" (no saved card, or
         use_checkout: give the user `checkout_url` to pay on; the balance rises once they have
         paid, so call get_balance afterwards); "requires_action" (the bank wants the user to
-        confirm at `redirect_url`). A decline is a 402 error with the bank's reason and a next
+        confirm at `redirect_url`); "processing" (the bank has not decided yet: the money is
+        added once it does, so check get_balance later rather than charging again). A decline is a 402 error with the bank's reason and a next
         step: tell the user both. When the answer has "sandbox": true, tell the user it is
         SANDBOX money: only test cards work and no real money moves."""
 

@@ -71,9 +71,10 @@ ADD_FUNDS = _open_object(
     {
         "status": {
             "type": "string",
-            "enum": ["completed", "requires_action", "checkout_required", "amount_required", "pending"],
-            "description": "completed: money added; requires_action: the bank asks the user to confirm "
-            "at redirect_url; checkout_required: the user pays at checkout_url; amount_required: no "
+            "enum": ["completed", "processing", "requires_action", "checkout_required", "amount_required"],
+            "description": "completed: money added; processing: the card's bank has not decided yet "
+            "(credited once it does); requires_action: the bank asks the user to confirm at "
+            "redirect_url; checkout_required: the user pays at checkout_url; amount_required: no "
             "amount was given (see payment_methods, min, max).",
         },
         "amount": MONEY,
