@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # May the OAuth sign-in page create wallets? Unset: yes for the embedded single-user
     # install (no LAVA_PUBLIC_URL), no for a public server.
     open_signup: bool | None = Field(default=None, alias="LAVA_OPEN_SIGNUP")
+    # `lava-mcp stdio` as a thin client of this lava-mcp server (its /mcp, with the wallet
+    # key) instead of opening a database: links, webhooks and balances are that server's.
+    server_url: str | None = Field(default=None, alias="LAVA_SERVER_URL")
 
     payments: Literal["auto", "stripe", "sandbox"] = Field(default="auto", alias="LAVA_PAYMENTS")
     stripe_secret_key: str | None = Field(default=None, alias="STRIPE_SECRET_KEY")
@@ -65,16 +68,17 @@ class Settings(BaseSettings):
     # stays consistent but may lose the last commits on power loss.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(default="FULL", alias="LAVA_SQLITE_SYNCHRONOUS")
 
+    @field_validator("server_url", "wallet_key", "open_signup", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # An MCP bundle passes an optional field the user left empty as "".
+        return None if value == "" else value
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _empty_means_default(cls, value: object) -> object:
         # An MCP client passes an unset optional field as an empty string.
         return default_database_url() if value in (None, "") else value
-
-    @field_validator("open_signup", mode="before")
-    @classmethod
-    def _empty_means_unset(cls, value: object) -> object:
-        return None if value == "" else value
 
     @model_validator(mode="after")
     def _holds_outlive_calls(self) -> Settings:

@@ -43,6 +43,7 @@ def serve(
     import uvicorn
 
     from lava_mcp.transports.app import build_app
+    from lava_mcp.transports.stdio_host import serving_record
 
     config = settings()
     if host:
@@ -71,30 +72,26 @@ def serve(
     stderr.print(
         f"lava-mcp on {config.base_url}  (MCP {config.base_url}/mcp · REST and gateway {config.base_url}/v1)"
     )
-    uvicorn.run(build_app(runtime, migrate=False), host=config.host, port=config.port, log_level="warning")
+    with serving_record(config):  # a `lava-mcp stdio` on this ledger links here
+        uvicorn.run(
+            build_app(runtime, migrate=False), host=config.host, port=config.port, log_level="warning"
+        )
 
 
 @app.command()
 def stdio() -> None:
-    """The MCP server over stdio (as Claude Desktop runs it); identity from LAVA_WALLET_KEY."""
-    from lava_mcp.runtime import running
-    from lava_mcp.transports.mcp_server import build_server
+    """The MCP server over stdio (as Claude Desktop runs it), serving the pages its answers
+    link to on loopback; identity from LAVA_WALLET_KEY (without it: this computer's wallet).
+    With LAVA_SERVER_URL: a thin client of that lava-mcp server."""
+    from lava_mcp.transports import stdio_host
 
+    # stdout is the MCP stream: every log line goes to stderr.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    config = settings()
-    runtime = Runtime.build(config)
-    runtime.db.upgrade()
     try:
-        owner = wallet.authenticate(runtime.db, config.wallet_key)
+        plan = stdio_host.prepare(settings())
     except LavaError as error:
         raise fail(error) from error
-    server = build_server(runtime, default_wallet_id=owner.id)
-
-    async def main() -> None:
-        async with running(runtime, migrate=False):
-            await server.run_stdio_async()
-
-    anyio.run(main)
+    anyio.run(stdio_host.run, plan)
 
 
 @wallet_app.command("create")

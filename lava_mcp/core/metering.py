@@ -109,6 +109,7 @@ class Settlement:
     cost: prices.Cost
     available_micros: int  # the wallet's balance after, less what other calls hold
     basis: ChargeBasis = "usage"
+    held_micros: int = 0  # the hold the call ran under (the most it could have been charged)
 
 
 @dataclass(frozen=True)
@@ -478,7 +479,7 @@ class Metering:
                 },
             )
             assert completed.rowcount == 1, ticket.request_id
-        return Settlement(ticket.request_id, usage, cost, available, charge.basis)
+        return Settlement(ticket.request_id, usage, cost, available, charge.basis, ticket.hold_micros)
 
     def _fail_sync(self, ticket: Ticket, message: str, code: int) -> None:
         with self.db.write() as session:

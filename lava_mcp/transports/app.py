@@ -60,7 +60,11 @@ logger = logging.getLogger("lava_mcp.http")
 
 
 async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": __version__})
+    from lava_mcp.transports.stdio_host import database_identity
+
+    # The database's identity lets `lava-mcp stdio` on the same ledger link here (stdio_host).
+    database_id = database_identity(request.app.state.runtime.settings.database_url)
+    return JSONResponse({"status": "ok", "version": __version__, "database_id": database_id})
 
 
 async def metrics(request: Request) -> Response:

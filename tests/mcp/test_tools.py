@@ -26,6 +26,7 @@ async def test_the_five_tools_are_listed_with_their_arguments(runtime: Runtime, 
             "usage_summary",
             "list_requests",
             "call_paid_service",
+            "list_services",  # issue 8: the read-only catalog listing
         }
         paid = tools["call_paid_service"].input_schema
         assert paid["required"] == ["service", "input"]
