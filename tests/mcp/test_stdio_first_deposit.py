@@ -111,7 +111,9 @@ async def test_without_a_wallet_key_the_local_wallet_is_used_and_the_user_told_o
         # No LAVA_PORT: not serve's default port, which `lava-mcp serve` must still be able to take.
         assert ":8787/" not in dashboard.group(1)
         async with httpx.AsyncClient(timeout=30) as browser:
-            assert (await browser.get(dashboard.group(1))).status_code == 200
+            # The dashboard answers (its sign-in page, where the saved key opens the wallet).
+            page = await browser.get(dashboard.group(1), follow_redirects=True)
+            assert page.status_code == 200 and "wallet key" in page.text.lower(), page.text[:300]
         assert "notice" not in ok(await chat.call_tool("get_balance", {}))  # once
 
         checkout = ok(await chat.call_tool("add_funds", {"amount": 25}))
