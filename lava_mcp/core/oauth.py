@@ -445,7 +445,7 @@ def rotate_refresh_token(db: Database, token: str, scopes: list[str]) -> IssuedT
         )
         if spent != 1 or grant.revoked_at is not None:
             raise Forbidden("refresh token is not valid")
-        kept = [scope for scope in SCOPES if scope in scopes]
+        kept = [scope for scope in SCOPES if scope in scopes or scope == READ]  # read: always
         return _issue(session, grant.id, kept)
 
 

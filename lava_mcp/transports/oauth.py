@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlencode, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 import anyio
 import anyio.to_thread
@@ -42,7 +43,7 @@ from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, Re
 from mcp.shared.auth import OAuthClientInformationFull, ProtectedResourceMetadata
 from mcp.shared.auth import OAuthToken as TokenResponse
 from pydantic import AnyHttpUrl
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -179,8 +180,13 @@ class WalletOAuthProvider:
         resource = params.resource or self.resources[0]
         if resource.rstrip("/") not in self.resources:
             raise AuthorizeError("invalid_target", f"this server issues tokens for {self.resources[0]} only")
+        # No `scope` asked: the scopes the client registered for, never more (a client
+        # registered for reading must not be offered the power to charge cards).
+        requested = params.scopes
+        if requested is None and client.scope:
+            requested = client.scope.split()
         try:
-            scopes = oauth.normalise_scopes(params.scopes)
+            scopes = oauth.normalise_scopes(requested)
         except BadRequest as error:
             raise AuthorizeError("invalid_scope", error.message) from error
         stored = {
@@ -333,7 +339,11 @@ def routes(runtime: Runtime, provider: WalletOAuthProvider) -> list[BaseRoute]:
         methods=["GET", "OPTIONS"],
     )
     sdk_routes = [
-        _public_client_revocation(route) if route.path == "/revoke" else route
+        _public_client_revocation(route)
+        if route.path == "/revoke"
+        else _token_for_our_resource(route, provider.resources)
+        if route.path == "/token"
+        else route
         for route in create_auth_routes(
             provider,
             settings.issuer_url,
@@ -369,23 +379,54 @@ def routes(runtime: Runtime, provider: WalletOAuthProvider) -> list[BaseRoute]:
     ]
 
 
-REVOCATION_BODY_MAX_BYTES = 65_536
+FORM_BODY_MAX_BYTES = 65_536
+
+# Reads (and may rewrite) the form body of a request before the SDK's handler sees it: the
+# new body, or a response that answers the request instead.
+FormGate = Callable[[bytes], "bytes | Response"]
 
 
 def _public_client_revocation(route: Route) -> Route:
     """The SDK's /revoke requires a `client_secret` field even from a public client (mcp
     2.3 declares it `str | None` without a default); RFC 7009 lets a public client send
     only `token` and `client_id`, so an absent one is added as empty before the SDK reads it."""
-    return Route(
-        route.path, endpoint=_DefaultClientSecret(route.app), methods=list(route.methods or ["POST"])
-    )
+
+    def add_empty_secret(body: bytes) -> bytes | Response:
+        if b"client_secret=" in body:
+            return body
+        return body + (b"&" if body else b"") + b"client_secret="
+
+    return Route(route.path, endpoint=_GatedForm(route.app, add_empty_secret), methods=["POST"])
 
 
-class _DefaultClientSecret:
-    """An ASGI wrapper: the form body, with an empty `client_secret` when it had none."""
+def _token_for_our_resource(route: Route, resources: list[str]) -> Route:
+    """RFC 8707 at the token endpoint: a `resource` other than ours is `invalid_target`
+    (the SDK's handler does not compare it; a code or refresh token is bound to the
+    resource its grant was given for, so this is the only other one that could be named)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def check_resource(body: bytes) -> bytes | Response:
+        named = [value for name, value in parse_qsl(body.decode(errors="replace")) if name == "resource"]
+        if any(value.rstrip("/") not in resources for value in named):
+            return JSONResponse(
+                {
+                    "error": "invalid_target",
+                    "error_description": f"this server issues tokens for {resources[0]} only",
+                },
+                status_code=400,
+                headers={"cache-control": "no-store"},
+            )
+        return body
+
+    return Route(route.path, endpoint=_GatedForm(route.app, check_resource), methods=["POST"])
+
+
+class _GatedForm:
+    """An ASGI wrapper: reads the form body (at most FORM_BODY_MAX_BYTES), lets `gate`
+    rewrite or answer it, then replays the body to the wrapped app."""
+
+    def __init__(self, app: ASGIApp, gate: FormGate) -> None:
         self.app = app
+        self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -395,13 +436,15 @@ class _DefaultClientSecret:
         while True:
             message = await receive()
             body += message.get("body", b"")
-            if len(body) > REVOCATION_BODY_MAX_BYTES:
+            if len(body) > FORM_BODY_MAX_BYTES:
                 await Response("request body too large", status_code=413)(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
-        if b"client_secret=" not in body:
-            body = body + (b"&" if body else b"") + b"client_secret="
+        gated = self.gate(body)
+        if isinstance(gated, Response):
+            await gated(scope, receive, send)
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -409,6 +452,6 @@ class _DefaultClientSecret:
             if replayed:
                 return await receive()
             replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": gated, "more_body": False}
 
         await self.app(scope, replay, send)

@@ -4,6 +4,7 @@ app on loopback, a real HTTP client at the sign-in page, and the refusals each r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -434,6 +435,72 @@ async def test_a_token_for_another_resource_is_refused(served: Served, runtime: 
     code = oauth.approve(runtime.db, request_id, wallet_id=new_wallet.wallet_id, scopes=list(oauth.SCOPES))
     issued = oauth.exchange_code(runtime.db, code)
     assert mcp_status(url, issued.access_token) == 401
+
+
+async def test_the_token_endpoint_refuses_a_resource_other_than_ours(served: Served, new_wallet) -> None:
+    """RFC 8707 at /token too: naming another resource is `invalid_target`, and the code
+    is still good for ours."""
+    url = served.url
+    client_id = register(url, [CLAUDE_CALLBACK])["client_id"]
+    verifier, challenge = pkce_pair()
+    code = await code_for(url, Person(url, wallet_key=new_wallet.wallet_key), client_id, challenge)
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": CLAUDE_CALLBACK,
+        "client_id": client_id,
+        "code_verifier": verifier,
+    }
+    refused = httpx.post(f"{url}/token", data={**form, "resource": "https://other.example/mcp"}, timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_target", refused.text
+    issued = exchange(url, client_id, code, verifier)
+    assert issued.status_code == 200, issued.text
+    refresh = {
+        "grant_type": "refresh_token",
+        "refresh_token": issued.json()["refresh_token"],
+        "client_id": client_id,
+    }
+    refused = httpx.post(
+        f"{url}/token", data={**refresh, "resource": "https://other.example/mcp"}, timeout=30
+    )
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_target", refused.text
+
+
+async def test_a_narrowed_refresh_keeps_reading_the_wallet(served: Served, new_wallet) -> None:
+    """Refreshing with `scope=wallet:fund` alone must not leave a token that fails every
+    request: reading the wallet is part of every grant."""
+    url = served.url
+    client_id = register(url, [CLAUDE_CALLBACK])["client_id"]
+    verifier, challenge = pkce_pair()
+    code = await code_for(url, Person(url, wallet_key=new_wallet.wallet_key), client_id, challenge)
+    issued = exchange(url, client_id, code, verifier).json()
+    narrowed = httpx.post(
+        f"{url}/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": issued["refresh_token"],
+            "client_id": client_id,
+            "scope": oauth.FUND,
+        },
+        timeout=30,
+    )
+    assert narrowed.status_code == 200, narrowed.text
+    assert set(narrowed.json()["scope"].split()) == {oauth.READ, oauth.FUND}
+    assert mcp_status(url, narrowed.json()["access_token"]) == 200
+
+
+async def test_without_a_scope_asked_the_page_offers_only_what_the_client_registered_for(
+    served: Served, new_wallet
+) -> None:
+    """A client registered for reading that asks for no scope is offered reading, not the
+    power to charge cards or spend."""
+    url = served.url
+    client_id = register(url, [CLAUDE_CALLBACK], scope=oauth.READ)["client_id"]
+    _, challenge = pkce_pair()
+    page = await Person(url).open(authorization_url(url, client_id, challenge))
+    assert page.status_code == 200, page.text
+    offered = set(re.findall(r'name="scope" value="([^"]+)"', page.text))
+    assert offered <= {oauth.READ}, offered
 
 
 # --- the sign-in page -------------------------------------------------------------------
