@@ -208,6 +208,7 @@ async def add_funds(request: Request, visitor: guard.Visitor) -> Response:
     if request.method == "POST":
         form = await forms.read_form(request)
         amount, chosen = forms.text(form, "amount"), forms.text(form, "payment_method")
+        attempt = forms.text(form, "attempt")
         try:
             result = await funding.add_funds(
                 runtime,
@@ -216,7 +217,8 @@ async def add_funds(request: Request, visitor: guard.Visitor) -> Response:
                 payment_method_id=None if chosen in ("", "new") else chosen,
                 use_checkout=chosen == "new",
                 # One form shown = one attempt: a resubmitted form replays, never charges twice.
-                idempotency_key=f"dashboard-{forms.text(form, 'attempt')}"[:200],
+                # A post without one (not from our page) gets the server-chosen retry window.
+                idempotency_key=f"dashboard-{attempt}"[:200] if attempt else None,
             )
         except LavaError as error:
             outcome = forms.failure_outcome(error)
