@@ -29,6 +29,15 @@ logger = logging.getLogger("lava_mcp.oauth")
 
 METADATA_DOCUMENT_MAX_BYTES = 5_000
 METADATA_DOCUMENT_TIMEOUT_S = 5.0
+# Anyone can make this server fetch a URL (a client_id at /authorize): a few fetches at a
+# time, to the https port only, so it can't be turned into a port scanner or an amplifier.
+METADATA_DOCUMENT_FETCHES_AT_ONCE = 4
+METADATA_DOCUMENT_PORT = 443
+# Global by `is_global`, but routed to an IPv4 address inside (NAT64, 6to4, Teredo): the
+# embedded address could be a private one.
+_TUNNELLED_NETWORKS = tuple(
+    ipaddress.ip_network(network) for network in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32")
+)
 
 
 def is_metadata_document_url(client_id: str) -> bool:
@@ -73,7 +82,13 @@ class _CheckedAddressBackend(httpcore.AsyncNetworkBackend):
 
     def _allowed(self, address: str) -> bool:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
-        return ip.is_global or (self._allow_private_addresses and (ip.is_loopback or ip.is_private))
+        if self._allow_private_addresses and (ip.is_loopback or ip.is_private):
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and (
+            ip.ipv4_mapped is not None or any(ip in network for network in _TUNNELLED_NETWORKS)
+        ):
+            return False
+        return ip.is_global
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(seconds)
@@ -89,11 +104,26 @@ class ClientMetadataFetcher:
     ) -> None:
         self._ssl_context = ssl_context or ssl.create_default_context()
         self._allow_private_addresses = allow_private_addresses
+        self._fetching = anyio.Semaphore(METADATA_DOCUMENT_FETCHES_AT_ONCE)
 
     async def fetch(self, url: str) -> dict[str, Any] | None:
         """The document's JSON object, or None if it can't be read within the limits."""
         if not is_metadata_document_url(url):
             return None
+        port = urlparse(url).port
+        if not self._allow_private_addresses and port not in (None, METADATA_DOCUMENT_PORT):
+            return None  # tests (loopback) serve documents on a port of their own
+        if self._fetching.value == 0:
+            logger.info(
+                "client metadata document %s not read: %d fetches already running",
+                url,
+                METADATA_DOCUMENT_FETCHES_AT_ONCE,
+            )
+            return None
+        async with self._fetching:
+            return await self._fetch(url)
+
+    async def _fetch(self, url: str) -> dict[str, Any] | None:
         try:
             with anyio.fail_after(METADATA_DOCUMENT_TIMEOUT_S):
                 async with (
