@@ -343,6 +343,8 @@ def routes(runtime: Runtime, provider: WalletOAuthProvider) -> list[BaseRoute]:
         if route.path == "/revoke"
         else _token_for_our_resource(route, provider.resources)
         if route.path == "/token"
+        else _authorization_errors_name_the_issuer(route, base_url)
+        if route.path == "/authorize"
         else route
         for route in create_auth_routes(
             provider,
@@ -418,6 +420,48 @@ def _token_for_our_resource(route: Route, resources: list[str]) -> Route:
         return body
 
     return Route(route.path, endpoint=_GatedForm(route.app, check_resource), methods=["POST"])
+
+
+def _authorization_errors_name_the_issuer(route: Route, issuer: str) -> Route:
+    """RFC 9207: every authorization response carries `iss`, errors included (the metadata
+    says so). The sign-in page adds it to its own answers; the SDK's /authorize handler
+    redirects its errors (invalid_target, invalid_scope, …) without it, so it is added to
+    the `Location` of any such redirect here."""
+    return Route(
+        route.path,
+        endpoint=_IssuerOnErrors(route.app, issuer),
+        methods=list(route.methods or ["GET", "POST"]),
+    )
+
+
+class _IssuerOnErrors:
+    """An ASGI wrapper: adds `iss` to the `Location` of an error redirect."""
+
+    def __init__(self, app: ASGIApp, issuer: str) -> None:
+        self.app = app
+        self.issuer = issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_issuer(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] in (302, 303):
+                message = {
+                    **message,
+                    "headers": [self._header(*header) for header in message.get("headers", [])],
+                }
+            await send(message)
+
+        await self.app(scope, receive, send_with_issuer)
+
+    def _header(self, name: bytes, value: bytes) -> tuple[bytes, bytes]:
+        if name.lower() != b"location":
+            return name, value
+        location = value.decode("latin-1")
+        query = urlparse(location).query
+        fields = dict(parse_qsl(query))
+        if "error" not in fields or "iss" in fields:
+            return name, value
+        joiner = "&" if query else "?"
+        return name, f"{location}{joiner}{urlencode({'iss': self.issuer})}".encode("latin-1")
 
 
 class _GatedForm:

@@ -419,6 +419,7 @@ async def test_a_token_for_another_resource_is_refused(served: Served, runtime: 
     assert answer.status_code == 302
     query = parse_qs(urlparse(answer.headers["location"]).query)
     assert query["error"] == ["invalid_target"] and query["state"] == ["st-1"]
+    assert query["iss"] == [url]  # RFC 9207: error answers name the issuer too
     # A token bound to another resource (as an authorization server for several would
     # issue) is refused by /mcp.
     _, challenge = pkce_pair()
