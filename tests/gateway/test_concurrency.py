@@ -35,8 +35,18 @@ async def _one_openai(client: openai.AsyncOpenAI, index: int) -> int | str:
 
 
 async def hammer(gateway: Gateway, key: str, count: int = CONCURRENT) -> list[int | str]:
+    """`count` concurrent calls; returns once every call that ran is settled.
+
+    A stream is settled just after its last chunk is sent, so a client can see the end of
+    its stream a moment before the settle commits: wait for the settles (an event each),
+    then look at the ledger."""
+    settled_before = len(gateway.resolved_ids)
     async with gateway.async_openai(key) as client:
-        return list(await asyncio.gather(*(_one_openai(client, index) for index in range(count))))
+        outcomes = list(await asyncio.gather(*(_one_openai(client, index) for index in range(count))))
+    ran = outcomes.count("ok")
+    with gateway.resolved_any:
+        assert gateway.resolved_any.wait_for(lambda: len(gateway.resolved_ids) - settled_before >= ran, 30)
+    return outcomes
 
 
 def key_row(gateway: Gateway, key_id: str) -> SpendKey:
