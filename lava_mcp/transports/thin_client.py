@@ -24,7 +24,9 @@ import contextlib
 import ipaddress
 import json
 import logging
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -178,18 +180,19 @@ class ThinClient:
 
     async def local_tools(self) -> list[Tool]:
         """This version's own tool list, for a chat that starts while the server is away
-        (a tool call then answers 502 until it is back). Built on an in-memory ledger that
-        no tool touches."""
+        (a tool call then answers 502 until it is back)."""
         if self.fallback_tools is None:
             from lava_mcp.runtime import Runtime
             from lava_mcp.transports.mcp_server import build_server
 
-            offline = Settings(LAVA_DATABASE_URL="sqlite:///:memory:", _env_file=None)
-            runtime = Runtime.build(offline)
-            try:
-                self.fallback_tools = list(await build_server(runtime).list_tools())
-            finally:
-                await runtime.aclose()
+            # Listing builds the tools' schemas only: the ledger is never connected to.
+            with tempfile.TemporaryDirectory(prefix="lava-mcp-tools-") as folder:
+                unused = f"sqlite:///{Path(folder) / 'unused.db'}"
+                runtime = Runtime.build(Settings(LAVA_DATABASE_URL=unused, _env_file=None))
+                try:
+                    self.fallback_tools = list(await build_server(runtime).list_tools())
+                finally:
+                    await runtime.aclose()
         return self.fallback_tools
 
 
