@@ -169,14 +169,16 @@ def test_a_stale_saved_key_is_moved_aside_and_the_new_wallet_keeps_its_key(
     assert str(key_file) in third.identity.notice
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="a symbolic link needs privileges there")
 def test_a_key_file_that_cannot_be_written_leaves_no_wallet(
-    settings: Settings, plans: list[stdio_host.Plan]
+    settings: Settings, plans: list[stdio_host.Plan], tmp_path: Path
 ) -> None:
     key_file = wallet_key_file(settings.database_url)
     assert key_file is not None
     Runtime.build(settings).db.dispose()  # the ledger's folder exists
-    key_file.mkdir()  # the key can't be saved there
-    with pytest.raises(OSError):
+    # A dangling link: no key file exists, yet creating one fails (it must not follow it).
+    key_file.symlink_to(tmp_path / "elsewhere" / "key")
+    with pytest.raises(FileExistsError):
         prepare(fresh(settings), plans)
     assert wallets_on(settings) == 0  # no wallet whose key nobody has
 
