@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlmodel import select
@@ -37,12 +38,20 @@ class Balance:
 WALLET_MODES = ("sandbox", "test", "live")
 
 
-def create_wallet(db: Database, *, name: str = "", mode: str = "sandbox") -> NewWallet:
+def create_wallet(
+    db: Database,
+    *,
+    name: str = "",
+    mode: str = "sandbox",
+    before_commit: Callable[[NewWallet], None] | None = None,
+) -> NewWallet:
     """Create a wallet; its key is returned once and stored only as a hash.
 
     `mode` is the kind of money it holds: `sandbox`, `test` (Stripe test mode) or `live`;
-    only a server whose payments run in that mode funds it.
-    Raises: BadRequest for another mode.
+    only a server whose payments run in that mode funds it. `before_commit` runs inside
+    the transaction, so a caller that must keep the key (a key file) has it kept before the
+    wallet exists; if it raises, no wallet is made.
+    Raises: BadRequest for another mode; whatever `before_commit` raises.
     """
     if mode not in WALLET_MODES:
         raise BadRequest("mode must be 'sandbox', 'test' or 'live'")
@@ -54,9 +63,13 @@ def create_wallet(db: Database, *, name: str = "", mode: str = "sandbox") -> New
         key_preview=preview(key),
         mode=mode,
     )
+    created = NewWallet(wallet_id=wallet.id, wallet_key=key)
     with db.write() as session:
         session.add(wallet)
-    return NewWallet(wallet_id=wallet.id, wallet_key=key)
+        if before_commit is not None:
+            session.flush()  # the row is accepted before the key is kept anywhere
+            before_commit(created)
+    return created
 
 
 def authenticate(db: Database, wallet_key: str | None) -> Wallet:

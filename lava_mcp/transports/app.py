@@ -60,11 +60,22 @@ logger = logging.getLogger("lava_mcp.http")
 
 
 async def healthz(request: Request) -> Response:
-    from lava_mcp.transports.stdio_host import database_identity
+    from lava_mcp.transports.stdio_host import database_identity, serving_proof
 
-    # The database's identity lets `lava-mcp stdio` on the same ledger link here (stdio_host).
-    database_id = database_identity(request.app.state.runtime.settings.database_url)
-    return JSONResponse({"status": "ok", "version": __version__, "database_id": database_id})
+    # The database's identity, the money mode and (for `?challenge=`) the proof that this
+    # process wrote the serving record let `lava-mcp stdio` on the same ledger link here.
+    settings = request.app.state.runtime.settings
+    body = {
+        "status": "ok",
+        "version": __version__,
+        "database_id": database_identity(settings.database_url),
+        "payments": settings.payments_mode,
+        "money_mode": settings.money_mode,
+    }
+    proof = serving_proof(settings.database_url, request.query_params.get("challenge", ""))
+    if proof is not None:
+        body["proof"] = proof
+    return JSONResponse(body)
 
 
 async def metrics(request: Request) -> Response:
