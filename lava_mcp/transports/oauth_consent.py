@@ -340,15 +340,18 @@ async def consent_answer(request: Request) -> Response:
             )
         wallet_id = signed_in.id
     chosen = [scope for scope in form.get("scope", []) if scope in oauth.SCOPES]
+    response: Response
     try:
         code = await anyio.to_thread.run_sync(
             lambda: oauth.approve(db, request_id, wallet_id=wallet_id, scopes=chosen)
         )
     except NotFound as error:
-        return _message_page("Sign-in link expired", error.message, status_code=404)
+        response = _message_page("Sign-in link expired", error.message, status_code=404)
     except BadRequest as error:
-        return _message_page("Bad request", error.message, status_code=400)
-    response = _redirect_to_client(pending, issuer, code=code)
+        response = _message_page("Bad request", error.message, status_code=400)
+    else:
+        response = _redirect_to_client(pending, issuer, code=code)
     if started is not None:
+        # Signed in either way (the previous session, if any, has ended): keep the new one.
         guard.set_session_cookie(request, response, started)
     return response

@@ -162,6 +162,23 @@ def test_signing_in_on_the_consent_page_signs_the_dashboard_in(
     assert served.wallet_key not in caplog.text
 
 
+def test_a_key_sign_in_whose_approval_is_refused_still_keeps_the_new_session(served: Gateway) -> None:
+    client_id = register(served)
+    _, challenge = pkce_pair()
+    with httpx.Client(base_url=served.url, timeout=30, headers={"origin": served.url}) as browser:
+        page = browser.get(
+            authorization_url(served, client_id, challenge) + "&scope=wallet%3Aread", follow_redirects=True
+        )
+        # A scope the client did not ask for: refused, but the key did sign this browser in.
+        refused = post_consent(
+            browser, page, action="approve", wallet_key=served.wallet_key, scope=[oauth.FUND]
+        )
+        assert refused.status_code == 400
+        assert "lava_session=lava_ws_" in refused.headers["set-cookie"]
+        assert browser.get("/").status_code == 200
+    assert grants(served, served.wallet_id) == []
+
+
 def test_use_another_wallet_asks_for_the_key_and_switches_the_session(served: Gateway) -> None:
     other = wallet.create_wallet(served.runtime.db, name="second wallet")
     client_id = register(served)
