@@ -6,26 +6,41 @@ field only: never in a URL, a cookie, a page or a log) or, where sign-up is allo
 a wallet whose key is shown once; and approves or denies. The form carries a token bound to
 the pending authorization, double-submitted in a SameSite=Strict cookie, and the POST must
 come from this origin. Every rule is `core.oauth`'s.
+
+The page shares the dashboard's session (`core.sessions`, cookie `lava_session`):
+- a browser already signed in to the dashboard sees "Signed in as <wallet>" and only
+  approves or denies (no key asked); "Use another wallet" shows the key field instead. The
+  form names the session's wallet, and an approval is refused if the session now names
+  another (signed out or switched in another tab meanwhile): consent is given for the wallet
+  the page showed, never a different one.
+- signing in here with a wallet key (or creating a wallet) also starts a dashboard session,
+  exactly as the dashboard's sign-in does (`sessions.sign_in`: a new id, the browser's
+  previous one deleted; the dashboard's cookie rules), so the dashboard doesn't ask again.
+The same-origin check and the form token guard a post with the session cookie as any other.
 """
 
 from __future__ import annotations
 
 import html
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import anyio.to_thread
 from mcp.server.auth.provider import construct_redirect_uri
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from lava_mcp.core import oauth, wallet
+from lava_mcp.core import oauth, sessions, wallet
 from lava_mcp.errors import BadRequest, Forbidden, LavaError, NotFound, Unauthorized
 from lava_mcp.runtime import Runtime
+from lava_mcp.store.models import Wallet
+from lava_mcp.transports.dashboard import guard
 from lava_mcp.transports.http import read_body
 
 CONSENT_PATH = "/oauth/consent"
 CSRF_COOKIE = "lava_oauth_csrf"
+# The query flag of "Use another wallet": show the key field even with a dashboard session.
+ANOTHER_WALLET = "another"
 
 
 def signup_allowed(runtime: Runtime) -> bool:
@@ -47,7 +62,23 @@ async def consent_page(request: Request) -> Response:
         pending = await anyio.to_thread.run_sync(oauth.load_pending, runtime.db, request_id)
     except NotFound as error:
         return _message_page("Sign-in link expired", error.message, status_code=404)
-    return await _render_consent(request, runtime, request_id, pending)
+    return await _render_consent(
+        request,
+        runtime,
+        request_id,
+        pending,
+        use_another=request.query_params.get(ANOTHER_WALLET) == "1",
+    )
+
+
+def _session_wallet(runtime: Runtime, request: Request) -> Wallet | None:
+    """The wallet of the browser's dashboard session, or None (no, expired or ended session)."""
+    try:
+        active = sessions.resolve(runtime.db, request.cookies.get(guard.COOKIE))
+    except Unauthorized:
+        return None
+    with runtime.db.read() as session:
+        return session.get(Wallet, active.wallet_id)
 
 
 async def _render_consent(
@@ -58,9 +89,16 @@ async def _render_consent(
     *,
     problem: str | None = None,
     new_wallet: wallet.NewWallet | None = None,
+    use_another: bool = False,
     status_code: int = 200,
+    new_session: sessions.SignedIn | None = None,
 ) -> Response:
     csrf = await anyio.to_thread.run_sync(oauth.new_csrf_token, runtime.db, request_id)
+    signed_in = (
+        None
+        if use_another or new_session is not None
+        else await anyio.to_thread.run_sync(_session_wallet, runtime, request)
+    )
     client = await anyio.to_thread.run_sync(oauth.load_client, runtime.db, pending.client_id)
     client_name = (client.name if client is not None and client.name else None) or "An unnamed app"
     redirect_host = urlparse(str(pending.params["redirect_uri"])).netloc
@@ -89,8 +127,21 @@ async def _render_consent(
         key_field = f"<p>Signing in as your new wallet <code>{html.escape(new_wallet.wallet_id)}</code>.</p>"
     elif pending.wallet_id is not None:
         key_field = f"<p>Signing in as your new wallet <code>{html.escape(pending.wallet_id)}</code>.</p>"
+    elif signed_in is not None:
+        # The dashboard's session names the wallet: no key to paste, only approve or deny.
+        label = (
+            f"<strong>{html.escape(signed_in.name)}</strong> (<code>{html.escape(signed_in.id)}</code>)"
+            if signed_in.name
+            else f"<code>{html.escape(signed_in.id)}</code>"
+        )
+        another = html.escape(f"{CONSENT_PATH}?{urlencode({'request': request_id, ANOTHER_WALLET: '1'})}")
+        hidden += f'<input type="hidden" name="session_wallet" value="{html.escape(signed_in.id)}">'
+        key_field = (
+            f"<p id=signed-in-as>Signed in as {label}.</p>"
+            f'<p><a href="{another}" id=use-another-wallet>Use another wallet</a></p>'
+        )
     signup = ""
-    if signup_allowed(runtime) and pending.wallet_id is None and new_wallet is None:
+    if signup_allowed(runtime) and pending.wallet_id is None and new_wallet is None and signed_in is None:
         signup = (
             f'<form method="post" action="{CONSENT_PATH}" class=signup>{hidden}'
             '<p>No wallet yet?</p><button type="submit" name="action" value="signup">'
@@ -119,11 +170,13 @@ After you approve, you go back to <strong>{html.escape(redirect_host)}</strong>.
 </form></div>
 {signup}
 <p><small>Your key is sent only to this server and never to {html.escape(client_name)}; the app gets a token
-you can revoke any time from your dashboard.</small></p>
+you can revoke any time from your dashboard (Connected apps).</small></p>
 </body></html>"""
     response = HTMLResponse(
         body, status_code=status_code, headers=_page_headers(str(pending.params["redirect_uri"]))
     )
+    if new_session is not None:
+        guard.set_session_cookie(request, response, new_session)
     response.set_cookie(
         CSRF_COOKIE,
         csrf,
@@ -236,14 +289,27 @@ async def consent_answer(request: Request) -> Response:
         )
         await anyio.to_thread.run_sync(oauth.bind_wallet, db, request_id, created.wallet_id)
         pending = await anyio.to_thread.run_sync(oauth.load_pending, db, request_id)
-        return await _render_consent(request, runtime, request_id, pending, new_wallet=created)
+        # The new wallet's owner is signed in to the dashboard as well.
+        signed_up = await anyio.to_thread.run_sync(
+            lambda: sessions.sign_in(
+                db, created.wallet_key, previous_session_id=request.cookies.get(guard.COOKIE)
+            )
+        )
+        return await _render_consent(
+            request, runtime, request_id, pending, new_wallet=created, new_session=signed_up
+        )
     if action != "approve":
         return _message_page("Bad request", "choose Approve or Deny", status_code=400)
 
     wallet_id = pending.wallet_id
-    if wallet_id is None:
+    started: sessions.SignedIn | None = None
+    key = field("wallet_key").strip()
+    if wallet_id is None and key:
+        # Signing in here signs the dashboard in too (a new session id; any previous one ends).
         try:
-            owner = await anyio.to_thread.run_sync(wallet.authenticate, db, field("wallet_key").strip())
+            started = await anyio.to_thread.run_sync(
+                lambda: sessions.sign_in(db, key, previous_session_id=request.cookies.get(guard.COOKIE))
+            )
         except Unauthorized:
             return await _render_consent(
                 request,
@@ -251,16 +317,41 @@ async def consent_answer(request: Request) -> Response:
                 request_id,
                 pending,
                 problem="That wallet key is not known here.",
+                use_another=True,
                 status_code=401,
             )
-        wallet_id = owner.id
+        wallet_id = started.wallet_id
+    elif wallet_id is None:
+        # No key: the approval is the dashboard session's, for the wallet the page showed.
+        signed_in = await anyio.to_thread.run_sync(_session_wallet, runtime, request)
+        shown = field("session_wallet")
+        if signed_in is None or not shown or signed_in.id != shown:
+            return await _render_consent(
+                request,
+                runtime,
+                request_id,
+                pending,
+                problem=(
+                    "Paste your wallet key to sign in."
+                    if not shown
+                    else "Your dashboard session has ended or changed wallet; check who is signed in and approve again."
+                ),
+                status_code=401,
+            )
+        wallet_id = signed_in.id
     chosen = [scope for scope in form.get("scope", []) if scope in oauth.SCOPES]
+    response: Response
     try:
         code = await anyio.to_thread.run_sync(
             lambda: oauth.approve(db, request_id, wallet_id=wallet_id, scopes=chosen)
         )
     except NotFound as error:
-        return _message_page("Sign-in link expired", error.message, status_code=404)
+        response = _message_page("Sign-in link expired", error.message, status_code=404)
     except BadRequest as error:
-        return _message_page("Bad request", error.message, status_code=400)
-    return _redirect_to_client(pending, issuer, code=code)
+        response = _message_page("Bad request", error.message, status_code=400)
+    else:
+        response = _redirect_to_client(pending, issuer, code=code)
+    if started is not None:
+        # Signed in either way (the previous session, if any, has ended): keep the new one.
+        guard.set_session_cookie(request, response, started)
+    return response

@@ -1,6 +1,6 @@
 """The wallet owner's dashboard at `/`: sign in once with the wallet key, then see the
 balance and activity, add funds, manage cards and spend keys, read the payment history and
-the per-request list. Pages are rendered on the server (Jinja2 templates, an SVG chart);
+the per-request list, and see or disconnect the apps connected over OAuth. Pages are rendered on the server (Jinja2 templates, an SVG chart);
 the only script is a small local one for copy buttons.
 
 Every page is thin (`pages.py`): it calls the same core functions as the REST API and
@@ -48,7 +48,7 @@ routes = [
     Route("/dashboard/keys/{id}/rotate", pages.key_rotate, methods=["POST"]),
     Route("/dashboard/keys/{id}/revoke", pages.key_revoke, methods=["GET", "POST"]),
     Route("/dashboard/requests", pages.requests_page, methods=["GET"]),
-    # Connected apps (issue 8, OAuth for /mcp): its pages register here, as
-    # /dashboard/apps (clients with scopes and last use, revoke), behind `pages.signed_in`.
+    Route("/dashboard/apps", pages.connected_apps, methods=["GET"]),
+    Route("/dashboard/apps/{id}/revoke", pages.app_revoke, methods=["GET", "POST"]),
     Route("/dashboard/static/{name}", static, methods=["GET"]),
 ]

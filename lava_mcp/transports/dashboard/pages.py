@@ -17,12 +17,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlparse
 
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from lava_mcp.core import funding, history, payment_methods, sessions, spend_keys, usage
+from lava_mcp.core import funding, history, oauth, payment_methods, sessions, spend_keys, usage
 from lava_mcp.errors import Forbidden, LavaError, NotFound, Unauthorized
 from lava_mcp.money import format_cost, format_dollars
 from lava_mcp.payments.sandbox import TEST_CARDS, TEST_TOKENS
@@ -31,6 +32,7 @@ from lava_mcp.transports import render
 from lava_mcp.transports.dashboard import chart, forms, guard
 from lava_mcp.transports.dashboard.templating import templates
 from lava_mcp.transports.http import runtime_of
+from lava_mcp.transports.oauth_rest import connected_client_json
 from lava_mcp.transports.rest import request_record_json
 from lava_mcp.transports.spend_keys_rest import spend_key_json
 
@@ -593,3 +595,54 @@ async def requests_page(request: Request, visitor: guard.Visitor) -> Response:
         services=services,
         first_page=not params.get("before"),
     )
+
+
+# --- connected apps ------------------------------------------------------------------------------
+
+
+def _redirect_hosts(runtime_db: Any, client_id: str) -> list[str]:
+    """Where a client's sign-in answers go (the hosts of its registered redirect URIs)."""
+    client = oauth.load_client(runtime_db, client_id)
+    uris = (client.client_metadata.get("redirect_uris") or []) if client is not None else []
+    hosts = [urlparse(str(uri)).netloc or str(uri) for uri in uris]
+    return list(dict.fromkeys(hosts))  # each once, in registration order
+
+
+def _app_view(runtime_db: Any, client: oauth.ConnectedClient) -> dict[str, Any]:
+    """A connected client as REST shows it, plus its redirect hosts and scopes in words."""
+    body = connected_client_json(client)
+    body["redirect_hosts"] = _redirect_hosts(runtime_db, client.client_id)
+    body["scope_words"] = [oauth.SCOPE_WORDS.get(scope, scope) for scope in client.scopes]
+    return body
+
+
+async def _connected_app(request: Request, visitor: guard.Visitor, grant_id: str) -> dict[str, Any]:
+    """One of this wallet's connected apps. Raises: NotFound (another wallet's, or revoked)."""
+    db = runtime_of(request).db
+    clients = await run(oauth.list_connected_clients, db, visitor.wallet_id)
+    for client in clients:
+        if client.id == grant_id:
+            view: dict[str, Any] = await run(_app_view, db, client)
+            return view
+    raise NotFound(f"no connected client {grant_id!r}")
+
+
+@signed_in
+async def connected_apps(request: Request, visitor: guard.Visitor) -> Response:
+    """The apps connected over OAuth (Claude's connector, …): what each may do, and last use."""
+    db = runtime_of(request).db
+    clients = await run(oauth.list_connected_clients, db, visitor.wallet_id)
+    views = [await run(_app_view, db, client) for client in clients]
+    return await page(request, visitor, "apps.html", apps=views)
+
+
+@signed_in
+async def app_revoke(request: Request, visitor: guard.Visitor) -> Response:
+    """Disconnecting asks first (GET: the confirmation page); the POST revokes the grant, so
+    the app's tokens fail on its next request, on every surface."""
+    grant_id = request.path_params["id"]
+    if request.method == "GET":
+        app = await _connected_app(request, visitor, grant_id)
+        return await page(request, visitor, "app_revoke.html", app=app)
+    await run(oauth.revoke_connected_client, runtime_of(request).db, visitor.wallet_id, grant_id)
+    return RedirectResponse("/dashboard/apps", status_code=303)
