@@ -14,7 +14,6 @@ changed nothing. Pages are never framed, cached or sent as a referrer to another
 from __future__ import annotations
 
 import html
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -22,10 +21,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from lava_mcp.core import funding
-from lava_mcp.errors import Forbidden, LavaError
+from lava_mcp.errors import LavaError
 from lava_mcp.money import format_dollars
 from lava_mcp.payments.sandbox import TEST_CARDS
 from lava_mcp.store.models import Payment
+from lava_mcp.transports import http
 from lava_mcp.transports.http import form_body, runtime_of
 
 SANDBOX_BANNER = (
@@ -65,41 +65,13 @@ table {{ border-collapse: collapse; font-size: 14px; }} td {{ padding: 0 .75rem 
     )
 
 
-def origin_of(url: str) -> str:
-    """`scheme://host[:port]` as a browser writes an Origin (default ports left out)."""
-    parts = urlsplit(url.strip())
-    if not parts.scheme or not parts.hostname:
-        return ""
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    try:
-        port = parts.port
-    except ValueError:
-        return ""
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    suffix = f":{port}" if port is not None and port != default else ""
-    return f"{parts.scheme.lower()}://{host.lower()}{suffix}"
-
-
 def require_same_origin(request: Request) -> None:
-    """Refuse a form post the browser says came from another site.
-
-    The browser's `Origin` (or, without one, its `Referer`) must be this server's: its
-    public URL or the address the request was sent to. A post with neither header is left
-    to the page token.
-    Raises: Forbidden.
-    """
-    claimed = request.headers.get("origin")
-    if claimed is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            return
-        claimed = origin_of(referer)
-    ours = {origin_of(str(request.base_url)), origin_of(runtime_of(request).settings.base_url)}
-    if origin_of(claimed) not in ours:  # "null" (an opaque origin) matches nothing
-        raise Forbidden(
-            "this form was posted from another site; nothing was charged",
-            next_step="open the payment link again and submit the form on that page",
-        )
+    """Raises: Forbidden for a form the browser says was posted from another site."""
+    http.require_same_origin(
+        request,
+        message="this form was posted from another site; nothing was charged",
+        next_step="open the payment link again and submit the form on that page",
+    )
 
 
 async def sandbox_checkout(request: Request) -> Response:

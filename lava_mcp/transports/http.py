@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from lava_mcp.core import wallet
-from lava_mcp.errors import BadRequest, LavaError, RateLimited, RequestTimeout, Unauthorized
+from lava_mcp.errors import BadRequest, Forbidden, LavaError, RateLimited, RequestTimeout, Unauthorized
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import Wallet
 
@@ -198,3 +198,43 @@ def wallet_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint
+
+
+def origin_of(url: str) -> str:
+    """`scheme://host[:port]` as a browser writes an Origin (default ports left out)."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.hostname:
+        return ""
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    suffix = f":{port}" if port is not None and port != default else ""
+    return f"{parts.scheme.lower()}://{host.lower()}{suffix}"
+
+
+def posted_from_here(request: Request) -> bool | None:
+    """Whether the browser says this request came from one of this server's pages: its
+    `Origin` (or, without one, its `Referer`) is the server's public URL or the address the
+    request was sent to. None when the request names no origin at all (not a browser's
+    cross-site post, which always carries one of the two)."""
+    claimed = request.headers.get("origin")
+    if claimed is None:
+        referer = request.headers.get("referer")
+        if referer is None:
+            return None
+        claimed = referer
+    ours = {origin_of(str(request.base_url)), origin_of(runtime_of(request).settings.base_url)}
+    return origin_of(claimed) in ours  # "null" (an opaque origin) matches nothing
+
+
+def require_same_origin(request: Request, *, message: str, next_step: str) -> None:
+    """Refuse a form post the browser says came from another site (one that names no origin
+    is left to the page's form token).
+
+    Raises: Forbidden with `message` and `next_step`.
+    """
+    if posted_from_here(request) is False:
+        raise Forbidden(message, next_step=next_step)

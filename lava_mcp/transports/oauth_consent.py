@@ -34,6 +34,7 @@ from lava_mcp.core import oauth, sessions, wallet
 from lava_mcp.errors import BadRequest, Forbidden, LavaError, NotFound, Unauthorized
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import Wallet
+from lava_mcp.transports import http
 from lava_mcp.transports.dashboard import guard
 from lava_mcp.transports.http import read_body
 
@@ -215,19 +216,6 @@ def _message_page(title: str, message: str, *, status_code: int) -> HTMLResponse
     return HTMLResponse(body, status_code=status_code, headers=_page_headers())
 
 
-def _same_origin(request: Request, base_url: str) -> bool:
-    """The POST came from a page of this server (Origin, or Referer where a browser sent no Origin)."""
-    expected = urlparse(base_url)
-    origin = request.headers.get("origin")
-    if origin is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            return False
-        origin = referer
-    parsed = urlparse(origin)
-    return (parsed.scheme, parsed.netloc) == (expected.scheme, expected.netloc)
-
-
 def _redirect_to_client(pending: Any, issuer: str, **answer: str) -> Response:
     params = dict(answer)
     if pending.params.get("state") is not None:
@@ -241,7 +229,7 @@ async def consent_answer(request: Request) -> Response:
     """Approve, deny or sign up. The key arrives in the form body only and is never logged."""
     runtime = _runtime(request)
     db = runtime.db
-    if not _same_origin(request, runtime.settings.base_url):
+    if http.posted_from_here(request) is not True:  # the consent page needs one of the two
         return _message_page(
             "Not allowed", "This form must be sent from the sign-in page itself.", status_code=403
         )

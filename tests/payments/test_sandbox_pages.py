@@ -119,7 +119,7 @@ async def test_cross_site_posts_to_the_checkout_page_change_nothing(
         assert form.headers["referrer-policy"] == "same-origin"
 
         # The page's own form, as a browser sends it from the page (either origin of ours).
-        from lava_mcp.transports.checkout import origin_of
+        from lava_mcp.transports.http import origin_of
 
         for origin in (served, PUBLIC_URL):
             assert origin_of(origin + "/sandbox/checkout/x") == origin

@@ -22,8 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from lava_mcp.core import sessions
-from lava_mcp.errors import Forbidden
-from lava_mcp.transports.checkout import origin_of
+from lava_mcp.transports import http
 from lava_mcp.transports.http import runtime_of
 
 COOKIE = "lava_session"
@@ -54,18 +53,11 @@ async def visitor(request: Request) -> Visitor:
 
 def require_same_origin(request: Request) -> None:
     """Raises: Forbidden when the browser says the form was posted from another site."""
-    claimed = request.headers.get("origin")
-    if claimed is None:
-        referer = request.headers.get("referer")
-        if referer is None:
-            return
-        claimed = origin_of(referer)
-    ours = {origin_of(str(request.base_url)), origin_of(runtime_of(request).settings.base_url)}
-    if origin_of(claimed) not in ours:  # "null" (an opaque origin) matches nothing
-        raise Forbidden(
-            "this form was posted from another site; nothing was changed",
-            next_step="open the dashboard and submit the form there",
-        )
+    http.require_same_origin(
+        request,
+        message="this form was posted from another site; nothing was changed",
+        next_step="open the dashboard and submit the form there",
+    )
 
 
 def check_post(request: Request, signed_in: Visitor, submitted_token: str | None) -> None:
