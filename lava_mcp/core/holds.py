@@ -53,14 +53,6 @@ _INSERT_HOLD = fast.Statement(
     " expires_at, created_at) VALUES (:id, :wallet_id, :spend_key_id, :request_id, :amount, 0, 'pending',"
     " :expires_at, :created_at)"
 )
-# A key's hold records the cycles `spend_keys.reserve` just counted it in (same transaction).
-_INSERT_KEY_HOLD = fast.Statement(
-    "INSERT INTO hold (id, wallet_id, spend_key_id, request_id, amount_micros, settled_micros, status,"
-    " expires_at, created_at, spend_cycle_start, request_cycle_start) VALUES (:id, :wallet_id, :spend_key_id,"
-    " :request_id, :amount, 0, 'pending', :expires_at, :created_at,"
-    " (SELECT cycle_started_at FROM spend_key WHERE id = :spend_key_for_cycle),"
-    " (SELECT request_cycle_started_at FROM spend_key WHERE id = :spend_key_for_request_cycle))"
-)
 _CHARGE = fast.Statement(
     "UPDATE wallet SET balance_micros = balance_micros - :cost, held_micros = held_micros - :release"
     " WHERE id = :wallet_id RETURNING balance_micros, held_micros, shortfall_micros"
@@ -150,13 +142,11 @@ def reserve(
     )
     inserted = fast.run(
         session,
-        _INSERT_HOLD if spend_key_id is None else _INSERT_KEY_HOLD,
+        _INSERT_HOLD,
         {
             "id": hold.id,
             "wallet_id": wallet_id,
             "spend_key_id": spend_key_id,
-            "spend_key_for_cycle": spend_key_id,
-            "spend_key_for_request_cycle": spend_key_id,
             "request_id": request_id,
             "amount": amount_micros,
             "expires_at": hold.expires_at,

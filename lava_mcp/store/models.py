@@ -71,10 +71,6 @@ class Hold(SQLModel, table=True):
     settled_micros: int = _micros()
     status: str = "pending"
     expires_at: datetime
-    # The spend key's cycle starts when the hold was taken (a record for the owner and for
-    # audits; which cycle a settle counts in is decided by `created_at`: see core/holds.py).
-    spend_cycle_start: datetime | None = None
-    request_cycle_start: datetime | None = None
     created_at: datetime = Field(default_factory=utc_now)
     resolved_at: datetime | None = None
 
