@@ -118,3 +118,17 @@ def parse_decimal_price(text: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ValueError(f"price must be finite and non-negative: {text!r}")
     return value
+
+
+def float_as_written(value: object) -> object:
+    """A JSON number as the decimal text a client wrote, for the money parser.
+
+    The MCP SDK hands tools JSON numbers as Python floats (the message's text is gone by
+    then), and `repr(0.00005)` is `5e-05`, which the parser rightly refuses as an exponent.
+    The shortest repr round-trips, so it is the text the client sent whenever that text had
+    at most 15 significant digits; written out without an exponent it is that text again
+    (`0.00005`). Strings and integers pass through untouched.
+    """
+    if isinstance(value, float) and math.isfinite(value):
+        return format(Decimal(repr(value)), "f")
+    return value

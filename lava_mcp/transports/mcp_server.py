@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -32,7 +30,7 @@ from pydantic import Field
 from lava_mcp.core import funding, oauth, services, usage
 from lava_mcp.errors import BadRequest, InternalError, LavaError, Unauthorized
 from lava_mcp.ids import new_id
-from lava_mcp.money import format_cost, format_dollars, parse_amount
+from lava_mcp.money import float_as_written, format_cost, format_dollars, parse_amount
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports import render
 from lava_mcp.transports.oauth import require_scope, wallet_of
@@ -76,20 +74,6 @@ def result(body: dict[str, Any], *, meta: dict[str, Any] | None = None) -> CallT
     return CallToolResult(
         content=[TextContent(type="text", text=json.dumps(body))], structured_content=body, meta=meta
     )
-
-
-def decimal_text(value: Any) -> Any:
-    """A JSON number as the decimal text a client wrote, for the money parser.
-
-    The MCP SDK hands tools JSON numbers as Python floats (the message's text is gone by
-    then), and `repr(0.00005)` is `5e-05`, which the parser rightly refuses as an exponent.
-    The shortest repr round-trips, so it is the text the client sent whenever that text had
-    at most 15 significant digits; written out without an exponent it is that text again
-    (`0.00005`). Strings and integers pass through untouched.
-    """
-    if isinstance(value, float) and math.isfinite(value):
-        return format(Decimal(repr(value)), "f")
-    return value
 
 
 def error_result(error: LavaError) -> CallToolResult:
@@ -347,7 +331,7 @@ def build_server(
         async def work(wallet_id: str) -> dict[str, Any]:
             require_scope(get_access_token(), oauth.SPEND)
             max_cost_micros = (
-                parse_amount(decimal_text(max_cost), field="max_cost", decimals=6)
+                parse_amount(float_as_written(max_cost), field="max_cost", decimals=6)
                 if max_cost is not None
                 else None
             )
