@@ -20,9 +20,10 @@ does, so revoking a grant ends all of them at once, on every surface.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
+from urllib.parse import urlparse
 
 from sqlalchemy import CursorResult, Update, delete, update
 from sqlmodel import col, select
@@ -97,6 +98,8 @@ class ConnectedClient:
     scopes: list[str]
     created_at: datetime
     last_used_at: datetime | None
+    # Where its sign-in answers go: the hosts of its registered redirect URIs, each once.
+    redirect_hosts: list[str] = field(default_factory=list)
 
 
 def normalise_scopes(requested: list[str] | None) -> list[str]:
@@ -500,9 +503,16 @@ def list_connected_clients(db: Database, wallet_id: str) -> list[ConnectedClient
             scopes=list(grant.scopes),
             created_at=grant.created_at,
             last_used_at=grant.last_used_at,
+            redirect_hosts=_redirect_hosts(client),
         )
         for grant, client in rows
     ]
+
+
+def _redirect_hosts(client: OAuthClient | None) -> list[str]:
+    uris = (client.client_metadata.get("redirect_uris") or []) if client is not None else []
+    hosts = [urlparse(str(uri)).netloc or str(uri) for uri in uris]
+    return list(dict.fromkeys(hosts))  # each once, in registration order
 
 
 def revoke_connected_client(db: Database, wallet_id: str, grant_id: str) -> None:

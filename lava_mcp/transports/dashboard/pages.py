@@ -17,7 +17,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlparse
 
 import anyio.to_thread
 from starlette.requests import Request
@@ -600,18 +599,10 @@ async def requests_page(request: Request, visitor: guard.Visitor) -> Response:
 # --- connected apps ------------------------------------------------------------------------------
 
 
-def _redirect_hosts(runtime_db: Any, client_id: str) -> list[str]:
-    """Where a client's sign-in answers go (the hosts of its registered redirect URIs)."""
-    client = oauth.load_client(runtime_db, client_id)
-    uris = (client.client_metadata.get("redirect_uris") or []) if client is not None else []
-    hosts = [urlparse(str(uri)).netloc or str(uri) for uri in uris]
-    return list(dict.fromkeys(hosts))  # each once, in registration order
-
-
-def _app_view(runtime_db: Any, client: oauth.ConnectedClient) -> dict[str, Any]:
+def _app_view(client: oauth.ConnectedClient) -> dict[str, Any]:
     """A connected client as REST shows it, plus its redirect hosts and scopes in words."""
     body = connected_client_json(client)
-    body["redirect_hosts"] = _redirect_hosts(runtime_db, client.client_id)
+    body["redirect_hosts"] = client.redirect_hosts
     body["scope_words"] = [oauth.SCOPE_WORDS.get(scope, scope) for scope in client.scopes]
     return body
 
@@ -622,7 +613,7 @@ async def _connected_app(request: Request, visitor: guard.Visitor, grant_id: str
     clients = await run(oauth.list_connected_clients, db, visitor.wallet_id)
     for client in clients:
         if client.id == grant_id:
-            view: dict[str, Any] = await run(_app_view, db, client)
+            view: dict[str, Any] = _app_view(client)
             return view
     raise NotFound(f"no connected client {grant_id!r}")
 
@@ -632,7 +623,7 @@ async def connected_apps(request: Request, visitor: guard.Visitor) -> Response:
     """The apps connected over OAuth (Claude's connector, …): what each may do, and last use."""
     db = runtime_of(request).db
     clients = await run(oauth.list_connected_clients, db, visitor.wallet_id)
-    views = [await run(_app_view, db, client) for client in clients]
+    views = [_app_view(client) for client in clients]
     return await page(request, visitor, "apps.html", apps=views)
 
 
