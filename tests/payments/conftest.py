@@ -502,3 +502,16 @@ def payments_of(runtime: Runtime, wallet_id: str) -> list[Payment]:
 
 def balance_micros(runtime: Runtime, wallet_id: str) -> int:
     return wallet.get_balance(runtime.db, wallet_id).balance_micros
+
+
+# Stripe's endpoint that creates (and charges) a PaymentIntent, as StripeFront records it.
+INTENTS = ("POST", "/v1/payment_intents")
+
+
+async def save_card(runtime: Runtime, owner: wallet.NewWallet, token: str = "pm_card_visa") -> str:
+    """Save a Stripe test card to the wallet over REST; returns its id."""
+    async with rest(runtime, owner) as client:
+        response = await client.post("/v1/payment_methods", json={"payment_method_id": token})
+        assert response.status_code == 201, response.text
+        card_id: str = response.json()["id"]
+        return card_id

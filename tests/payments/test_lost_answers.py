@@ -14,6 +14,7 @@ from lava_mcp.core import funding, verify, wallet
 from lava_mcp.runtime import Runtime, running
 from lava_mcp.store.models import Payment, Wallet, utc_now
 from tests.payments.conftest import (
+    INTENTS,
     StripeFront,
     balance_micros,
     deposits,
@@ -21,17 +22,10 @@ from tests.payments.conftest import (
     mcp,
     payments_of,
     rest,
+    save_card,
     tool_error,
     tool_ok,
 )
-
-INTENTS = ("POST", "/v1/payment_intents")
-
-
-async def save_card(runtime: Runtime, owner: wallet.NewWallet, token: str = "pm_card_visa") -> None:
-    async with rest(runtime, owner) as client:
-        response = await client.post("/v1/payment_methods", json={"payment_method_id": token})
-        assert response.status_code == 201, response.text
 
 
 def only_payment(runtime: Runtime, owner: wallet.NewWallet) -> Payment:

@@ -15,24 +15,19 @@ from lava_mcp.core import funding, wallet
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import IdempotencyRecord, Payment, utc_now
 from tests.payments.conftest import (
+    INTENTS,
     StripeFront,
     balance_micros,
     deposits,
     mcp,
     payments_of,
     rest,
+    save_card,
     tool_error,
     tool_ok,
 )
 
-INTENTS = ("POST", "/v1/payment_intents")
 GUARD_S = 30
-
-
-async def save_card(runtime: Runtime, owner: wallet.NewWallet) -> None:
-    async with rest(runtime, owner) as client:
-        response = await client.post("/v1/payment_methods", json={"payment_method_id": "pm_card_visa"})
-        assert response.status_code == 201, response.text
 
 
 def only_payment(runtime: Runtime, owner: wallet.NewWallet) -> Payment:

@@ -11,6 +11,7 @@ from lava_mcp.core import funding, wallet
 from lava_mcp.errors import Conflict
 from lava_mcp.runtime import Runtime
 from tests.payments.conftest import (
+    INTENTS,
     StripeFront,
     balance_micros,
     deposits,
@@ -18,19 +19,10 @@ from tests.payments.conftest import (
     mcp,
     payments_of,
     rest,
+    save_card,
     tool_error,
     tool_ok,
 )
-
-INTENTS = ("POST", "/v1/payment_intents")
-
-
-async def save_card(runtime: Runtime, owner: wallet.NewWallet, token: str = "pm_card_visa") -> str:
-    async with rest(runtime, owner) as client:
-        response = await client.post("/v1/payment_methods", json={"payment_method_id": token})
-        assert response.status_code == 201, response.text
-        card_id: str = response.json()["id"]
-        return card_id
 
 
 async def test_an_identical_add_funds_replays_and_says_how_to_top_up_again(

@@ -21,15 +21,17 @@ from lava_mcp.payments import ProcessorLane
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports.app import build_app
 from tests.fake_provider import FakeProvider
-from tests.payments.conftest import StripeFront, deliver, event, live_settings, payments_of, rest
+from tests.payments.conftest import (
+    StripeFront,
+    deliver,
+    event,
+    live_settings,
+    payments_of,
+    rest,
+    save_card,
+)
 
 GUARD_S = 30
-
-
-async def save_card(runtime: Runtime, owner: wallet.NewWallet) -> None:
-    async with rest(runtime, owner) as client:
-        response = await client.post("/v1/payment_methods", json={"payment_method_id": "pm_card_visa"})
-        assert response.status_code == 201, response.text
 
 
 async def test_a_hanging_processor_fails_a_top_up_after_the_stripe_timeout(
