@@ -7,10 +7,10 @@
 
 It mirrors Lava's Node SDK: `spend_keys.create/list/retrieve/update/rotate/revoke`,
 `wallet.balance()`, `usage.retrieve()`, `requests.list()`; and `wallet.fund()`,
-`payment_methods.list/save/set_default/remove()`. Every answer is a typed pydantic model
-(`lava_mcp.client.models`; `wallet.fund` and `payment_methods` answer their JSON object,
-their models are not there yet); every error is raised as `LavaAPIError` with the HTTP
-status, message and the error JSON.
+`payment_methods`, `orgs` and `org_invitations`. Every answer is a typed pydantic model
+(`lava_mcp.client.models`; `wallet.fund`, `payment_methods`, `orgs` and `org_invitations`
+answer their JSON object: their models are not there yet); every error is raised as
+`LavaAPIError` with the HTTP status, message and the error JSON.
 
 One implementation serves both clients: each resource method (`resources.py`) only builds an
 `APIRequest` (`request.py`), and a transport sends it (`transports.py`) — `SyncTransport`
@@ -29,6 +29,8 @@ from lava_mcp.client.endpoint import TransportT
 from lava_mcp.client.errors import LavaAPIError
 from lava_mcp.client.models import RequestList, RequestRecord, SpendKey, SpendKeyList, Usage, Wallet
 from lava_mcp.client.resources import (
+    OrgInvitations,
+    Orgs,
     PaymentMethods,
     Requests,
     SpendKeyFields,
@@ -79,6 +81,8 @@ class _Client(Generic[TransportT, HTTPClientT]):
         self.payment_methods = PaymentMethods(transport)
         self.usage = UsageResource(transport)
         self.requests = Requests(transport)
+        self.orgs = Orgs(transport)
+        self.org_invitations = OrgInvitations(transport)
 
 
 class Lava(_Client[SyncTransport, httpx.Client]):

@@ -3,7 +3,7 @@ and `AsyncLava` (see `endpoint.py`): it builds the `APIRequest` of its route and
 its answer parses into.
 
 Typed results come from `lava_mcp.client.models`. The routes whose model is not there yet
-(`wallet.fund`, `payment_methods`) return the answer's JSON object as it came
+(`wallet.fund`, `payment_methods`, `orgs`, `org_invitations`) return the answer's JSON object as it came
 (`dict[str, object]`), as their docstrings say.
 """
 
@@ -177,3 +177,88 @@ class Requests(Resource[TransportT]):
     def list(self, **params: Unpack[RequestPage]) -> APIRequest[RequestList]:
         """Per-request records, newest first. Raises: LavaAPIError."""
         return APIRequest("GET", "/v1/requests", RequestList.model_validate, query=query(params))
+
+
+class Orgs(Resource[TransportT]):
+    """`/v1/orgs`: an org's members, roles, invitations and the admin's funding switch. A
+    wallet outside the org gets 404 on its routes; a member who is not an admin, 403 on a
+    change. Each answer is the JSON object as it came (an org is `{"org_id", "name", "plan",
+    "enabled", "members": [{"wallet_id", "role"}], "created_at"}`): its typed model is not yet
+    in `lava_mcp.client.models`."""
+
+    @endpoint
+    def create(self, name: str, *, plan: str = "individual") -> APIRequest[dict[str, object]]:
+        """A new org (`individual`, `team` or `enterprise`), not enabled; this wallet is its
+        admin. Raises: LavaAPIError (400 name or plan, 409 already in an org)."""
+        return APIRequest("POST", "/v1/orgs", json_object, json={"name": name, "plan": plan})
+
+    @endpoint
+    def retrieve(self, org_id: str) -> APIRequest[dict[str, object]]:
+        """Raises: LavaAPIError (404 unknown, or not this wallet's org)."""
+        return APIRequest("GET", f"/v1/orgs/{segment(org_id)}", json_object)
+
+    @endpoint
+    def invite(self, org_id: str, wallet_id: str, *, role: str = "member") -> APIRequest[dict[str, object]]:
+        """Invite a wallet (`member` or `admin`): the invitation, pending until that wallet
+        accepts it. Raises: LavaAPIError (403 not an admin, 404, 409 already in an org)."""
+        body = {"wallet_id": wallet_id, "role": role}
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/members", json_object, json=body)
+
+    @endpoint
+    def set_role(self, org_id: str, wallet_id: str, role: str) -> APIRequest[dict[str, object]]:
+        """The org with the member's new role. Raises: LavaAPIError (403, 404, 409 the last
+        admin)."""
+        path = f"/v1/orgs/{segment(org_id)}/members/{segment(wallet_id)}"
+        return APIRequest("PUT", path, json_object, json={"role": role})
+
+    @endpoint
+    def remove_member(self, org_id: str, wallet_id: str) -> APIRequest[bool]:
+        """Remove a member, or revoke a pending invitation; True when done.
+        Raises: LavaAPIError (403, 404, 409 the last admin)."""
+        path = f"/v1/orgs/{segment(org_id)}/members/{segment(wallet_id)}"
+        return APIRequest("DELETE", path, succeeded)
+
+    @endpoint
+    def leave(self, org_id: str) -> APIRequest[bool]:
+        """This wallet leaves the org; True when done. Raises: LavaAPIError (404, 409 the
+        last admin)."""
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/leave", succeeded)
+
+    @endpoint
+    def invitations(self, org_id: str) -> APIRequest[dict[str, object]]:
+        """The org's pending invitations, `{"data": [...], …}` (admins only).
+        Raises: LavaAPIError (403, 404)."""
+        return APIRequest("GET", f"/v1/orgs/{segment(org_id)}/invitations", json_object)
+
+    @endpoint
+    def enable(self, org_id: str) -> APIRequest[dict[str, object]]:
+        """Let the org's members fund their wallets. Raises: LavaAPIError (403, 404)."""
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/enable", json_object)
+
+    @endpoint
+    def disable(self, org_id: str) -> APIRequest[dict[str, object]]:
+        """Stop funding in a `team` or `enterprise` org. Raises: LavaAPIError (403, 404)."""
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/disable", json_object)
+
+
+class OrgInvitations(Resource[TransportT]):
+    """`/v1/org_invitations`: this wallet's invitations to orgs, which only it can answer.
+    Each answer is the JSON object as it came (an invitation is `{"id", "org_id",
+    "org_name", "wallet_id", "role", "status", "invited_by", "created_at", "resolved_at"}`):
+    its typed model is not yet in `lava_mcp.client.models`."""
+
+    @endpoint
+    def list(self) -> APIRequest[dict[str, object]]:
+        """This wallet's pending invitations, `{"data": [...], …}`. Raises: LavaAPIError."""
+        return APIRequest("GET", "/v1/org_invitations", json_object)
+
+    @endpoint
+    def accept(self, invitation_id: str) -> APIRequest[dict[str, object]]:
+        """Join the org: the invitation, `accepted`. Raises: LavaAPIError (404 unknown or
+        another wallet's, 409 no longer pending or already in an org)."""
+        return APIRequest("POST", f"/v1/org_invitations/{segment(invitation_id)}/accept", json_object)
+
+    @endpoint
+    def decline(self, invitation_id: str) -> APIRequest[dict[str, object]]:
+        """The invitation, `declined`. Raises: LavaAPIError (404, 409 no longer pending)."""
+        return APIRequest("POST", f"/v1/org_invitations/{segment(invitation_id)}/decline", json_object)

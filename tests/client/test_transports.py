@@ -36,13 +36,6 @@ async def got(value: Awaitable[Result] | Result) -> Result:
     return value
 
 
-def cards_of(listing: dict[str, object]) -> list[dict[str, object]]:
-    """The cards of a `payment_methods.list()` answer (a JSON object until its model exists)."""
-    cards = listing["data"]
-    assert isinstance(cards, list) and all(isinstance(card, dict) for card in cards)
-    return cards
-
-
 @dataclass
 class Clients:
     """Clients of one transport (`kind`), closed at teardown."""
@@ -98,6 +91,13 @@ def metered_call(gateway: Gateway, secret: str) -> None:
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
     )
     assert completion.choices[0].message.content
+
+
+def items_of(listing: dict[str, object]) -> list[dict[str, object]]:
+    """The items of a listing answered as a JSON object (until its model exists)."""
+    data = listing["data"]
+    assert isinstance(data, list) and all(isinstance(item, dict) for item in data)
+    return data
 
 
 async def test_every_spend_key_method(lava: Client, gateway: Gateway) -> None:
@@ -223,7 +223,7 @@ async def test_every_payment_method_method(lava: Client, clients: Clients) -> No
     chosen = await got(lava.payment_methods.set_default(str(second["id"])))
     assert chosen["id"] == second["id"] and chosen["default"] is True
     listed = await got(lava.payment_methods.list())
-    assert [(card["id"], card["default"]) for card in cards_of(listed)] == [
+    assert [(card["id"], card["default"]) for card in items_of(listed)] == [
         (second["id"], True),
         (first["id"], False),
     ]
@@ -286,6 +286,63 @@ async def test_a_decline_is_raised_with_the_error_jsons_extra_fields(lava: Clien
     assert gateway.balance_micros() == 10_000_000
 
 
+async def test_every_org_and_invitation_method(lava: Client, clients: Clients, gateway: Gateway) -> None:
+    member_wallet = wallet.create_wallet(gateway.runtime.db, name="member")
+    member = clients.open(wallet_key=member_wallet.wallet_key)
+    org = await got(lava.orgs.create("Acme", plan="team"))
+    org_id = str(org["org_id"])
+    assert (org["name"], org["plan"], org["enabled"]) == ("Acme", "team", False)
+    assert org["members"] == [{"wallet_id": gateway.wallet_id, "role": "admin"}]
+
+    # Funding in a team org waits for the admin's switch.
+    card = await got(lava.payment_methods.save("pm_card_visa"))
+    with pytest.raises(LavaAPIError) as gated:
+        await got(lava.wallet.fund(10, payment_method_id=str(card["id"])))
+    assert gated.value.status == 403
+    assert (await got(lava.orgs.enable(org_id)))["enabled"] is True
+    assert (await got(lava.wallet.fund(10, payment_method_id=str(card["id"]))))["status"] == "completed"
+
+    invitation = await got(lava.orgs.invite(org_id, member_wallet.wallet_id))
+    assert (invitation["status"], invitation["role"], invitation["org_name"]) == ("pending", "member", "Acme")
+    assert [item["id"] for item in items_of(await got(lava.orgs.invitations(org_id)))] == [invitation["id"]]
+    with pytest.raises(LavaAPIError) as outside:
+        await got(member.orgs.retrieve(org_id))  # not a member until it accepts
+    assert outside.value.status == 404
+    [mine] = items_of(await got(member.org_invitations.list()))
+    assert mine["id"] == invitation["id"]
+    accepted = await got(member.org_invitations.accept(str(invitation["id"])))
+    assert accepted["status"] == "accepted" and accepted["resolved_at"]
+    assert items_of(await got(member.org_invitations.list())) == []
+
+    seen = await got(member.orgs.retrieve(org_id))
+    assert {(m["wallet_id"], m["role"]) for m in items_of({"data": seen["members"]})} == {
+        (gateway.wallet_id, "admin"),
+        (member_wallet.wallet_id, "member"),
+    }
+    with pytest.raises(LavaAPIError) as not_admin:
+        await got(member.orgs.disable(org_id))
+    assert not_admin.value.status == 403
+    promoted = await got(lava.orgs.set_role(org_id, member_wallet.wallet_id, "admin"))
+    assert {"wallet_id": member_wallet.wallet_id, "role": "admin"} in items_of({"data": promoted["members"]})
+    assert (await got(member.orgs.disable(org_id)))["enabled"] is False
+
+    assert await got(member.orgs.leave(org_id)) is True
+    again = await got(lava.orgs.invite(org_id, member_wallet.wallet_id, role="admin"))
+    declined = await got(member.org_invitations.decline(str(again["id"])))
+    assert (declined["status"], declined["role"]) == ("declined", "admin")
+    third = await got(lava.orgs.invite(org_id, member_wallet.wallet_id))
+    assert await got(lava.orgs.remove_member(org_id, member_wallet.wallet_id)) is True  # revokes it
+    with pytest.raises(LavaAPIError) as revoked:
+        await got(member.org_invitations.accept(str(third["id"])))
+    assert revoked.value.status == 409
+    with pytest.raises(LavaAPIError) as last_admin:
+        await got(lava.orgs.leave(org_id))
+    assert last_admin.value.status == 409
+    assert (await got(lava.orgs.retrieve(org_id)))["members"] == [
+        {"wallet_id": gateway.wallet_id, "role": "admin"}
+    ]
+
+
 async def test_errors_carry_status_message_and_body(clients: Clients, lava: Client) -> None:
     with pytest.raises(LavaAPIError) as bad:
         await got(lava.spend_keys.create(spend_limit={"amount": "1.234", "cycle": "daily"}))
@@ -329,7 +386,7 @@ async def test_another_wallets_key_and_card_are_404(clients: Clients, lava: Clie
             await got(attempt())
         assert error.value.status == 404
     assert (await got(lava.spend_keys.retrieve(key.spend_key_id))).name == "mine"
-    assert [item["id"] for item in cards_of(await got(lava.payment_methods.list()))] == [card["id"]]
+    assert [item["id"] for item in items_of(await got(lava.payment_methods.list()))] == [card["id"]]
 
 
 async def test_an_id_is_one_path_segment(lava: Client, clients: Clients) -> None:
