@@ -21,7 +21,6 @@ from typing import Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
-from pydantic import TypeAdapter
 
 from lava_mcp.client.errors import error_of
 
@@ -50,21 +49,20 @@ class APIRequest(Generic[Result]):
     def read(self, response: httpx.Response) -> Result:
         """The typed result of the answer.
 
-        Raises: LavaAPIError (status 400 or more), pydantic.ValidationError (a 2xx answer
-        that is not the documented shape).
+        Raises: LavaAPIError (status 400 or more), ValueError (a 2xx answer that is not
+        JSON or not the documented shape; pydantic's ValidationError is one).
         """
         if response.status_code >= 400:
             raise error_of(response)
         return self.parse(response.json())
 
 
-_JSON_OBJECT = TypeAdapter(dict[str, object])
-
-
 def json_object(body: object) -> dict[str, object]:
     """The answer's JSON object as it came (for routes whose typed model is not yet in
-    `lava_mcp.client.models`). Raises: pydantic.ValidationError (not an object)."""
-    return _JSON_OBJECT.validate_python(body)
+    `lava_mcp.client.models`). Raises: ValueError (not an object)."""
+    if not isinstance(body, dict):
+        raise ValueError(f"the answer is not a JSON object: {type(body).__name__}")
+    return body
 
 
 def succeeded(body: object) -> bool:
