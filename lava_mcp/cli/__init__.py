@@ -127,14 +127,22 @@ def print_rows(
 
 
 def print_fields(console: Console, fields: list[tuple[str, str]]) -> None:
-    """Print `name value` lines; values wrap (ids fold only on a terminal narrower than the
-    id itself, never with an ellipsis)."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(no_wrap=True)
-    grid.add_column(overflow="fold")
+    """Print `name value` lines; values wrap at spaces. On a terminal too narrow for a name
+    beside its longest word (an id), each value goes on its own line below its name, printed
+    whole (the terminal may wrap it; rich never cuts it)."""
+    name_width = max((len(name) for name, _ in fields), default=0)
+    longest_word = max((len(word) for _, value in fields for word in value.split()), default=0)
+    if console.width >= name_width + 2 + longest_word:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
+        for name, value in fields:
+            grid.add_row(name, Text(value))
+        console.print(grid)
+        return
     for name, value in fields:
-        grid.add_row(name, Text(value))
-    console.print(grid)
+        console.print(name, markup=False, highlight=False)
+        console.print(f"  {value}", soft_wrap=True, markup=False, highlight=False)
 
 
 def settings() -> Settings:

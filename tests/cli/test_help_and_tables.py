@@ -105,7 +105,7 @@ def test_tables_print_every_id_whole_on_a_narrow_terminal(cli: Cli) -> None:
     database.dispose()
     request_ids = add_requests(cli.database, wallet_id, 3)
 
-    for columns in (60, 250):
+    for columns in (40, 60, 250):
         listed = narrow(cli, "keys", "list", wallet_key=wallet_key, columns=columns)
         for key_id in key_ids:
             assert key_id in listed, (columns, listed)
