@@ -243,7 +243,12 @@ class RedisRateLimiter:
         timeout_s: float = 0.5,
         clock_us: Callable[[], int] | None = None,
     ) -> None:
-        import redis.asyncio  # the optional `redis` extra: imported only when it is used
+        try:
+            import redis.asyncio  # the optional `redis` extra: imported only when it is used
+        except ImportError as error:
+            raise RuntimeError(
+                "LAVA_REDIS_URL is set but the redis package is missing: install lava-mcp[redis]"
+            ) from error
 
         self.url = url
         self.key_prefix = key_prefix

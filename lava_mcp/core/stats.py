@@ -28,7 +28,7 @@ from lava_mcp.observability import metrics
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import Hold, Wallet
 
-# The Prometheus text format's media type (version 0.0.4).
+# The Prometheus text format's media type, as prometheus-client names it.
 MEDIA_TYPE = CONTENT_TYPE_LATEST
 
 
