@@ -130,11 +130,17 @@ async def test_rpm_two_admits_two_then_429_with_whole_seconds_and_the_bucket_exp
     assert 0 < ttl_ms <= 60_001
 
 
-def test_the_runtime_shares_limits_through_redis_only_when_it_is_configured(settings: Settings) -> None:
+async def test_the_runtime_shares_limits_through_redis_only_when_it_is_configured(settings: Settings) -> None:
     assert isinstance(build_rate_limiter(None, key_prefix="lava:", timeout_s=0.5), InProcessRateLimiter)
+    per_process = Runtime.build(settings)
+    assert isinstance(per_process.rate_limiter, InProcessRateLimiter)
+    await per_process.aclose()
     built = Runtime.build(settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379/0"}))
-    assert isinstance(built.rate_limiter, RedisRateLimiter)
-    assert built.metering.rate_limiter is built.rate_limiter
+    try:
+        assert isinstance(built.rate_limiter, RedisRateLimiter)
+        assert built.metering.rate_limiter is built.rate_limiter
+    finally:
+        await built.aclose()
 
 
 @contextmanager
