@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -128,6 +129,78 @@ async def test_rpm_two_admits_two_then_429_with_whole_seconds_and_the_bucket_exp
     with redis.Redis.from_url(redis_service.url) as client:
         ttl_ms = client.pttl(limiter.bucket("key_two"))
     assert 0 < ttl_ms <= 60_001
+
+
+async def test_the_documented_examples_hold_with_redis_keeping_time(redis_service: RedisService) -> None:
+    # The in-process limiter's examples (tests/gateway/test_limits.py), on the Redis script.
+    clock_us = [START_US]
+    limiter = RedisRateLimiter(
+        redis_service.url, key_prefix=redis_service.key_prefix, clock_us=lambda: clock_us[0]
+    )
+    try:
+        assert [await outcome(limiter, "sk", 2, None) for _ in range(3)] == [0, 0, 30]
+        clock_us[0] += 30_000_000
+        assert [await outcome(limiter, "sk", 2, None) for _ in range(2)] == [0, 30]
+        # A higher rpm keeps the tokens in use; they come back at the new rate from then on.
+        assert [await outcome(limiter, "changed", 3, None) for _ in range(4)] == [0, 0, 0, 20]
+        assert await outcome(limiter, "changed", 6, 3) == 10
+        clock_us[0] += 9_000_000
+        assert await outcome(limiter, "changed", 6, 3) == 1
+        clock_us[0] += 1_000_000
+        assert await outcome(limiter, "changed", 6, 3) == 0
+    finally:
+        await limiter.aclose()
+
+
+PROCESS_SCRIPT = """
+import asyncio, sys
+from lava_mcp.core.rate_limits import RedisRateLimiter
+from lava_mcp.errors import RateLimited
+
+async def main() -> None:
+    limiter = RedisRateLimiter(sys.argv[1], key_prefix=sys.argv[2])
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
+    sys.stdin.readline()  # both processes start together
+
+    async def one() -> bool:
+        try:
+            await limiter.acquire("key_processes", rpm=1, burst=30)
+        except RateLimited:
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(one() for _ in range(150)))
+    await limiter.aclose()
+    print(sum(outcomes))
+
+asyncio.run(main())
+"""
+
+
+def test_two_processes_sharing_redis_admit_exactly_the_burst(redis_service: RedisService) -> None:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", PROCESS_SCRIPT, redis_service.url, redis_service.key_prefix],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        admitted = [int(process.communicate(timeout=60)[0]) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert sum(admitted) == 30, admitted
 
 
 async def test_the_runtime_shares_limits_through_redis_only_when_it_is_configured(settings: Settings) -> None:
