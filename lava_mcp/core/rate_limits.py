@@ -38,6 +38,8 @@ Two implementations of `RateLimiter`, chosen by `build_rate_limiter`:
   limit are refused with 429 naming the cause ("fails closed": a limit that can't be
   checked is not waived) after a short connect/read timeout (`LAVA_REDIS_TIMEOUT_S`);
   keys without a rate limit never ask Redis, so they and the money path are unaffected.
+  An answer lost after the script ran refuses a call whose token was taken: the error
+  is always on the side of admitting fewer, never more, than the rate.
 
 The bucket belongs to the spend key's id. Rotating a key keeps its id, so it keeps its
 bucket (a rotate is not a way round the limit). Updating the rpm keeps the tokens in use
@@ -171,9 +173,11 @@ class InProcessRateLimiter:
 
 # One GCRA step on the Redis server (see the module docstring for the units).
 # KEYS[1]: the key's bucket, a hash {tat = whole µs, frac = remainder in 1/rpm µs, rpm}.
-# ARGV: rpm, burst[, now in µs: only for tests, which drive the clock]. Returns {1, 0} when allowed, {0, excess} when refused, where excess
-# (µs × rpm) is how far past the bucket's depth this request would have gone.
+# ARGV: rpm, burst[, now in µs: only tests pass it, to drive the clock].
+# Returns {1, 0} when allowed, {0, excess} when refused, where excess (µs × rpm) is how far
+# past the bucket's depth this request would have gone.
 # Numbers are written with %.0f: Lua's own tostring keeps only 14 significant digits.
+# TIME before a write needs Redis 5 or newer (scripts replicated by their effects).
 GCRA_SCRIPT = """
 local rpm = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -243,8 +247,11 @@ class RedisRateLimiter:
         timeout_s: float = 0.5,
         clock_us: Callable[[], int] | None = None,
     ) -> None:
-        try:
-            import redis.asyncio  # the optional `redis` extra: imported only when it is used
+        try:  # the optional `redis` extra: imported only when it is used
+            import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+            from redis.exceptions import RedisError
         except ImportError as error:
             raise RuntimeError(
                 "LAVA_REDIS_URL is set but the redis package is missing: install lava-mcp[redis]"
@@ -255,6 +262,9 @@ class RedisRateLimiter:
         self.timeout_s = timeout_s
         self._clock_us = clock_us
         self._redis_module = redis.asyncio
+        # One try: a dead Redis costs a call at most one timeout, never a series of them.
+        self._retry = Retry(NoBackoff(), 0)
+        self._errors = (RedisError, OSError)
         self._client: Redis | None = None
         self._script: AsyncScript | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -263,15 +273,11 @@ class RedisRateLimiter:
     def _connected(self) -> AsyncScript:
         loop = asyncio.get_running_loop()
         if self._script is None or self._loop is not loop:
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
             self._client = self._redis_module.Redis.from_url(
                 self.url,
                 socket_connect_timeout=self.timeout_s,
                 socket_timeout=self.timeout_s,
-                # One try: a dead Redis costs a call at most one timeout, never a series.
-                retry=Retry(NoBackoff(), 0),
+                retry=self._retry,
             )
             self._script = self._client.register_script(GCRA_SCRIPT)
             self._loop = loop
@@ -284,20 +290,18 @@ class RedisRateLimiter:
     async def acquire(self, key: str, *, rpm: int, burst: int | None = None) -> None:
         """Raises: RateLimited (429) when `key` has no token left, or when Redis can't be
         reached to say (the message names Redis as the cause)."""
-        from redis.exceptions import RedisError
-
         burst = burst or rpm
         arguments = [rpm, burst] if self._clock_us is None else [rpm, burst, self._clock_us()]
         try:
             answer: Any = await self._connected()(keys=[self.bucket(key)], args=arguments)
-        except (RedisError, OSError) as error:
+        except self._errors as error:
             metrics.rate_limit_decision("unavailable")
             if not self._failing:
-                logger.warning("Redis at %s is unreachable; rate-limited keys get 429: %r", self.where, error)
+                logger.warning("Redis at %s fails; rate-limited keys get 429: %r", self.where, error)
                 self._failing = True
             raise RateLimited(
                 f"this key's rate limit can't be checked: Redis (LAVA_REDIS_URL, {self.where}) is unreachable "
-                f"({type(error).__name__}); calls on rate-limited keys are refused until it answers",
+                f"or failing ({type(error).__name__}); calls on rate-limited keys are refused until it answers",
                 retry_after_s=REDIS_UNAVAILABLE_RETRY_AFTER_S,
             ) from error
         if self._failing:
@@ -312,10 +316,12 @@ class RedisRateLimiter:
 
     @property
     def where(self) -> str:
-        """Redis's host and port, never its password."""
+        """Redis's host and port (or socket path), never its password."""
         from urllib.parse import urlsplit
 
         parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return parts.path
         return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
     async def aclose(self) -> None:

@@ -34,6 +34,9 @@ from tests.conftest import RedisService, ledger_state
 from tests.fake_provider import free_port, serve_in_thread
 
 PROMPT = [{"role": "user", "content": "hello"}]
+# Long, so that a busy machine's scheduling never turns into an "unreachable" refusal in the
+# tests of exact counts (the refusal itself is tested against closed ports and a killed Redis).
+TIMEOUT_S = 30.0
 # 2026-12-01 in microseconds: the script's arithmetic must stay exact at real clock values.
 START_US = 1_796_083_200_000_000
 
@@ -78,7 +81,10 @@ def test_the_redis_script_decides_exactly_as_the_in_process_limiter(
 
     async def run() -> None:
         shared = RedisRateLimiter(
-            redis_service.url, key_prefix=redis_service.key_prefix, clock_us=lambda: now_us[0]
+            redis_service.url,
+            key_prefix=redis_service.key_prefix,
+            timeout_s=TIMEOUT_S,
+            clock_us=lambda: now_us[0],
         )
         try:
             for advance_us, rpm, burst in sequence:
@@ -94,7 +100,8 @@ def test_the_redis_script_decides_exactly_as_the_in_process_limiter(
 async def test_two_limiters_as_two_processes_admit_exactly_the_burst(redis_service: RedisService) -> None:
     # rpm 1 refills one request a minute: the run is far shorter, so exactly the burst passes.
     first, second = (
-        RedisRateLimiter(redis_service.url, key_prefix=redis_service.key_prefix) for _ in range(2)
+        RedisRateLimiter(redis_service.url, key_prefix=redis_service.key_prefix, timeout_s=TIMEOUT_S)
+        for _ in range(2)
     )
     try:
         outcomes = await asyncio.gather(
@@ -114,7 +121,7 @@ async def test_rpm_two_admits_two_then_429_with_whole_seconds_and_the_bucket_exp
     redis_service: RedisService,
 ) -> None:
     # DESIGN §13: with rpm 2 and no burst, two quick requests pass and the third gets 429.
-    limiter = RedisRateLimiter(redis_service.url, key_prefix=redis_service.key_prefix)
+    limiter = RedisRateLimiter(redis_service.url, key_prefix=redis_service.key_prefix, timeout_s=TIMEOUT_S)
     try:
         await limiter.acquire("key_two", rpm=2)
         await limiter.acquire("key_two", rpm=2)
@@ -135,7 +142,10 @@ async def test_the_documented_examples_hold_with_redis_keeping_time(redis_servic
     # The in-process limiter's examples (tests/gateway/test_limits.py), on the Redis script.
     clock_us = [START_US]
     limiter = RedisRateLimiter(
-        redis_service.url, key_prefix=redis_service.key_prefix, clock_us=lambda: clock_us[0]
+        redis_service.url,
+        key_prefix=redis_service.key_prefix,
+        timeout_s=TIMEOUT_S,
+        clock_us=lambda: clock_us[0],
     )
     try:
         assert [await outcome(limiter, "sk", 2, None) for _ in range(3)] == [0, 0, 30]
@@ -158,7 +168,7 @@ from lava_mcp.core.rate_limits import RedisRateLimiter
 from lava_mcp.errors import RateLimited
 
 async def main() -> None:
-    limiter = RedisRateLimiter(sys.argv[1], key_prefix=sys.argv[2])
+    limiter = RedisRateLimiter(sys.argv[1], key_prefix=sys.argv[2], timeout_s=30)
     sys.stdout.write("ready\\n")
     sys.stdout.flush()
     sys.stdin.readline()  # both processes start together
@@ -251,7 +261,11 @@ async def call(url: str, key: str) -> int | str:
 
 def redis_settings(settings: Settings, redis_service: RedisService, url: str | None = None) -> Settings:
     return settings.model_copy(
-        update={"redis_url": url or redis_service.url, "redis_key_prefix": redis_service.key_prefix}
+        update={
+            "redis_url": url or redis_service.url,
+            "redis_key_prefix": redis_service.key_prefix,
+            "redis_timeout_s": TIMEOUT_S,
+        }
     )
 
 
