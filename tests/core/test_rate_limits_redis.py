@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -349,6 +350,26 @@ async def test_an_unreachable_redis_refuses_rate_limited_keys_and_serves_the_oth
         assert await call(urls[0], unlimited["key"]) == "ok"
         assert wallet.get_balance(db, created.wallet_id).balance_micros < before.balance_micros
         assert verify.verify(db) == []
+
+
+async def test_a_redis_that_never_answers_refuses_after_the_timeout_instead_of_stalling() -> None:
+    # A listener whose connections are accepted by the kernel and never read: the call
+    # waits out LAVA_REDIS_TIMEOUT_S once (no retries) and is refused, naming the timeout.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        limiter = RedisRateLimiter(
+            f"redis://127.0.0.1:{silent.getsockname()[1]}/0", key_prefix="lava-test-silent:", timeout_s=0.2
+        )
+        try:
+            for _ in range(2):
+                with pytest.raises(RateLimited) as refused:
+                    await asyncio.wait_for(limiter.acquire("key_s", rpm=60), 60)
+                assert (
+                    "Timeout" in refused.value.message and "unreachable or failing" in refused.value.message
+                )
+        finally:
+            await limiter.aclose()
 
 
 @contextmanager
