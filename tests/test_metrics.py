@@ -19,7 +19,7 @@ from sqlmodel import select
 
 from lava_mcp.config import Settings
 from lava_mcp.core import wallet
-from lava_mcp.core.stats import MEDIA_TYPE
+from lava_mcp.core.stats import MEDIA_TYPE, snapshot
 from lava_mcp.errors import UpstreamError
 from lava_mcp.observability import metrics
 from lava_mcp.providers import shapes
@@ -35,12 +35,17 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def scrape(url: str) -> Samples:
-    """Every sample of `/metrics`, by name and labels, parsed as Prometheus parses it."""
+    """Every sample of `/metrics`."""
     response = httpx.get(f"{url}/metrics", timeout=30)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == MEDIA_TYPE and MEDIA_TYPE.startswith("text/plain; version=")
+    return parse(response.text)
+
+
+def parse(text: str) -> Samples:
+    """Every sample, by name and labels, read with prometheus-client's own parser."""
     samples: Samples = {}
-    for family in text_string_to_metric_families(response.text):
+    for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
     return samples
@@ -194,3 +199,29 @@ async def test_settle_retries_are_counted(settings: Settings, fake: FakeProvider
         await runtime.aclose()
     counted = metrics.REGISTRY.get_sample_value("lava_settle_retries_total", {"operation": "_settle_sync"})
     assert retries.count >= 1 and (counted or 0) - (counted_before or 0) == retries.count
+
+
+async def test_the_database_figures_on_postgresql(settings: Settings, postgres_url: str) -> None:
+    runtime = Runtime.build(settings.model_copy(update={"database_url": postgres_url}))
+    try:
+        runtime.db.upgrade()
+        created = wallet.create_wallet(runtime.db, name="postgres")
+        fund(runtime, created.wallet_id, "1.00")
+        tickets = [
+            await runtime.metering.open(
+                wallet_id=created.wallet_id,
+                service_id="cheapchat",
+                model="cheap-1",
+                body={"messages": PROMPT},
+                endpoint="test",
+            )
+            for _ in range(3)
+        ]
+        samples = parse(snapshot(runtime.db).decode())
+        assert value(samples, "lava_wallets") == 1
+        assert value(samples, "lava_open_holds") == 3
+        assert value(samples, "lava_held_micros") == sum(ticket.hold_micros for ticket in tickets) > 0
+        for ticket in tickets:
+            await runtime.metering.fail(ticket, UpstreamError("the test's held call, voided"))
+    finally:
+        await runtime.aclose()
