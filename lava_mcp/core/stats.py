@@ -2,8 +2,9 @@
 
 A scrape is this process's instruments (`observability.metrics`: events counted as they
 happen) followed by the ledger's state read from the database (`DatabaseFigures`: wallets,
-holds open, the amount held). The state is global, the same from every process; two
-indexed aggregate reads per scrape, none on the hot path.
+holds open, the amount held). The state is global, the same from every process. A scrape
+reads two aggregates (wallets counted; pending holds counted and summed through their
+status index), the hot path none: it only increments counters.
 
 `/metrics` is not public: with `LAVA_METRICS_TOKEN` set it needs `Authorization: Bearer
 <token>` (compared in constant time); unset, it answers loopback clients only
