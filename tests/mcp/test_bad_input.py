@@ -45,6 +45,8 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("usage_summary", {"since": "2020-01-01", "until": "2026-01-01"}, 400),
     ("usage_summary", {"since": SQL}, 400),
     ("usage_summary", {"until": UNICODE}, 400),
+    ("usage_summary", {"until": "9999-12-31"}, 400),  # a 500 before (found by fuzzing)
+    ("usage_summary", {"until": "0001-01-03"}, 400),
     # call_paid_service: unknown service, wrong types, malformed input, bad max_cost
     ("call_paid_service", {"service": "no-such-service", "input": HELLO}, 404),
     ("call_paid_service", {"service": SQL, "input": HELLO}, 404),
