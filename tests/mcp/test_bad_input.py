@@ -72,6 +72,11 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("call_paid_service", {**CHEAP, "model": SQL}, 400),
     ("call_paid_service", {**CHEAP, "model": UNICODE}, 400),
     ("call_paid_service", {"service": "openai", "input": HELLO}, 400),  # a paid service needs a model
+    (
+        "call_paid_service",
+        {"service": "ollama", "model": "ollama/", "input": HELLO},
+        400,
+    ),  # no model after the prefix
     ("call_paid_service", {"service": "weather", "input": "city=Oslo"}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": -1}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": 0}, 400),
