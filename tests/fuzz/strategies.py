@@ -293,7 +293,9 @@ def well_formed_chat_body(shape: str) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {
             "messages": st.lists(message, min_size=1, max_size=3),
-            "max_tokens": st.integers(min_value=1, max_value=64),
+            # Mostly small; sometimes a hold the wallet or the key can't cover (a 402).
+            "max_tokens": st.integers(min_value=1, max_value=64)
+            | st.integers(min_value=1, max_value=1_000_000),
         },
         optional=optional,
     )
@@ -376,10 +378,10 @@ def chat_body(shape: str) -> st.SearchStrategy[dict[str, Any]]:
     """A model of a request body in this shape: every field a client sends, each one right
     or wrong, plus fields the API doesn't have."""
     if shape == "openai":
-        models = [*OPENAI_MODELS, *OPENAI_MODELS, *ANTHROPIC_MODELS, *UNKNOWN_MODELS[:2]]
+        models = [*OPENAI_MODELS, *OPENAI_MODELS, *ANTHROPIC_MODELS, *UNKNOWN_MODELS]
         roles = ["user", "user", "system", "assistant", "developer", "tool", "robot"]
     else:
-        models = [*ANTHROPIC_MODELS, *ANTHROPIC_MODELS, *ANTHROPIC_MODELS, "gpt-4o-mini", *UNKNOWN_MODELS[:2]]
+        models = [*ANTHROPIC_MODELS, *ANTHROPIC_MODELS, *ANTHROPIC_MODELS, "gpt-4o-mini", *UNKNOWN_MODELS]
         roles = ["user", "user", "user", "assistant", "system", "robot"]
     model = st.one_of(st.sampled_from(models), st.sampled_from(models), adversarial())
     messages = st.one_of(
@@ -421,6 +423,55 @@ def chat_body(shape: str) -> st.SearchStrategy[dict[str, Any]]:
     return st.one_of(body, body, st.builds(lambda known, more: {**more, **known}, body, junk))
 
 
+def well_formed_gateway_body(shape: str) -> st.SearchStrategy[dict[str, Any]]:
+    """A body the gateway should serve: a model of this shape, text messages, a small limit,
+    and any of the optional fields with a value the API allows."""
+    if shape == "openai":
+        models = OPENAI_MODELS
+        tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+        optional: dict[str, st.SearchStrategy[Any]] = {
+            "stream_options": st.fixed_dictionaries({"include_usage": st.booleans()}),
+            "service_tier": st.sampled_from(["auto", "default"]),
+            "n": st.integers(min_value=1, max_value=3),
+        }
+    else:
+        models = ANTHROPIC_MODELS
+        tool = {"name": "weather", "input_schema": {"type": "object"}, "cache_control": {"type": "ephemeral"}}
+        optional = {
+            "service_tier": st.sampled_from(["auto", "standard_only"]),
+            "cache_control": st.sampled_from([{"type": "ephemeral"}, {"type": "ephemeral", "ttl": "1h"}]),
+        }
+    optional["stream"] = st.booleans()
+    optional["tools"] = st.just([tool])
+    return st.builds(
+        lambda model, body, extra: {"model": model, **body, **extra},
+        st.sampled_from(models),
+        well_formed_chat_body(shape),
+        st.fixed_dictionaries({}, optional=optional),
+    )
+
+
+# Bytes at the edges of JSON and of the gateway's checks. Each one also runs as an explicit
+# example in the gateway fuzzer, every time (a random draw may miss any one of them).
+EDGE_BODIES: list[bytes] = [
+    b"",
+    b"{",
+    b"not json",
+    b'{"model": "gpt-4o-mini", "messages": [',
+    b"[" * 5_000 + b"]" * 5_000,
+    b'{"a":' * 3_000 + b"1" + b"}" * 3_000,
+    b"\xff\xfe\x00\x01",
+    b'{"model": "\xc3\x28"}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}',
+    b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    b'{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}], "temperature": 1e400}',
+    b'{"model": "ollama/", "messages": [{"role": "user", "content": "hi"}]}',
+    b'{"model": "gpt-4o-mini", "model": 7, "messages": [{"role": "user", "content": "hi"}]}',
+    b'{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "\\ud800"}]}',
+]
+
+
 def raw_body(shape: str) -> st.SearchStrategy[bytes]:
     """What goes over the wire: JSON of the body model (sometimes with NaN, which is not
     JSON), JSON that is not an object, deep nesting, broken JSON and non-UTF-8 bytes."""
@@ -431,24 +482,9 @@ def raw_body(shape: str) -> st.SearchStrategy[bytes]:
     return st.one_of(
         chat_body(shape).map(encoded),
         chat_body(shape).map(encoded),
-        chat_body(shape).map(encoded),
-        chat_body(shape).map(encoded),
+        well_formed_gateway_body(shape).map(encoded),
+        mutated(well_formed_gateway_body(shape)).map(encoded),
         json_values().map(encoded),
-        st.sampled_from(
-            [
-                b"",
-                b"{",
-                b"not json",
-                b'{"model": "gpt-4o-mini", "messages": [',
-                b"[" * 5_000 + b"]" * 5_000,
-                b'{"a":' * 3_000 + b"1" + b"}" * 3_000,
-                b"\xff\xfe\x00\x01",
-                b'{"model": "\xc3\x28"}',
-                b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}',
-                b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}',
-                b'{"model": "gpt-4o-mini", "model": 7, "messages": [{"role": "user", "content": "hi"}]}',
-                b'{"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "\\ud800"}]}',
-            ]
-        ),
+        st.sampled_from(EDGE_BODIES),
         st.binary(max_size=64),
     )
