@@ -107,6 +107,29 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("add_funds", {"amount": UNICODE}, 400),
     ("add_funds", {"amount": "25", "use_checkout": "yes"}, 400),
     ("add_funds", {"amount": "25", "payment_method_id": 12}, 400),
+    # An integer past CPython's 4,300-digit limit for int-to-text, where the input is shown
+    # in an error or measured: a 500 before (found by probing with the fuzzers' values).
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "service_tier": 10**5000}}, 400),
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "tools": [{"type": 10**5000}]}}, 400),
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "metadata": {"n": 10**5000}}}, 400),
+    ("call_paid_service", {"service": "weather", "input": {"city": 10**5000}}, 400),
+    (
+        "call_paid_service",
+        {
+            "service": "anthropic",
+            "model": "claude-haiku-4-5",
+            "input": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "x", "cache_control": {"ttl": 10**5000}}],
+                    }
+                ],
+                "max_tokens": 5,
+            },
+        },
+        400,
+    ),
 ]
 
 
