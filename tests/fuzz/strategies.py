@@ -69,6 +69,7 @@ ODD_NUMBERS: list[Any] = [
     10**30,
     2**63,
     2**64 + 1,
+    10**5000,  # past CPython's 4,300-digit limit for int-to-text: str() of it raises ValueError
     1e308,
     -1e308,
     5e-324,
@@ -208,6 +209,53 @@ HINTS: dict[str, st.SearchStrategy[Any]] = {
         st.deferred(lambda: chat_body("anthropic")),
         st.fixed_dictionaries({"city": st.text(max_size=20)}, optional={"days": json_values()}),
     ),
+}
+
+
+GIANT_INT = 10**5000  # past CPython's 4,300-digit limit: str() of it raises ValueError
+_HELLO = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+_CHEAP = {"service": "cheapchat", "model": "cheap-1"}
+# Arguments at the edges, per tool. Each one also runs as an explicit example in the MCP
+# fuzzer, every time (a random draw may miss any one of them).
+EDGE_ARGUMENTS: dict[str, list[dict[str, Any]]] = {
+    "get_balance": [{"wallet_id": "wal_other"}, {"": GIANT_INT}],
+    "add_funds": [
+        {"amount": GIANT_INT},
+        {"amount": float("nan")},
+        {"amount": "1e3"},
+        {"amount": "10000.00", "use_checkout": True},
+        {"amount": 25, "idempotency_key": "x" * 10_000},
+    ],
+    "usage_summary": [
+        {"until": "9999-12-31"},
+        {"until": "0001-01-03"},
+        {"since": "0001-01-01", "until": "0001-01-01"},
+        {"since": GIANT_INT},
+    ],
+    "list_requests": [{"limit": GIANT_INT}, {"limit": -GIANT_INT}, {"before": GIANT_INT}, {"limit": 1e2}],
+    "list_services": [{"service": GIANT_INT}, {"service": "x" * 100_000}],
+    "call_paid_service": [
+        {**_CHEAP, "input": {**_HELLO, "service_tier": GIANT_INT}},
+        {**_CHEAP, "input": {**_HELLO, "tools": [{"type": GIANT_INT}]}},
+        {**_CHEAP, "input": {**_HELLO, "metadata": {"n": GIANT_INT}}},
+        {**_CHEAP, "input": {**_HELLO, "max_tokens": GIANT_INT}},
+        {**_CHEAP, "input": _HELLO, "max_cost": GIANT_INT},
+        {"service": "weather", "input": {"city": GIANT_INT}},
+        {"service": "ollama", "model": "ollama/", "input": _HELLO},
+        {
+            "service": "anthropic",
+            "model": "claude-haiku-4-5",
+            "input": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "x", "cache_control": {"ttl": GIANT_INT}}],
+                    }
+                ],
+                "max_tokens": 5,
+            },
+        },
+    ],
 }
 
 
@@ -472,12 +520,27 @@ EDGE_BODIES: list[bytes] = [
 ]
 
 
+GIANT_MARK = "\u2063giant-int\u2063"
+
+
+def _mark_giant_ints(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**4000:
+        return GIANT_MARK
+    if isinstance(value, list):
+        return [_mark_giant_ints(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _mark_giant_ints(item) for key, item in value.items()}
+    return value
+
+
 def raw_body(shape: str) -> st.SearchStrategy[bytes]:
     """What goes over the wire: JSON of the body model (sometimes with NaN, which is not
     JSON), JSON that is not an object, deep nesting, broken JSON and non-UTF-8 bytes."""
 
     def encoded(value: Any) -> bytes:
-        return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        # json.dumps can't write an int past CPython's digit limit: write its digits ourselves.
+        text = json.dumps(_mark_giant_ints(value), ensure_ascii=False)
+        return text.replace(f'"{GIANT_MARK}"', str(10**4000) + "0" * 1000).encode("utf-8", "surrogatepass")
 
     return st.one_of(
         chat_body(shape).map(encoded),

@@ -28,7 +28,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_PARAMS, CallToolResult
 
@@ -37,7 +37,7 @@ from lava_mcp.money import format_dollars
 from lava_mcp.runtime import Runtime
 from tests.conftest import LedgerState, fund, ledger_state
 from tests.fake_provider import FakeProvider
-from tests.fuzz.strategies import paid_calls, tool_arguments
+from tests.fuzz.strategies import EDGE_ARGUMENTS, paid_calls, tool_arguments
 from tests.mcp.conftest import body_of, connect, ok
 
 EXAMPLES_PER_TOOL = 300
@@ -116,12 +116,7 @@ async def test_every_tool_answers_fuzzed_arguments_with_its_json_and_moves_no_mo
             except MCPError as error:
                 return error
 
-        @settings(
-            max_examples=EXAMPLES_PER_TOOL,
-            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-        )
-        @given(arguments=tool_arguments(schema, WELL_FORMED.get(tool)))
-        def one_call(arguments: dict[str, Any]) -> None:
+        def check_one_call(arguments: dict[str, Any]) -> None:
             before = ledger_state(runtime.db, new_wallet.wallet_id)
             answer = anyio.from_thread.run(call, arguments)
             after = ledger_state(runtime.db, new_wallet.wallet_id)
@@ -140,10 +135,18 @@ async def test_every_tool_answers_fuzzed_arguments_with_its_json_and_moves_no_mo
                 outcomes["ok"] += 1
             check_ledger(tool, arguments, answer, before, after)
 
+        # Every edge case runs as an explicit example, then the drawn ones.
+        one_call = given(arguments=tool_arguments(schema, WELL_FORMED.get(tool)))(check_one_call)
+        for edge in EDGE_ARGUMENTS[tool]:
+            one_call = example(arguments=edge)(one_call)
+        one_call = settings(
+            max_examples=EXAMPLES_PER_TOOL,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )(one_call)
         await anyio.to_thread.run_sync(one_call)
     assert verify.verify(runtime.db) == []
     print(f"\nfuzz mcp {tool}: {sum(outcomes.values())} calls {dict(sorted(outcomes.items()))}")
-    assert sum(outcomes.values()) >= EXAMPLES_PER_TOOL
+    assert sum(outcomes.values()) >= EXAMPLES_PER_TOOL + len(EDGE_ARGUMENTS[tool])
     # The strategy reaches past the first check: every tool both answered and refused.
     assert outcomes["ok"] > 0, outcomes
     if tool != "get_balance":
