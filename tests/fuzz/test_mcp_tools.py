@@ -12,6 +12,8 @@ tool_arguments`), mixed with plausible values and junk. For every call:
   `call_paid_service` may succeed: then the balance falls by exactly the `cost` it answered,
   nothing stays held, and the `balance` it answered is the wallet's; a refusal or failure
   charges nothing (one refused or failed request may be recorded, one voided hold left).
+- only `call_paid_service` reaches the provider, at most once per call, and a refusal the
+  provider did not make sent it nothing;
 - the ledger verifies after every tool's run (`lava_mcp.core.verify`).
 
 The examples run in a worker thread (hypothesis drives a plain function); each call hops
@@ -118,8 +120,15 @@ async def test_every_tool_answers_fuzzed_arguments_with_its_json_and_moves_no_mo
 
         def check_one_call(arguments: dict[str, Any]) -> None:
             before = ledger_state(runtime.db, new_wallet.wallet_id)
+            traffic = len(fake.received)
             answer = anyio.from_thread.run(call, arguments)
             after = ledger_state(runtime.db, new_wallet.wallet_id)
+            sent = len(fake.received) - traffic
+            # Only a paid call reaches a provider, at most once; a refusal the provider did
+            # not make (its 400 or 429, or a 502) sent it nothing.
+            assert sent == 0 or (tool == "call_paid_service" and sent == 1), (arguments, sent)
+            if sent and not isinstance(answer, MCPError) and answer.is_error:
+                assert body_of(answer)["code"] in (400, 429, 502), (arguments, body_of(answer))
             if isinstance(answer, MCPError):
                 # The SDK's own refusal of arguments it can't take: nothing ran.
                 assert answer.error.code == INVALID_PARAMS, (arguments, answer.error)
