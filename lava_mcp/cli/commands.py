@@ -74,7 +74,11 @@ def serve(
     )
     with serving_record(config):  # a `lava-mcp stdio` on this ledger links here
         uvicorn.run(
-            build_app(runtime, migrate=False), host=config.host, port=config.port, log_level="warning"
+            build_app(runtime, migrate=False),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            timeout_keep_alive=config.keep_alive_timeout_s,  # an idle connection is closed
         )
 
 

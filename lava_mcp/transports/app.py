@@ -30,6 +30,7 @@ from lava_mcp.runtime import Runtime, running
 from lava_mcp.transports import oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
+from lava_mcp.transports.limits import RequestLimits
 from lava_mcp.transports.mcp_server import build_server
 
 
@@ -170,4 +171,4 @@ def build_app(
                 return
         await main(scope, receive, send)
 
-    return dispatch
+    return RequestLimits(dispatch, settings)

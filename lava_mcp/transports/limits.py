@@ -1,0 +1,169 @@
+"""What a request may send before anything reads it: header size and count, body size, time.
+
+An ASGI middleware around the whole app (`transports.app.build_app`), so no route, MCP
+transport or OAuth endpoint ever sees a request over the limits:
+
+- **Headers** (`LAVA_MAX_HEADER_BYTES`, `LAVA_MAX_HEADER_COUNT`): the request line and
+  header lines as sent (`name: value\\r\\n` each) over the byte limit, or more header lines
+  than the count, are 431 before any route runs. The byte limit is kept at or below uvicorn's
+  own parser limit so the client hears a clear 431, never the parser's answer: h11 answers a
+  request head whose unfinished part passes 16 KiB with a bare text 400 ("Invalid HTTP request
+  received.") and resets the connection when megabytes keep coming; httptools has no limit
+  at all (a 10 MB head, 100,000 headers are parsed into memory and reach the app).
+- **Body size** (`LAVA_MAX_BODY_BYTES`): a declared `Content-Length` over the limit is 413
+  at once — the body is never read, and a client waiting on `Expect: 100-continue` is never
+  asked to send it. A body of undeclared length (chunked) is counted as it arrives and
+  refused as soon as it passes the limit.
+- **Body time** (`LAVA_BODY_TIMEOUT_S`): the whole body must arrive within the timeout, else
+  408, on every path — including the MCP SDK's apps (`/mcp`, `/messages/`) and its OAuth
+  endpoints, which read bodies themselves with no time limit (and a 4 MiB size limit of
+  their own, answered in plain text).
+
+So every body is read here, whole, before the app runs, and replayed to it: every rule
+about a request (a key, a hold, a form token) is judged on the complete request, and
+`http.read_body` (which applies the same limits for a body it is handed) never waits.
+
+Refusals are in the surface's own error shape: the gateway's model routes in OpenAI's or
+Anthropic's (`gateway.error_body`, with a request id like every gateway answer), everything
+else the flat `{"error", "code"}` JSON; each closes the connection, so an unread body is
+never parsed as the next request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Literal
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lava_mcp.config import Settings
+from lava_mcp.errors import HeadersTooLarge, LavaError
+from lava_mcp.ids import new_id
+from lava_mcp.transports.gateway import REQUEST_ID_HEADER, error_body
+from lava_mcp.transports.http import body_timed_out, body_too_large
+
+# What a header line costs beyond its name and value: ": " and CRLF.
+HEADER_LINE_OVERHEAD_BYTES = 4
+
+
+class RequestLimits:
+    """The ASGI middleware. `settings` gives the limits (read once, at build time)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.max_header_bytes = settings.max_header_bytes
+        self.max_header_count = settings.max_header_count
+        self.max_body_bytes = settings.max_body_bytes
+        self.body_timeout_s = settings.body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._header_refusal(scope) or self._declared_body_refusal(scope)
+        if refusal is not None:
+            await refuse(scope, send, refusal)
+            return
+        messages: deque[Message] = deque()
+        try:
+            with anyio.fail_after(self.body_timeout_s):
+                await self._read_body(receive, messages)
+        except TimeoutError:
+            await refuse(scope, send, body_timed_out(self.body_timeout_s))
+            return
+        except LavaError as error:
+            await refuse(scope, send, error)
+            return
+
+        async def replay() -> Message:
+            if messages:
+                return messages.popleft()
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _header_refusal(self, scope: Scope) -> LavaError | None:
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        if len(headers) > self.max_header_count:
+            return HeadersTooLarge(
+                f"more than {self.max_header_count} request headers; nothing was done",
+                next_step=f"send at most {self.max_header_count} headers (LAVA_MAX_HEADER_COUNT)",
+            )
+        if head_bytes(scope) > self.max_header_bytes:
+            return HeadersTooLarge(
+                f"request line and headers over {self.max_header_bytes} bytes; nothing was done",
+                next_step=f"send at most {self.max_header_bytes} bytes of headers (LAVA_MAX_HEADER_BYTES)",
+            )
+        return None
+
+    def _declared_body_refusal(self, scope: Scope) -> LavaError | None:
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                return body_too_large(self.max_body_bytes)
+        return None
+
+    async def _read_body(self, receive: Receive, messages: deque[Message]) -> None:
+        """Read the whole body into one message (or keep the disconnect that cut it short).
+
+        Raises: PayloadTooLarge as soon as the bytes read pass the limit.
+        """
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                messages.append(message)  # the client left: the app hears it as usual
+                return
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise body_too_large(self.max_body_bytes)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                messages.appendleft({"type": "http.request", "body": b"".join(chunks), "more_body": False})
+                return
+
+
+def head_bytes(scope: Scope) -> int:
+    """The request line and header lines as the client sent them (within a few bytes: the
+    HTTP version's spelling), without the final blank line."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    request_line = (
+        len(scope["method"]) + 1 + len(target) + (len(query) + 1 if query else 0) + len(" HTTP/1.1\r\n")
+    )
+    return request_line + sum(
+        len(name) + len(value) + HEADER_LINE_OVERHEAD_BYTES for name, value in scope["headers"]
+    )
+
+
+def error_shape(scope: Scope) -> Literal["openai", "anthropic", "flat"]:
+    """Which error shape the caller reads: the gateway's model routes answer as the API they
+    imitate (`/v1/models` as Anthropic's when the caller names an `anthropic-version`)."""
+    path: str = scope["path"]
+    if path == "/v1/chat/completions":
+        return "openai"
+    if path == "/v1/messages":
+        return "anthropic"
+    if path == "/v1/models":
+        named = any(name == b"anthropic-version" for name, _ in scope["headers"])
+        return "anthropic" if named else "openai"
+    return "flat"
+
+
+async def refuse(scope: Scope, send: Send, error: LavaError) -> None:
+    """Answer `error` in the surface's shape and close the connection."""
+    shape = error_shape(scope)
+    payload = error.to_dict() if shape == "flat" else error_body(shape, error)
+    body = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    if shape != "flat":  # every gateway answer names its request, refusals too
+        headers.append((REQUEST_ID_HEADER.encode(), new_id("req").encode()))
+    await send({"type": "http.response.start", "status": error.code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
