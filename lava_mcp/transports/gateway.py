@@ -149,7 +149,11 @@ def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Servi
 
 
 async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
-    # Body first, key second: the key is read only once the whole request is in.
+    # Body first, key second: the key is read only once the whole request is in. A call
+    # with no key at all is refused first (nothing that arrives later can make it valid),
+    # so a caller without credentials hears 401, never a judgement of its body.
+    if spend_key_secret(request) is None:
+        await authenticate(request)  # raises Unauthorized
     body = await json_body(request, exact_numbers=False)
     key = await authenticate(request)
     metering = runtime_of(request).metering
