@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     # limit (h11: 16 KiB of unfinished head, a bare 400; httptools: none at all).
     max_header_bytes: int = Field(default=8192, alias="LAVA_MAX_HEADER_BYTES", gt=0, le=16384)
     max_header_count: int = Field(default=100, alias="LAVA_MAX_HEADER_COUNT", gt=0)
+    # A request's line and headers must arrive whole within this long (408, then closed);
+    # a connection that sends nothing is closed after it too.
+    header_timeout_s: float = Field(default=20.0, alias="LAVA_HEADER_TIMEOUT_S", gt=0)
     # An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
     keep_alive_timeout_s: int = Field(default=5, alias="LAVA_KEEP_ALIVE_TIMEOUT_S", ge=1)
     # A stream whose client left is read for up to this long more, for its usage.

@@ -23,11 +23,15 @@ import httpx
 import pydantic
 import pytest
 import uvicorn
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from lava_mcp.config import Settings
 from lava_mcp.core import spend_keys, wallet
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports.app import build_app
+from lava_mcp.transports.limits import http_protocol, with_head_timeout
 from tests.conftest import LedgerState, ledger_state
 from tests.dashboard.conftest import signed_in_client
 from tests.fake_provider import FakeProvider, free_port
@@ -39,8 +43,9 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": 
 
 
 @contextmanager
-def serve(app: Any, port: int, http: str = "auto") -> Iterator[str]:
-    """uvicorn on loopback with the HTTP parser named (h11, httptools or its own pick)."""
+def serve(app: Any, port: int, http: Any = "auto") -> Iterator[str]:
+    """uvicorn on loopback with the HTTP protocol given (a name: h11, httptools or its own
+    pick; or a protocol class)."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", http=http)
     )
@@ -58,7 +63,7 @@ def serve(app: Any, port: int, http: str = "auto") -> Iterator[str]:
 
 
 @contextmanager
-def served_app(settings: Settings, fake: FakeProvider, http: str = "auto") -> Iterator[Gateway]:
+def served_app(settings: Settings, fake: FakeProvider, http: Any = "auto") -> Iterator[Gateway]:
     """The whole app with a wallet funded with $10.00, at a public URL equal to its address
     (so the dashboard's same-origin rule accepts this test's posts)."""
     fake.reset()
@@ -313,3 +318,76 @@ def test_too_many_headers_are_431_and_a_normal_request_passes(served: Gateway) -
 def test_the_header_limit_stays_below_uvicorns_own() -> None:
     with pytest.raises(pydantic.ValidationError, match="LAVA_MAX_HEADER_BYTES"):
         Settings(LAVA_MAX_HEADER_BYTES=20000, _env_file=None)  # type: ignore[call-arg]
+
+
+# -- request heads in time ------------------------------------------------------------------
+
+
+PROTOCOLS = {"h11": H11Protocol, "httptools": HttpToolsProtocol}
+HEAD_TIMEOUT_S = 0.3
+
+
+@pytest.fixture(params=sorted(PROTOCOLS))
+def timed(request: pytest.FixtureRequest, settings: Settings, fake: FakeProvider) -> Iterator[Gateway]:
+    """The app behind each uvicorn parser with a head timeout of HEAD_TIMEOUT_S."""
+    protocol = with_head_timeout(PROTOCOLS[request.param], HEAD_TIMEOUT_S)
+    with served_app(settings, fake, protocol) as app:
+        yield app
+
+
+def connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_request_head_slower_than_the_timeout_is_408_and_closed(timed: Gateway) -> None:
+    with connect(timed.url) as sock:
+        sock.sendall(b"POST /v1/spend_keys HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the rest
+        answer = read_until_closed(sock)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body) == {
+        "error": f"the request headers did not arrive within {HEAD_TIMEOUT_S:g} s; nothing was done",
+        "code": 408,
+    }
+    with timed.rest() as rest:
+        assert rest.get("/v1/spend_keys").json()["data"] == []
+
+
+def test_a_connection_that_sends_nothing_is_closed_without_an_answer(timed: Gateway) -> None:
+    with connect(timed.url) as sock:
+        assert read_until_closed(sock) == b""
+
+
+def test_the_next_request_on_a_kept_alive_connection_has_the_same_head_timeout(timed: Gateway) -> None:
+    with connect(timed.url) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        status, payload = read_response(sock)
+        assert (status, payload["status"]) == (200, "ok")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert read_until_closed(sock).startswith(b"HTTP/1.1 408")
+
+
+def test_a_response_longer_than_the_head_timeout_is_never_cut(timed: Gateway, fake: FakeProvider) -> None:
+    # Six chunks 0.1 s apart: the stream outlasts the head timeout, which only runs while
+    # the connection waits for a head.
+    fake.chunk_delay_s = 0.1
+    key = timed.create_key(name="stream", request_shape="openai")
+    client = timed.openai(key["key"])
+    stream = client.chat.completions.create(
+        model="cheap-1", messages=[{"role": "user", "content": "hi"}], max_tokens=8, stream=True
+    )
+    words = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert words == "".join(fake.reply_words)
+
+
+def test_serve_runs_uvicorns_own_protocol_with_the_head_timeout() -> None:
+    protocol = http_protocol(Settings(LAVA_HEADER_TIMEOUT_S=7, _env_file=None))  # type: ignore[call-arg]
+    assert issubclass(protocol, AutoHTTPProtocol) and protocol is not AutoHTTPProtocol

@@ -43,6 +43,7 @@ def serve(
     import uvicorn
 
     from lava_mcp.transports.app import build_app
+    from lava_mcp.transports.limits import http_protocol
     from lava_mcp.transports.stdio_host import serving_record
 
     config = settings()
@@ -79,6 +80,7 @@ def serve(
             port=config.port,
             log_level="warning",
             timeout_keep_alive=config.keep_alive_timeout_s,  # an idle connection is closed
+            http=http_protocol(config),  # a request head slower than LAVA_HEADER_TIMEOUT_S is 408
         )
 
 

@@ -14,6 +14,12 @@ transport or OAuth endpoint ever sees a request over the limits:
   at once — the body is never read, and a client waiting on `Expect: 100-continue` is never
   asked to send it. A body of undeclared length (chunked) is counted as it arrives and
   refused as soon as it passes the limit.
+- **Head time** (`LAVA_HEADER_TIMEOUT_S`): uvicorn never times out a connection that is
+  opened and sends nothing, or sends its request head a byte at a time (its keep-alive
+  timer runs only after a response), so a few hundred such connections hold the server.
+  `with_head_timeout` gives uvicorn's HTTP protocol a timer, armed whenever the connection
+  waits for a request head and stopped when one is complete: past it, a connection that
+  had begun a head hears 408, and either way it is closed. (`lava-mcp serve` runs it.)
 - **Body time** (`LAVA_BODY_TIMEOUT_S`): the whole body must arrive within the timeout, else
   408, on every path — including the MCP SDK's apps (`/mcp`, `/messages/`) and its OAuth
   endpoints, which read bodies themselves with no time limit (and a 4 MiB size limit of
@@ -31,9 +37,10 @@ never parsed as the next request.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -167,3 +174,75 @@ async def refuse(scope: Scope, send: Send, error: LavaError) -> None:
         headers.append((REQUEST_ID_HEADER.encode(), new_id("req").encode()))
     await send({"type": "http.response.start", "status": error.code, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def with_head_timeout(base: type[asyncio.Protocol], timeout_s: float) -> type[asyncio.Protocol]:
+    """`base`, one of uvicorn's HTTP protocols (`H11Protocol`, `HttpToolsProtocol`), closing a
+    connection whose next request head is not complete within `timeout_s`: for
+    `uvicorn.Config(http=...)`. It relies on what both share: `cycle` (the request being
+    served, a new object per request), `loop`, `transport`, `on_response_complete`."""
+    refusal = json.dumps(
+        {"error": f"the request headers did not arrive within {timeout_s:g} s; nothing was done", "code": 408}
+    ).encode()
+    answer = (
+        b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(refusal)}\r\n".encode()
+        + b"connection: close\r\n\r\n"
+        + refusal
+    )
+
+    class HeadTimeoutProtocol(base):  # type: ignore[valid-type, misc]
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_begun = False
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._await_head()
+
+        def data_received(self, data: bytes) -> None:
+            serving = self.cycle
+            if self._head_timer is not None:
+                self._head_begun = True
+            super().data_received(data)
+            if self.cycle is not serving:  # a head is complete: its request runs
+                self._stop_timer()
+
+        def on_response_complete(self) -> None:
+            serving = self.cycle
+            super().on_response_complete()
+            # (a pipelined request already buffered may have started inside the call)
+            if self.cycle is serving and not self.transport.is_closing():
+                self._await_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_timer()
+            super().connection_lost(exc)
+
+        def _await_head(self) -> None:
+            self._stop_timer()
+            self._head_begun = False
+            self._head_timer = self.loop.call_later(timeout_s, self._head_timed_out)
+
+        def _stop_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            if self._head_begun:
+                self.transport.write(answer)
+            self.transport.close()
+
+    HeadTimeoutProtocol.__name__ = f"HeadTimeout{base.__name__}"
+    return HeadTimeoutProtocol
+
+
+def http_protocol(settings: Settings) -> type[asyncio.Protocol]:
+    """The HTTP protocol `lava-mcp serve` runs: uvicorn's own pick (httptools when installed,
+    else h11) with the head timeout."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    return with_head_timeout(AutoHTTPProtocol, settings.header_timeout_s)
