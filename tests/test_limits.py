@@ -184,9 +184,14 @@ def surface_request(app: Gateway, surface: str) -> Iterator[tuple[httpx.Client, 
             )
 
 
-def assert_refused(surface: str, response: httpx.Response, status: int, words: str) -> None:
+def assert_refused(
+    surface: str, response: httpx.Response, status: int, words: str, *, closes: bool = True
+) -> None:
+    """`closes`: refused by the limits themselves, which close the connection (a body the
+    gateway's handler reads itself is refused there, in the same shape)."""
     assert response.status_code == status, response.text
-    assert response.headers["connection"] == "close"
+    if closes:
+        assert response.headers["connection"] == "close"
     body = response.json()
     shape = SHAPE.get(surface, "flat")
     if shape == "anthropic":
@@ -223,7 +228,8 @@ def test_an_oversized_body_is_413_in_the_surfaces_shape_and_changes_nothing(
         assert len(body) == OVER_DEFAULT_BODY
         content = body if sent == "declared" else chunked(body[:1000], body[1000:])
         response = client.post(path, content=content, headers=headers)
-        assert_refused(surface, response, 413, "request body over 1000000 bytes")
+        by_handler = sent == "chunked" and surface in SHAPE
+        assert_refused(surface, response, 413, "request body over 1000000 bytes", closes=not by_handler)
     assert state(app) == before
     assert fake.received == []
 
