@@ -141,6 +141,8 @@ def starlette_apps(app: Any) -> list[Starlette]:
             pending.append(inner)
         for cell in getattr(item, "__closure__", None) or ():
             pending.append(cell.cell_contents)
+        if not isinstance(item, type) and hasattr(item, "__dict__"):  # a dispatcher object's apps
+            pending.extend(value for value in vars(item).values() if isinstance(value, Starlette))
     return found
 
 
