@@ -42,6 +42,7 @@ def serve(
     import uvicorn
 
     from lava_mcp.transports.app import build_app
+    from lava_mcp.transports.limits import http_protocol
     from lava_mcp.transports.stdio_host import serving_record
 
     config = settings()
@@ -73,7 +74,12 @@ def serve(
     )
     with serving_record(config):  # a `lava-mcp stdio` on this ledger links here
         uvicorn.run(
-            build_app(runtime, migrate=False), host=config.host, port=config.port, log_level="warning"
+            build_app(runtime, migrate=False),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            timeout_keep_alive=config.keep_alive_timeout_s,  # an idle connection is closed
+            http=http_protocol(config),  # a request head slower than LAVA_HEADER_TIMEOUT_S is 408
         )
 
 

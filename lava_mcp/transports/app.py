@@ -31,6 +31,7 @@ from lava_mcp.runtime import Runtime, running
 from lava_mcp.transports import oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
+from lava_mcp.transports.limits import RequestLimits
 from lava_mcp.transports.mcp_server import build_server
 
 
@@ -171,4 +172,5 @@ def build_app(
                 return
         await main(scope, receive, send)
 
-    return instruments.instrumented(dispatch)  # requests and errors by route and status
+    # requests and errors by route and status, the refusals of the request limits included
+    return instruments.instrumented(RequestLimits(dispatch, settings))

@@ -51,6 +51,8 @@ ERROR_TYPES_OPENAI: dict[int, tuple[str, str]] = {
     404: ("invalid_request_error", "model_not_found"),
     408: ("invalid_request_error", "request_timeout"),
     409: ("invalid_request_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
+    431: ("invalid_request_error", "headers_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("api_error", "internal_error"),
     502: ("api_error", "upstream_error"),
@@ -63,6 +65,8 @@ ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     404: "not_found_error",
     408: "timeout_error",
     409: "invalid_request_error",
+    413: "request_too_large",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -145,7 +149,11 @@ def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Servi
 
 
 async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
-    # Body first, key second: the key is read only once the whole request is in.
+    # Body first, key second: the key is read only once the whole request is in. A call
+    # with no key at all is refused first (nothing that arrives later can make it valid),
+    # so a caller without credentials hears 401, never a judgement of its body.
+    if spend_key_secret(request) is None:
+        await authenticate(request)  # raises Unauthorized
     body = await json_body(request, exact_numbers=False)
     key = await authenticate(request)
     metering = runtime_of(request).metering

@@ -296,7 +296,7 @@ def test_one_megabyte_body_is_refused_before_anything_runs(
     key = key_for(gateway, shape)
     huge = body(shape, messages=[{"role": "user", "content": "x" * 1_000_001}])
     response = call(gateway, shape, key["key"], huge)
-    assert response.status_code == 400 and "bytes" in error_of(shape, response)[1]
+    assert response.status_code == 413 and "bytes" in error_of(shape, response)[1]
     # also when the client does not say how long the body is (chunked upload)
     chunks = iter(
         [b'{"model": "cheap-1", "messages": [{"role": "user", "content": "', b"x" * 1_100_000, b'"}]}']
@@ -306,7 +306,7 @@ def test_one_megabyte_body_is_refused_before_anything_runs(
         content=chunks,
         headers={"x-api-key": key["key"], "content-type": "application/json"},
     )
-    assert streamed.status_code == 400
+    assert streamed.status_code == 413
     assert fake.received == []
 
 
