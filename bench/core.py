@@ -111,8 +111,9 @@ def postgres_schema() -> Iterator[str]:
         admin.dispose()
 
 
-async def bench_metering(url: str, synchronous: str, callers: int, seconds: float) -> float:
-    """Hold+settle cycles per second with `callers` concurrent callers; checks the ledger after."""
+async def bench_metering(url: str, synchronous: str, callers: int, seconds: float) -> tuple[float, float]:
+    """Hold+settle cycles per second with `callers` concurrent callers, and the process's CPU
+    time per cycle in microseconds (all threads); checks the ledger afterwards."""
     database = Database(url, sqlite_synchronous=synchronous)
     wallet_id, key = await asyncio.to_thread(funded, database)
     upstream = Upstream(5.0, connect_timeout_s=1.0)
@@ -140,10 +141,10 @@ async def bench_metering(url: str, synchronous: str, callers: int, seconds: floa
     # Warm up (connections, statement caches, the writer thread), then measure.
     await asyncio.gather(*(caller(number, loop.time() + 0.3) for number in range(callers)))
     counts = [0] * callers
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     deadline = loop.time() + seconds
     await asyncio.gather(*(caller(number, deadline) for number in range(callers)))
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     await upstream.aclose()
     problems = await asyncio.to_thread(verify.verify, database)
     balance = await asyncio.to_thread(wallet.get_balance, database, wallet_id)
@@ -151,7 +152,7 @@ async def bench_metering(url: str, synchronous: str, callers: int, seconds: floa
     assert problems == [], problems
     assert balance.held_micros == 0, balance
     assert balance.balance_micros == 100_000 * 1_000_000 - cycles * CYCLE_COST_MICROS, (balance, cycles)
-    return sum(counts) / elapsed
+    return sum(counts) / elapsed, cpu_s / sum(counts) * 1e6
 
 
 def bench_holds(directory: Path, synchronous: str, seconds: float) -> float:
@@ -248,18 +249,25 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="lava-bench-") as temporary:
         directory = Path(temporary)
+        runs: list[tuple[str, list[tuple[float, float]]]] = []
         for synchronous in ("FULL", "NORMAL"):
-            rates = []
+            figures = []
             for callers in concurrency:
                 url = f"sqlite:///{directory / f'metering-{synchronous}-{callers}.db'}"
-                rates.append(asyncio.run(bench_metering(url, synchronous, callers, arguments.seconds)))
-            print(f"  {f'SQLite {synchronous}':<24}" + "".join(f"{rate:>10.0f}/s" for rate in rates))
+                figures.append(asyncio.run(bench_metering(url, synchronous, callers, arguments.seconds)))
+            runs.append((f"SQLite {synchronous}", figures))
+            print(f"  {runs[-1][0]:<24}" + "".join(f"{rate:>10.0f}/s" for rate, _ in figures))
         if not arguments.no_postgres:
-            rates = []
+            figures = []
             for callers in concurrency:
                 with postgres_schema() as url:
-                    rates.append(asyncio.run(bench_metering(url, "FULL", callers, arguments.seconds)))
-            print(f"  {'PostgreSQL':<24}" + "".join(f"{rate:>10.0f}/s" for rate in rates))
+                    figures.append(asyncio.run(bench_metering(url, "FULL", callers, arguments.seconds)))
+            runs.append(("PostgreSQL", figures))
+            print(f"  {'PostgreSQL':<24}" + "".join(f"{rate:>10.0f}/s" for rate, _ in figures))
+        print()
+        print("CPU time per cycle (the whole process, every thread)")
+        for name, figures in runs:
+            print(f"  {name:<24}" + "".join(f"{cpu_us:>9.0f} us" for _, cpu_us in figures))
         print()
         print("holds.reserve + holds.post alone (two Database.write() transactions, sequential)")
         for synchronous in ("FULL", "NORMAL"):

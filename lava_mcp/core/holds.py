@@ -222,7 +222,7 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     balance_after, held_after, shortfall = int(row[0]), int(row[1]), int(row[2])
     assert 0 <= held_after <= balance_after, (held_after, balance_after)
     if cost_micros > 0:
-        ledger.insert_entry(
+        ledger.append_entry(
             session,
             wallet_id=wallet_id,
             kind="charge",

@@ -174,9 +174,11 @@ class Writer:
         outcomes: list[_Outcome] = []
         for job in jobs:
             cursor.execute("SAVEPOINT lava_job")
+            # ORM state lives in the session (pending rows, the identity map): flushed
+            # with the job and then forgotten. The hot path's jobs leave none (`store.fast`).
             try:
                 result = job.function(session, *job.args)
-                if session.new or session.dirty or session.deleted:
+                if session.new or session.identity_map:
                     session.flush()
             except Exception as error:
                 if not session.is_active or not driver.in_transaction:
@@ -186,7 +188,7 @@ class Writer:
             else:
                 outcomes.append((job, True, result))
             cursor.execute("RELEASE lava_job")
-            if session.identity_map:
+            if session.new or session.identity_map:
                 session.expunge_all()
         return outcomes, None
 
