@@ -7,7 +7,8 @@ transaction per commit, each job in a savepoint of its own.
   transaction is answered with its error while the rest of its batch commits;
 - a process SIGKILLed while batches run leaves no half-written batch;
 - hundreds of concurrent callers end with the ledger's invariants;
-- the event loop keeps serving (`/healthz`) while another connection holds the write lock.
+- the event loop keeps serving (`/healthz`) while another connection holds the write lock;
+- a caller cancelled while its hold commits has the hold voided at once.
 """
 
 from __future__ import annotations
@@ -407,3 +408,27 @@ async def test_healthz_answers_while_another_connection_holds_the_write_lock(
     assert ledger_state(runtime.db, new_wallet.wallet_id).held_micros == ticket.hold_micros
     await runtime.metering.settle(ticket, USAGE)
     assert verify.verify(runtime.db) == []
+
+
+async def test_a_call_cancelled_while_its_hold_commits_gives_the_hold_back(
+    runtime: Runtime, new_wallet: wallet.NewWallet
+) -> None:
+    """The caller leaves (a cancel) while its hold waits in the writer's queue: the hold
+    still commits, and is voided at once rather than left held until it expires."""
+    db, writer = runtime.db, writer_of(runtime)
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    async with HeldWriter(db) as held:
+        calling = asyncio.ensure_future(open_call(runtime.metering, new_wallet.wallet_id))
+        await queued(writer, 1)
+        calling.cancel()
+        held.release.set()
+        outcome = await asyncio.gather(calling, return_exceptions=True)
+    assert isinstance(outcome[0], asyncio.CancelledError)
+    state = ledger_state(db, new_wallet.wallet_id)
+    assert (state.balance_micros, state.held_micros, state.holds, state.pending_holds) == (1_000_000, 0, 1, 0)
+    with db.read() as session:
+        record = session.exec(
+            select(RequestRecord).where(RequestRecord.wallet_id == new_wallet.wallet_id)
+        ).one()
+    assert (record.status, record.ran, record.error_code) == ("error", True, 499)
+    assert verify.verify(db) == []
