@@ -23,6 +23,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
@@ -97,7 +98,8 @@ class Database:
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
-            await wait_out(future)
+            with anyio.CancelScope(shield=True):  # (or anyio would cancel the wait again and again)
+                await wait_out(future)
             raise
 
     def _transact_alone(self, function: Callable[..., T], *args: Any) -> T:
