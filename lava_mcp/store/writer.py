@@ -29,6 +29,14 @@ The rules:
 The writer's session stays open across batches: SQLAlchemy's per-transaction bookkeeping
 costs more than SQLite's own commit, so the batches' transactions are begun and committed on
 the driver connection underneath it (`BEGIN IMMEDIATE` … `COMMIT`).
+
+`synchronous=FULL` without waiting for the fsync in the writer: at FULL, SQLite's COMMIT
+appends the transaction to the WAL file and then fsyncs it, and the writer could do nothing
+else meanwhile. Instead the writer's own connection commits at NORMAL (the same WAL append,
+the same checkpoint syncs, no fsync per commit) and hands the batch to a sync thread, which
+fsyncs the WAL file and only then answers the batch's callers. So each caller is answered
+exactly when it would be at FULL — once its transaction is in the WAL on disk — while the
+writer already runs the next batch; one fsync covers every batch committed before it began.
 """
 
 from __future__ import annotations
@@ -36,10 +44,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -66,9 +76,14 @@ _Outcome = tuple[_Job, bool, Any]
 class Writer:
     """The writer thread of one SQLite database (started on the first job)."""
 
-    def __init__(self, engine: Engine, write_lock: threading.Lock) -> None:
+    def __init__(self, engine: Engine, write_lock: threading.Lock, *, sync_wal: Path | None = None) -> None:
+        """`sync_wal`: the WAL file to fsync after each batch (FULL durability, see above);
+        None leaves syncing to SQLite's own `synchronous` setting."""
         # The batch's transaction is begun by the writer on the driver, not by SQLAlchemy.
         self._engine = engine.execution_options(lava_begin="")
+        self._sync_wal = sync_wal
+        self._synced: queue.SimpleQueue[list[_Outcome] | None] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
         self._write_lock = write_lock
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -93,20 +108,57 @@ class Writer:
         return future
 
     def stop(self) -> None:
-        """Finish the jobs already queued, then stop the thread (a later job starts it again)."""
-        with self._starting:
+        """Finish the jobs already queued, then stop the threads (a later job starts them again)."""
+        with self._starting:  # (no new threads meanwhile: each sentinel reaches its own thread)
             thread, self._thread = self._thread, None
+            syncer, self._syncer = self._syncer, None
             if thread is None:
                 return
             self._jobs.put(None)
-        thread.join()
+            thread.join()
+            if syncer is not None:
+                self._synced.put(None)
+                syncer.join()
 
     def _start(self) -> None:
         with self._starting:
             if self._thread is None:
+                if self._sync_wal is not None:
+                    syncer = threading.Thread(target=self._sync, name="lava-sqlite-sync", daemon=True)
+                    syncer.start()
+                    self._syncer = syncer
                 thread = threading.Thread(target=self._serve, name="lava-sqlite-writer", daemon=True)
                 thread.start()
                 self._thread = thread
+
+    def _sync(self) -> None:
+        """Fsync the WAL for every batch committed so far, then answer those batches."""
+        assert self._sync_wal is not None
+        while True:
+            first = self._synced.get()
+            if first is None:
+                return
+            batches, stopping = [first], False
+            while True:
+                try:
+                    more = self._synced.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batches.append(more)
+            try:
+                _fsync(self._sync_wal)
+            except OSError as error:  # not durable: no caller may be told it is
+                logger.exception("could not fsync %s", self._sync_wal)
+                for outcomes in batches:
+                    _answer([(job, False, error) for job, _, _ in outcomes])
+            else:
+                for outcomes in batches:
+                    _answer(outcomes)
+            if stopping:
+                return
 
     def _serve(self) -> None:
         try:
@@ -163,7 +215,10 @@ class Writer:
                     return
                 self.commits += 1
                 self.committed_jobs += len(jobs)
-            _answer(outcomes)
+            if self._sync_wal is not None:
+                self._synced.put(outcomes)  # answered once the WAL is on disk
+            else:
+                _answer(outcomes)
             return
 
     def _run_jobs(
@@ -199,16 +254,40 @@ class Writer:
             # SQLAlchemy's transaction stays open (it emits nothing: `lava_begin` is empty);
             # each batch's real transaction is begun and committed on the driver.
             self._driver = session.connection().connection.driver_connection
+            if self._sync_wal is not None:
+                self._driver.execute("PRAGMA synchronous=NORMAL")  # the sync thread fsyncs
             self._session = session
         return self._session, self._driver
 
     def _discard_session(self) -> None:
-        session, self._session, self._driver = self._session, None, None
-        if session is not None:
-            try:
-                session.close()  # rolls back whatever is left on the driver
-            except Exception:
-                logger.exception("could not close the SQLite writer's session")
+        session, driver = self._session, self._driver
+        self._session = self._driver = None
+        if session is None:
+            return
+        try:
+            if self._sync_wal is not None:
+                # The pooled connection goes back to FULL, or is not reused at all.
+                try:
+                    driver.rollback()  # whatever is left of a batch
+                    driver.execute("PRAGMA synchronous=FULL")
+                except Exception:
+                    session.connection().invalidate()
+            session.close()  # rolls back whatever is left on the driver
+        except Exception:
+            logger.exception("could not close the SQLite writer's session")
+
+
+def _fsync(wal: Path) -> None:
+    """Flush the WAL file to disk (opened by name each time: a WAL that was checkpointed and
+    removed meanwhile, when the last connection closed, has nothing left to flush)."""
+    try:
+        descriptor = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _answer(outcomes: list[_Outcome]) -> None:

@@ -8,7 +8,8 @@ transaction per commit, each job in a savepoint of its own.
 - a process SIGKILLed while batches run leaves no half-written batch;
 - hundreds of concurrent callers end with the ledger's invariants;
 - the event loop keeps serving (`/healthz`) while another connection holds the write lock;
-- a caller cancelled while its hold commits has the hold voided at once.
+- a caller cancelled while its hold commits has the hold voided at once;
+- at `synchronous=FULL` the writer syncs the WAL itself, and the pool's connections stay at FULL.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlmodel import Session, select
 
+from lava_mcp.config import Settings
 from lava_mcp.core import holds, ledger, spend_keys, verify, wallet
 from lava_mcp.core.metering import Metering, Ticket
 from lava_mcp.errors import Forbidden, InsufficientBalance, LavaError, RateLimited, UpstreamError
@@ -432,3 +435,35 @@ async def test_a_call_cancelled_while_its_hold_commits_gives_the_hold_back(
         ).one()
     assert (record.status, record.ran, record.error_code) == ("error", True, 499)
     assert verify.verify(db) == []
+
+
+async def test_at_full_the_writer_syncs_the_wal_itself_and_the_pool_stays_at_full(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """At `synchronous=FULL` the writer's connection commits at NORMAL and its sync thread
+    fsyncs the WAL before answering; every other connection stays at FULL, the writer's own
+    too once it is handed back to the pool (here: after a job whose flush aborted a batch)."""
+    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": "FULL"}))
+    db, metering = runtime.db, runtime.metering
+    db.upgrade()
+    created = wallet.create_wallet(db, name="full")
+    fund(runtime, created.wallet_id, "1.00")
+    writer = writer_of(runtime)
+    tickets = await asyncio.gather(*(open_call(metering, created.wallet_id) for _ in range(20)))
+    await asyncio.gather(*(metering.settle(ticket, USAGE) for ticket in tickets))
+    with pytest.raises(Exception, match="UNIQUE"):
+        await db.transact(_add_a_duplicate_record, tickets[0].request_id, created.wallet_id)
+    assert writer.committed_jobs >= 40
+    state = ledger_state(db, created.wallet_id)
+    assert (state.balance_micros, state.held_micros) == (1_000_000 - 20 * COST_MICROS, 0)
+    pool = db.engine.pool
+    idle = [db.engine.connect() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        assert idle and all(
+            connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2 for connection in idle
+        )  # 2: FULL
+    finally:
+        for connection in idle:
+            connection.close()
+    assert verify.verify(db) == []
+    await runtime.aclose()
