@@ -63,11 +63,9 @@ class Database:
         self.writer: Writer | None = None
         if self.is_sqlite:
             self._write_lock = threading.Lock()
-            file = parsed.database if parsed.database not in (None, "", ":memory:") else None
+            on_file = parsed.database not in (None, "", ":memory:")
             # At FULL the writer fsyncs the WAL itself, off its own path (`store.writer`).
-            sync_wal = (
-                Path(f"{file}-wal").resolve() if file and sqlite_synchronous.upper() == "FULL" else None
-            )
+            sync_wal = on_file and sqlite_synchronous.upper() == "FULL"
             self.writer = Writer(self.engine, self._write_lock, sync_wal=sync_wal)
 
     @contextmanager

@@ -76,12 +76,13 @@ _Outcome = tuple[_Job, bool, Any]
 class Writer:
     """The writer thread of one SQLite database (started on the first job)."""
 
-    def __init__(self, engine: Engine, write_lock: threading.Lock, *, sync_wal: Path | None = None) -> None:
-        """`sync_wal`: the WAL file to fsync after each batch (FULL durability, see above);
-        None leaves syncing to SQLite's own `synchronous` setting."""
+    def __init__(self, engine: Engine, write_lock: threading.Lock, *, sync_wal: bool = False) -> None:
+        """`sync_wal`: fsync the WAL after each batch in the sync thread (FULL durability,
+        see above); False leaves syncing to SQLite's own `synchronous` setting."""
         # The batch's transaction is begun by the writer on the driver, not by SQLAlchemy.
         self._engine = engine.execution_options(lava_begin="")
         self._sync_wal = sync_wal
+        self._wal: Path | None = None  # the WAL file, as SQLite names it (set with the session)
         self._synced: queue.SimpleQueue[list[_Outcome] | None] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
         self._write_lock = write_lock
@@ -123,7 +124,7 @@ class Writer:
     def _start(self) -> None:
         with self._starting:
             if self._thread is None:
-                if self._sync_wal is not None:
+                if self._sync_wal:
                     syncer = threading.Thread(target=self._sync, name="lava-sqlite-sync", daemon=True)
                     syncer.start()
                     self._syncer = syncer
@@ -133,7 +134,6 @@ class Writer:
 
     def _sync(self) -> None:
         """Fsync the WAL for every batch committed so far, then answer those batches."""
-        assert self._sync_wal is not None
         while True:
             first = self._synced.get()
             if first is None:
@@ -148,10 +148,12 @@ class Writer:
                     stopping = True
                     break
                 batches.append(more)
+            wal = self._wal
+            assert wal is not None  # set before the first batch was handed over
             try:
-                _fsync(self._sync_wal)
+                _fsync(wal)
             except OSError as error:  # not durable: no caller may be told it is
-                logger.exception("could not fsync %s", self._sync_wal)
+                logger.exception("could not fsync %s", wal)
                 for outcomes in batches:
                     _answer([(job, False, error) for job, _, _ in outcomes])
             else:
@@ -215,7 +217,7 @@ class Writer:
                     return
                 self.commits += 1
                 self.committed_jobs += len(jobs)
-            if self._sync_wal is not None:
+            if self._sync_wal:
                 self._synced.put(outcomes)  # answered once the WAL is on disk
             else:
                 _answer(outcomes)
@@ -254,8 +256,11 @@ class Writer:
             # SQLAlchemy's transaction stays open (it emits nothing: `lava_begin` is empty);
             # each batch's real transaction is begun and committed on the driver.
             self._driver = session.connection().connection.driver_connection
-            if self._sync_wal is not None:
+            if self._sync_wal:
                 self._driver.execute("PRAGMA synchronous=NORMAL")  # the sync thread fsyncs
+                # The file SQLite opened (an absolute path, whatever the working directory).
+                main_file = self._driver.execute("PRAGMA database_list").fetchone()[2]
+                self._wal = Path(f"{main_file}-wal")
             self._session = session
         return self._session, self._driver
 
@@ -265,7 +270,7 @@ class Writer:
         if session is None:
             return
         try:
-            if self._sync_wal is not None:
+            if self._sync_wal:
                 # The pooled connection goes back to FULL, or is not reused at all.
                 try:
                     driver.rollback()  # whatever is left of a batch
