@@ -199,6 +199,7 @@ class Writer:
                 try:
                     cursor.execute("BEGIN IMMEDIATE")
                 except Exception as error:  # the lock was not granted: every caller decides
+                    self._discard_session()  # (a fresh one next time, whatever went wrong)
                     _answer([(job, False, error) for job in jobs])
                     return
                 outcomes, aborted = self._run_jobs(session, driver, cursor, jobs)
