@@ -238,7 +238,9 @@ class Metering:
         """
         if not exchange.sent:
             request.cancel()
-            await self._write(self._fail_job, ticket, "call cancelled before it reached the provider", 499)
+            await self._write(
+                "void", self._fail_job, ticket, "call cancelled before it reached the provider", 499
+            )
             self._resolved(ticket)
             return
         for listener in self.draining_listeners:
@@ -332,7 +334,7 @@ class Metering:
                 taken = None if job.cancelled() or job.exception() else job.result()
                 if isinstance(taken, Ticket):
                     await self._write(
-                        self._fail_job, taken, "call cancelled before it reached the provider", 499
+                        "void", self._fail_job, taken, "call cancelled before it reached the provider", 499
                     )
                     self._resolved(taken)
             raise
@@ -366,14 +368,14 @@ class Metering:
         """Post the hold at what the charging rule says `usage` costs and complete the
         record; retried until the database takes it."""
         charge = self.charge(ticket, usage)
-        settlement = await self._write(self._settle_job, ticket, charge)
+        settlement = await self._write("settle", self._settle_job, ticket, charge)
         metrics.spent(ticket.service.id, settlement.cost.total_micros)
         self._resolved(ticket)
         return settlement
 
     async def fail(self, ticket: Ticket, error: LavaError) -> None:
         """Void the hold and record the failure: nothing is charged."""
-        await self._write(self._fail_job, ticket, error.message, error.code)
+        await self._write("void", self._fail_job, ticket, error.message, error.code)
         self._resolved(ticket)
 
     async def finish_stream(self, ticket: Ticket, usage: shapes.Usage | None, *, accepted: bool) -> None:
@@ -398,8 +400,9 @@ class Metering:
             except Exception:  # the next round retries; the hold's TTL covers a miss
                 logger.exception("could not extend the hold of request %s", ticket.request_id)
 
-    async def _write(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a settling transaction until it commits, shielded from cancellation.
+    async def _write(self, operation: Literal["settle", "void"], function: Callable[..., T], *args: Any) -> T:
+        """Run a settling transaction (`operation`, as the logs and metrics name it) until it
+        commits, shielded from cancellation.
 
         Only errors that say "try again" are retried (busy or locked, deadlock,
         serialization failure, a dropped connection); anything else is a bug and raised.
@@ -414,10 +417,10 @@ class Metering:
                     if not _transient(error):
                         raise
                     driver_error = error.orig if isinstance(error, DBAPIError) else error
-                    metrics.settle_retried(getattr(function, "__name__", "settle"))
+                    metrics.settle_retried(operation)
                     logger.warning(
                         "%s failed on attempt %d (%s); retrying in %.2fs",
-                        getattr(function, "__name__", "settle"),
+                        operation,
                         attempt,
                         str(driver_error).splitlines()[0] if str(driver_error) else type(error).__name__,
                         delay_s,
