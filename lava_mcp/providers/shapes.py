@@ -29,6 +29,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from lava_mcp.errors import BadRequest
 
 PER_MESSAGE_ALLOWANCE_TOKENS = 16
@@ -300,6 +302,10 @@ def json_size_bytes(body: Any) -> int:
     Raises: BadRequest for text that can't be encoded (json.loads accepts a lone surrogate
     such as "\\ud800"; such a body could be neither bounded nor sent upstream).
     """
+    try:
+        return len(orjson.dumps(body))  # the same bytes as the standard library's, faster
+    except orjson.JSONEncodeError:
+        pass  # a lone surrogate, or an integer beyond 64 bits: the standard library judges
     try:
         return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
     except UnicodeEncodeError as error:
