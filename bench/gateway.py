@@ -246,8 +246,8 @@ def main() -> None:
                 profiler = None
                 if args.profile and connections > 1 and shutil.which("py-spy"):
                     profiler = subprocess.Popen(
-                        ["py-spy", "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-f", "speedscope",
-                         "-o", str(workdir / f"profile-{'stream' if stream else 'json'}.json"), "--nonblocking"],
+                        ["py-spy", "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-f", "raw",
+                         "-o", str(workdir / f"profile-{'stream' if stream else 'json'}.txt"), "--nonblocking"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )  # fmt: skip
                 through = wrk(

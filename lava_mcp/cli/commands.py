@@ -72,10 +72,28 @@ def serve(
     stderr.print(
         f"lava-mcp on {config.base_url}  (MCP {config.base_url}/mcp · REST and gateway {config.base_url}/v1)"
     )
+    speedups = server_speedups()
     with serving_record(config):  # a `lava-mcp stdio` on this ledger links here
         uvicorn.run(
-            build_app(runtime, migrate=False), host=config.host, port=config.port, log_level="warning"
+            build_app(runtime, migrate=False),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            access_log=False,
+            loop=speedups["loop"],
+            http=speedups["http"],
         )
+
+
+def server_speedups() -> dict[str, str]:
+    """uvloop and httptools when installed (Linux and macOS; about twice the requests/s
+    of asyncio + h11 on the gateway), else the pure-Python loop and parser."""
+    import importlib.util
+
+    return {
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+    }
 
 
 @app.command()
