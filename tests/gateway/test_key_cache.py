@@ -5,6 +5,7 @@ bounded, and forgets unknown secrets."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -46,6 +47,14 @@ else:
 """
 
 
+def run_change_script(
+    url: str, wallet_id: str, key_id: str, action: str, fields: dict[str, Any] | None
+) -> None:
+    """Change a key from a separate Python process (which shares nothing with this one's cache)."""
+    command = [sys.executable, "-c", CHANGE_SCRIPT, url, wallet_id, key_id, action, json.dumps(fields)]
+    subprocess.run(command, check=True, timeout=60)
+
+
 def post(gateway: Gateway, secret: str) -> int:
     import httpx
 
@@ -75,11 +84,7 @@ def other_runtime(settings: Settings) -> Iterator[Runtime]:
 def change_elsewhere(how: str, gateway: Gateway, key_id: str, change: str, other: Runtime) -> None:
     action, fields = CHANGES[change]
     if how == "process":
-        subprocess.run(
-            [sys.executable, "-c", CHANGE_SCRIPT, gateway.runtime.db.url, gateway.wallet_id, key_id, action,
-             __import__("json").dumps(fields)],
-            check=True, timeout=60,
-        )  # fmt: skip
+        run_change_script(gateway.runtime.db.url, gateway.wallet_id, key_id, action, fields)
         return
     if action == "rotate":
         spend_keys.rotate(other.db, gateway.wallet_id, key_id)
@@ -118,11 +123,9 @@ def test_a_key_resumed_or_widened_by_another_process_serves_the_next_call(
     assert post(gateway, key["key"]) == 403
     action_fields = {"status": "active", "allowed_models": ["cheap-1"]}
     if how == "process":
-        subprocess.run(
-            [sys.executable, "-c", CHANGE_SCRIPT, gateway.runtime.db.url, gateway.wallet_id, key["spend_key_id"],
-             "update", __import__("json").dumps(action_fields)],
-            check=True, timeout=60,
-        )  # fmt: skip
+        run_change_script(
+            gateway.runtime.db.url, gateway.wallet_id, key["spend_key_id"], "update", action_fields
+        )
     else:
         spend_keys.update_key(other_runtime.db, gateway.wallet_id, key["spend_key_id"], action_fields)
     assert post(gateway, key["key"]) == 200
@@ -194,3 +197,54 @@ def test_only_active_keys_are_cached_and_entries_are_read_again_when_old() -> No
     kept = key_cache.KeyCache()
     kept.remember("sqlite://a", "h", SpendKey(id="k", wallet_id="w", key_hash="h", status="paused"))
     assert kept.key("sqlite://a", "h") is None and len(kept) == 0
+
+
+# -- the same rule through the metering core, on SQLite and PostgreSQL ----------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def backend(request: pytest.FixtureRequest, settings: Settings) -> Any:
+    url = settings.database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    built = Runtime.build(settings.model_copy(update={"database_url": url}))
+    built.db.upgrade()
+    yield built
+    await built.aclose()
+
+
+@pytest.mark.parametrize("change", ["rotate", "revoke", "pause"])
+async def test_a_cached_key_changed_by_another_process_is_never_held(backend: Runtime, change: str) -> None:
+    """The gateway's lookup (`cached`, else `authenticate(remember=True)`) hands the
+    metering core the cached object; a separate process changes the key; the next call
+    judged by that same cached object is refused by the hold, and the cache then holds
+    the key as it is (or nothing)."""
+    import anyio.to_thread
+
+    from lava_mcp.core import wallet
+    from lava_mcp.errors import Forbidden, Unauthorized
+    from lava_mcp.ids import hash_secret
+    from tests.conftest import fund
+
+    runtime = backend
+    owner = wallet.create_wallet(runtime.db, name="cached").wallet_id
+    fund(runtime, owner, "5.00")
+    created = spend_keys.create(runtime.db, owner, {})
+    assert spend_keys.cached(runtime.db, created.secret) is None
+    spend_keys.authenticate(runtime.db, created.secret, remember=True)
+    cached = spend_keys.cached(runtime.db, created.secret)
+    assert cached is not None
+
+    async def call() -> None:
+        await runtime.metering.call(
+            wallet_id=owner, service_id="weather", model=None, body={"call": 1}, spend_key=cached
+        )
+
+    await call()
+    action, fields = CHANGES[change]
+    await anyio.to_thread.run_sync(run_change_script, runtime.db.url, owner, created.key.id, action, fields)
+    with pytest.raises(Forbidden if change == "pause" else Unauthorized):
+        await call()
+    assert key_cache.keys.key(runtime.db.url, hash_secret(created.secret)) is None  # dropped
+    assert spend_keys.get(runtime.db, owner, created.key.id).total_requests == 1
+    from lava_mcp.core import verify
+
+    assert verify.verify(runtime.db) == []
