@@ -297,9 +297,9 @@ def table(rows: list[Row], direct: Row) -> list[str]:
                              stream_many.requests_per_s, max(cpu), row.rss_mb or 0.0]  # fmt: skip
         lines.append(
             f"| {row.name} | {one.requests_per_s:,.0f} | "
-            + ("—" if is_direct else f"+{p50:.2f} ms")
+            + ("—" if is_direct else f"{p50:+.2f} ms")
             + " | "
-            + ("—" if is_direct else f"+{p99:.2f} ms")
+            + ("—" if is_direct else f"{p99:+.2f} ms")
             + f" | {many.requests_per_s:,.0f} | {stream_one.requests_per_s:,.0f} / {stream_many.requests_per_s:,.0f}"
             f" | {min(cpu):.2f}–{max(cpu):.2f} ms | " + (f"{row.rss_mb:.0f} MB" if row.rss_mb else "—") + " |"
         )
@@ -307,8 +307,8 @@ def table(rows: list[Row], direct: Row) -> list[str]:
         ours, theirs = figures["lava-mcp"], figures["LiteLLM"]
         ratios = [a / b if b else float("nan") for a, b in zip(ours, theirs, strict=True)]
         lines.append(
-            f"| lava-mcp / LiteLLM | {ratios[0]:.1f}× | {ratios[1]:.2f}× | {ratios[2]:.2f}× | {ratios[3]:.1f}×"
-            f" | {ratios[4]:.1f}× / {ratios[5]:.1f}× | {ratios[6]:.2f}× | {ratios[7]:.2f}× |"
+            f"| lava-mcp / LiteLLM | {ratios[0]:.2f}× | {ratios[1]:.2f}× | {ratios[2]:.2f}× | {ratios[3]:.2f}×"
+            f" | {ratios[4]:.2f}× / {ratios[5]:.2f}× | {ratios[6]:.2f}× | {ratios[7]:.2f}× |"
         )
     return lines
 
