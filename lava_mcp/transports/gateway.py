@@ -17,7 +17,7 @@ The hot path (issue 11, each step measured with a profile: see the README's figu
 - The key is judged from `core.key_cache` (no read per call): the hold's conditional
   UPDATE checks the key's version and secret, so a key changed on any process is refused
   on the very next call. `GET /v1/models` lists from a fresh read (it takes no hold).
-- Bodies are parsed with orjson (`parse_body`: the same depth limit and 400s as
+- Bodies are parsed with orjson (`parse_body`: the same rules, depth limit and 400s as
   `http.parse_json`); a JSON answer is forwarded as the bytes the provider sent
   (`upstream.Answer.raw`) — nothing in it is changed — and errors are rendered by orjson.
 - `asgi_routes` lets the app send the three gateway routes straight to their handlers,
@@ -70,6 +70,8 @@ ERROR_TYPES_OPENAI: dict[int, tuple[str, str]] = {
     404: ("invalid_request_error", "model_not_found"),
     408: ("invalid_request_error", "request_timeout"),
     409: ("invalid_request_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
+    431: ("invalid_request_error", "headers_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("api_error", "internal_error"),
     502: ("api_error", "upstream_error"),
@@ -82,6 +84,8 @@ ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     404: "not_found_error",
     408: "timeout_error",
     409: "invalid_request_error",
+    413: "request_too_large",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -182,13 +186,12 @@ def _read_and_cache(database: Any, secret: str | None) -> SpendKey:
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """The body as a JSON object, parsed by orjson.
-
-    The same rules as `http.parse_json(raw, exact_numbers=False)` (at most
-    `MAX_JSON_DEPTH` levels; the same 400 for text that is not JSON or nests too deep),
-    and NaN or Infinity, which are not JSON numbers, are refused (the standard library
-    reads them, and no provider takes them). An integer beyond 64 bits reads as a float,
-    as the providers read it (a token limit must be an integer, so such a one is refused).
+    """The body as a JSON object, parsed by orjson; whatever orjson refuses (NaN, a number
+    beyond a double, a lone surrogate, malformed text) is judged by `http.parse_json`, so
+    the rules and the 400s are exactly the REST parser's (`exact_numbers=False`), the depth
+    limit (`MAX_JSON_DEPTH`) included. One difference: an integer beyond 64 bits reads as a
+    float, as the providers' own parsers read it (a token limit must be an integer, so such
+    a one is refused).
 
     Raises: BadRequest.
     """
@@ -197,12 +200,12 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        parse_json(raw, exact_numbers=False)  # raises the usual BadRequest for what it refuses
-        raise BadRequest("request body is not valid JSON: NaN and Infinity are not JSON numbers") from None
+        body = parse_json(raw, exact_numbers=False)  # raises the usual BadRequest, or reads it
+    else:
+        if _depth_over(body, MAX_JSON_DEPTH):
+            raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
-    if _depth_over(body, MAX_JSON_DEPTH):
-        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     return body
 
 
@@ -222,7 +225,11 @@ def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Servi
 
 
 async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
-    # Body first, key second: the key is read only once the whole request is in.
+    # Body first, key second: the key is read only once the whole request is in. A call
+    # with no key at all is refused first (nothing that arrives later can make it valid),
+    # so a caller without credentials hears 401, never a judgement of its body.
+    if spend_key_secret(request) is None:
+        await authenticate(request)  # raises Unauthorized
     body = parse_body(await read_body(request))
     key, from_cache = await _spend_key(request)
     metering = runtime_of(request).metering
@@ -379,8 +386,11 @@ routes = [
 ]
 
 
-def _asgi(endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
+def _asgi(route: Route) -> ASGIApp:
+    endpoint = route.endpoint
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = route  # as Starlette's routing sets it (the metrics label by it)
         response = await endpoint(Request(scope, receive, send))
         await response(scope, receive, send)
 
@@ -390,7 +400,8 @@ def _asgi(endpoint: Callable[[Request], Awaitable[Response]]) -> ASGIApp:
 # The same three routes as plain ASGI apps by (method, path), for the app's fast dispatch:
 # each endpoint renders every error itself, so nothing of Starlette's stack is needed.
 asgi_routes: dict[tuple[str, str], ASGIApp] = {
-    ("POST", "/v1/chat/completions"): _asgi(chat_completions),
-    ("POST", "/v1/messages"): _asgi(messages),
-    ("GET", "/v1/models"): _asgi(models),
+    (method, route.path): _asgi(route)
+    for route in routes
+    for method in route.methods or ()
+    if method != "HEAD"
 }
