@@ -17,6 +17,10 @@ moved, the key is read again: a new secret or a revocation is 401; anything else
 again by the rules of `check_allowed` (so a pause or a narrowed scope refuses the call and
 a new name does not) and the hold retried at the new version. A call whose hold was taken
 runs, and is charged, under the key as it was.
+
+That check is what lets the gateway judge calls by a cached key (`cached`,
+`core.key_cache`) instead of reading it per call: a key changed on any process since it
+was cached is caught by the hold's UPDATE, on the very next call.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from lava_mcp.core import paging
+from lava_mcp.core import key_cache, paging
 from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
 from lava_mcp.errors import (
     BadRequest,
@@ -238,16 +242,56 @@ def revoke(db: Database, wallet_id: str, key_id: str) -> SpendKey:
     return key
 
 
-def authenticate(db: Database, secret: str | None) -> SpendKey:
+def authenticate(db: Database, secret: str | None, *, remember: bool = False) -> SpendKey:
     """The key a secret opens (active, paused or expired: `check_allowed` judges those).
 
     The lookup is an index seek on the secret's SHA-256 (which leaks nothing useful about
     a 256-bit random secret); the stored hash is then compared in constant time.
+    `remember`: record what was found in `key_cache` (the gateway; see `cached`).
 
     Raises:
         Unauthorized: a missing, malformed, unknown or revoked key, or a wallet key
             (the gateway takes spend keys only).
     """
+    _refuse_malformed(secret)
+    assert secret is not None
+    digest = hash_secret(secret)
+    with db.read() as session:
+        key = session.exec(select(SpendKey).where(SpendKey.key_hash == digest)).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        if remember:
+            key_cache.keys.remember(db.url, digest, None)
+        raise Unauthorized("unknown spend key")
+    if remember:
+        key_cache.keys.remember(db.url, digest, key)
+    if key.status == "revoked":
+        raise Unauthorized("this spend key was revoked")
+    return key
+
+
+def cached(db: Database, secret: str | None) -> SpendKey | None:
+    """The key a secret opens, from `key_cache` without a read; None when it isn't cached
+    (then `authenticate(..., remember=True)`). Safe because the hold checks the key's
+    version and secret (`reserve`): a key changed since it was cached is never held.
+
+    Raises: Unauthorized as `authenticate` does (an unknown secret only while the cache
+    still counts it unknown).
+    """
+    _refuse_malformed(secret)
+    assert secret is not None
+    digest = hash_secret(secret)
+    key = key_cache.keys.key(db.url, digest)
+    if key is None:
+        if key_cache.keys.is_unknown(db.url, digest):
+            raise Unauthorized("unknown spend key")
+        return None
+    if key.status == "revoked":
+        raise Unauthorized("this spend key was revoked")
+    return key
+
+
+def _refuse_malformed(secret: str | None) -> None:
+    """Raises: Unauthorized for a missing secret, a wallet key, or one that can't be a spend key."""
     if not secret:
         raise Unauthorized(
             "missing spend key: send it as Authorization: Bearer lava_sk_… or x-api-key",
@@ -260,14 +304,6 @@ def authenticate(db: Database, secret: str | None) -> SpendKey:
         )
     if not secret.startswith(SPEND_KEY_PREFIX) or len(secret) > 200:
         raise Unauthorized("unknown spend key")
-    digest = hash_secret(secret)
-    with db.read() as session:
-        key = session.exec(select(SpendKey).where(SpendKey.key_hash == digest)).first()
-    if key is None or not hmac.compare_digest(key.key_hash, digest):
-        raise Unauthorized("unknown spend key")
-    if key.status == "revoked":
-        raise Unauthorized("this spend key was revoked")
-    return key
 
 
 def figures(key: SpendKey, now: datetime | None = None) -> Figures:
@@ -420,6 +456,9 @@ def reserve(
             return
         current = session.get(SpendKey, key.id, populate_existing=True)
         assert current is not None
+        # A cached key that moved: the calls after this one are judged by the row as it is
+        # (dropped when rotated). A no-op for a key that isn't the cached object.
+        key_cache.keys.replace(key, current)
         if current.status == "revoked":
             raise Unauthorized("this spend key was revoked")
         if not hmac.compare_digest(current.key_hash, key.key_hash):

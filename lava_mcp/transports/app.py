@@ -161,9 +161,20 @@ def build_app(
     )
     main.state.runtime = runtime
 
+    # -- the gateway's fast path (issue 11) ------------------------------------------------
+    # The three gateway routes go straight to their handlers, past Starlette's middleware
+    # and route matching (they render every error themselves); `scope["app"]` is set as
+    # Starlette sets it, for `request.app.state`. A wrong method falls through (405).
+    from lava_mcp.transports.gateway import asgi_routes as gateway_routes
+
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path: str = scope["path"]
+            fast = gateway_routes.get((scope.get("method", ""), path))
+            if fast is not None:
+                scope["app"] = main
+                await fast(scope, receive, send)
+                return
             if path == "/mcp" or path.startswith("/mcp/"):
                 await streamable(scope, receive, send)
                 return

@@ -134,6 +134,7 @@ def test_paused_and_expired_keys_are_403(gateway: Gateway, shape: str) -> None:
         row = session.get(SpendKey, key["spend_key_id"])
         assert row is not None
         row.expires_at = utc_now() - timedelta(seconds=1)
+        row.version += 1  # as every writer of a key does: the hold (and so the key cache) relies on it
         session.add(row)
     response = call(gateway, shape, key["key"])
     assert response.status_code == 403 and "expired" in error_of(shape, response)[1]
