@@ -113,6 +113,8 @@ def validation_message(errors: Sequence[Mapping[str, Any]], *, fields: Iterable[
     if kind == "missing":
         return f"{name}: is required"
     message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message.startswith(f"{name} "):  # the core's own words already name the field
+        return message
     return f"{name}: {message}"
 
 

@@ -2,9 +2,14 @@
 
 A small dispatcher sends /mcp and /sse traffic to the MCP SDK's own apps (bearer auth: an
 OAuth access token or the wallet key, see `transports.oauth`) and everything else to the
-Starlette app — which also serves the OAuth authorization server, its metadata and the
+main app — which also serves the OAuth authorization server, its metadata and the
 consent page — whose lifespan starts the runtime and the MCP session manager (a mounted
 app's own lifespan never runs).
+
+The main app is a FastAPI app (a Starlette subclass): the `/v1` management routes are its
+`APIRoute`s (`transports.api.WalletRoute`), validated by the contract's models and
+described at `/openapi.json`; every other route (gateway, dashboard, OAuth, webhook,
+checkout, health, metrics) stays a plain Starlette route, outside the document.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from mcp.server.auth.provider import ProviderTokenVerifier
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -27,7 +34,7 @@ from lava_mcp import __version__
 from lava_mcp.core.stats import require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.runtime import Runtime, running
-from lava_mcp.transports import oauth, oauth_rest, rest
+from lava_mcp.transports import api, oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
 from lava_mcp.transports.mcp_server import build_server
@@ -152,11 +159,19 @@ def build_app(
         *oauth_routes,
         *extra_routes(),
     ]
-    main = Starlette(
+    main = FastAPI(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        exception_handlers={
+            HTTPException: http_error,
+            RequestValidationError: api.validation_failed,
+            Exception: internal_error,
+        },
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
     )
+    api.install_openapi(main, base_url=base_url)
     main.state.runtime = runtime
 
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
