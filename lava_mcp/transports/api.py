@@ -37,7 +37,7 @@ from starlette.types import Receive, Scope
 
 from lava_mcp import __version__
 from lava_mcp.contract.common import CURSOR_DESCRIPTION, LIMIT_DESCRIPTION, MAX_PAGE
-from lava_mcp.contract.errors import validation_message
+from lava_mcp.contract.errors import COMMON_STATUSES, error_responses, validation_message
 from lava_mcp.core import paging
 from lava_mcp.errors import BadRequest, LavaError
 from lava_mcp.store.models import Wallet
@@ -106,6 +106,24 @@ class ContractRequest(Request):
 class WalletRoute(APIRoute):
     """A REST route authenticated with the wallet key, its body read and parsed by our
     rules, its errors in the flat JSON (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        *,
+        responses: dict[int | str, dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(path, endpoint, responses={**error_responses(*COMMON_STATUSES), **(responses or {})}, **options)
+        unreachable: set[int | str] = set()
+        if self.body_field is None:
+            unreachable |= {408, 413}  # no body is read
+            if not (self.dependant.query_params or self.dependant.path_params or self.dependant.header_params):
+                unreachable.add(400)  # nothing the caller sends is judged
+        for status in unreachable:
+            self.responses.pop(status, None)
+            self.response_fields.pop(status, None)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

@@ -185,4 +185,5 @@ def build_app(
                 return
         await main(scope, receive, send)
 
+    dispatch.main = main  # type: ignore[attr-defined]  # for tools and tests that walk its routes
     return dispatch
