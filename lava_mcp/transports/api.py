@@ -115,11 +115,15 @@ class WalletRoute(APIRoute):
         responses: dict[int | str, dict[str, Any]] | None = None,
         **options: Any,
     ) -> None:
-        super().__init__(path, endpoint, responses={**error_responses(*COMMON_STATUSES), **(responses or {})}, **options)
+        super().__init__(
+            path, endpoint, responses={**error_responses(*COMMON_STATUSES), **(responses or {})}, **options
+        )
         unreachable: set[int | str] = set()
         if self.body_field is None:
             unreachable |= {408, 413}  # no body is read
-            if not (self.dependant.query_params or self.dependant.path_params or self.dependant.header_params):
+            if not (
+                self.dependant.query_params or self.dependant.path_params or self.dependant.header_params
+            ):
                 unreachable.add(400)  # nothing the caller sends is judged
         for status in unreachable:
             self.responses.pop(status, None)

@@ -4,10 +4,12 @@ all run: wallet-key auth, bodies, the flat errors, `/openapi.json`.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Query
+from pydantic import AfterValidator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -15,6 +17,7 @@ from lava_mcp.contract.errors import error_responses
 from lava_mcp.contract.usage import RequestList, Usage
 from lava_mcp.contract.wallet import Wallet
 from lava_mcp.core import funding, usage
+from lava_mcp.errors import BadRequest
 from lava_mcp.money import format_cost
 from lava_mcp.store.models import RequestRecord
 from lava_mcp.transports import render
@@ -24,11 +27,29 @@ from lava_mcp.transports.render import iso
 
 router = APIRouter(route_class=WalletRoute)
 
-Day = Annotated[
+
+def _day(name: str) -> Callable[[str | None], str | None]:
+    """A date query parameter checked by the core's rule, named as the caller sent it."""
+
+    def check(value: str | None) -> str | None:
+        try:
+            usage.parse_day(value, name)
+        except BadRequest as error:
+            raise ValueError(error.message) from None
+        return value
+
+    return check
+
+
+Start = Annotated[
     str | None,
-    Query(
-        description="ISO date (YYYY-MM-DD); default: 6 days before `end` / today.", examples=["2026-12-01"]
-    ),
+    Query(description="ISO date (YYYY-MM-DD), UTC; default: 6 days before `end`.", examples=["2026-11-25"]),
+    AfterValidator(_day("start")),
+]
+End = Annotated[
+    str | None,
+    Query(description="ISO date (YYYY-MM-DD), UTC, included; default: today.", examples=["2026-12-01"]),
+    AfterValidator(_day("end")),
 ]
 
 
@@ -55,7 +76,7 @@ async def get_wallet(request: Request, owner: Owner) -> Response:
     summary="Daily totals",
     description="Every day from `start` to `end` with its requests, tokens and cost, by service.",
 )
-async def get_usage(request: Request, owner: Owner, start: Day = None, end: Day = None) -> Response:
+async def get_usage(request: Request, owner: Owner, start: Start = None, end: End = None) -> Response:
     """Daily totals, Lava's `/v1/usage` shape."""
     summary = await anyio.to_thread.run_sync(
         lambda: usage.summary(runtime_of(request).db, owner.id, since=start, until=end)

@@ -12,7 +12,9 @@ def undocumented(model: BaseModel, path: str = "") -> list[str]:
     found = [f"{path}{name}" for name in (model.__pydantic_extra__ or {})]
     for name in type(model).model_fields:
         value = getattr(model, name)
-        children = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+        children = (
+            value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+        )
         for child in children:
             if isinstance(child, BaseModel):
                 found += undocumented(child, f"{path}{name}.")

@@ -45,9 +45,7 @@ def test_every_v1_management_route_the_app_registers_is_described(
     gateway: Gateway, document: dict[str, Any]
 ) -> None:
     main = build_app(gateway.runtime, migrate=False).main  # type: ignore[attr-defined]
-    described = {
-        (path, method) for path, operations in document["paths"].items() for method in operations
-    }
+    described = {(path, method) for path, operations in document["paths"].items() for method in operations}
     registered = set()
     for route in main.routes:
         if isinstance(route, APIRoute):
@@ -108,7 +106,9 @@ def test_every_operation_has_an_id_a_tag_and_its_errors_in_the_flat_model(docume
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in fund["parameters"])
 
 
-def test_every_request_body_refuses_unknown_fields_and_its_examples_are_valid(document: dict[str, Any]) -> None:
+def test_every_request_body_refuses_unknown_fields_and_its_examples_are_valid(
+    document: dict[str, Any],
+) -> None:
     schemas = document["components"]["schemas"]
     bodies = {
         "SpendKeyCreate": contract.SpendKeyCreate,
@@ -138,4 +138,8 @@ def test_every_request_body_refuses_unknown_fields_and_its_examples_are_valid(do
 
 def test_the_readme_examples_of_funding_are_the_documented_shapes(document: dict[str, Any]) -> None:
     examples = document["components"]["schemas"]["FundResult"]["examples"]
-    assert {example["status"] for example in examples} >= {"completed", "checkout_required", "amount_required"}
+    assert {example["status"] for example in examples} >= {
+        "completed",
+        "checkout_required",
+        "amount_required",
+    }
