@@ -58,6 +58,8 @@ class FundResult(Shape):
     replayed: bool | None = Field(
         default=None, description="true: the answer to an identical earlier request."
     )
+    sandbox: bool | None = Field(default=None, description="true on a sandbox wallet (simulated payments).")
+    test_mode: bool | None = Field(default=None, description="true on a Stripe test-mode wallet.")
 
     model_config = Shape.model_config | {
         "json_schema_extra": {
