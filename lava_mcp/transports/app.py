@@ -170,6 +170,9 @@ def build_app(
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # FastAPI's OpenTelemetry bridge asks the global providers on every request (~85 µs
+        # measured here, on the gateway's path too); metrics are `/metrics`' job.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     api.install_openapi(main, base_url=base_url)
     main.state.runtime = runtime
