@@ -8,9 +8,8 @@ from typing import Annotated
 
 import anyio
 import typer
-from rich.table import Table
 
-from lava_mcp.cli import JsonFlag, app, emit, fail, settings, stderr, stdout
+from lava_mcp.cli import JsonFlag, Typer, app, emit, fail, print_rows, settings, stderr, stdout
 from lava_mcp.cli import database as _database
 from lava_mcp.core import funding, orgs, usage, verify, wallet
 from lava_mcp.errors import LavaError
@@ -19,9 +18,9 @@ from lava_mcp.runtime import Runtime
 from lava_mcp.store.db import Database
 from lava_mcp.transports import render
 
-wallet_app = typer.Typer(no_args_is_help=True, help="Wallets: create, show, credit.")
-db_app = typer.Typer(no_args_is_help=True, help="The ledger database.")
-ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's invariants.")
+wallet_app = Typer(no_args_is_help=True, help="Wallets: create, show, credit.")
+db_app = Typer(no_args_is_help=True, help="The ledger database.")
+ledger_app = Typer(no_args_is_help=True, help="The ledger's invariants.")
 app.add_typer(wallet_app, name="wallet")
 app.add_typer(db_app, name="db")
 app.add_typer(ledger_app, name="ledger")
@@ -56,14 +55,14 @@ def serve(
     mode = config.payments_mode
     if not runtime.db.has_wallets():
         created = wallet.create_wallet(runtime.db, name="default", mode=config.money_mode)
+        # soft_wrap: rich never breaks the key across lines, whatever the terminal's width.
         stderr.print(
             f"Created wallet {created.wallet_id}. Its key is shown once; keep it:\n\n"
-            f"    LAVA_WALLET_KEY={created.wallet_key}\n"
+            f"    LAVA_WALLET_KEY={created.wallet_key}\n",
+            soft_wrap=True,
         )
-    if config.redis_url:
-        stderr.print(
-            "[yellow]LAVA_REDIS_URL is set but not used yet[/]: spend keys' rpm limits are kept per process."
-        )
+    if not config.redis_url:
+        stderr.print("Spend keys' rate limits are kept in this process (set LAVA_REDIS_URL to share them).")
     if mode == "sandbox":
         stderr.print(
             "[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards;"
@@ -127,7 +126,8 @@ def wallet_create(
         as_json,
         body,
         lambda: stdout.print(
-            f"wallet_id  {created.wallet_id}\nwallet_key {created.wallet_key}   (shown once: keep it)\nmode       {mode}"
+            f"wallet_id  {created.wallet_id}\nwallet_key {created.wallet_key}   (shown once: keep it)\nmode       {mode}",
+            soft_wrap=True,
         ),
     )
 
@@ -198,12 +198,17 @@ def usage_command(
     body = render.usage_summary_json(summary)
 
     def table() -> None:
-        view = Table("date", "requests", "spend (USD)", "by service")
-        for day in body["days"]:
-            services = ", ".join(f"{name} {total['spend']}" for name, total in day["by_service"].items())
-            view.add_row(day["date"], str(day["requests"]), day["spend"], services)
-        view.add_row("total", str(body["total_requests"]), body["total_spend"], "", style="bold")
-        stdout.print(view)
+        rows = [
+            [
+                day["date"],
+                str(day["requests"]),
+                day["spend"],
+                ", ".join(f"{name} {total['spend']}" for name, total in day["by_service"].items()),
+            ]
+            for day in body["days"]
+        ]
+        rows.append(["total", str(body["total_requests"]), body["total_spend"], ""])
+        print_rows(stdout, ["date", "requests", "spend (USD)", "by service"], rows)
 
     emit(as_json, body, table)
 
@@ -224,9 +229,8 @@ def requests_command(
     body = render.request_page_json(page)
 
     def table() -> None:
-        view = Table("id", "created", "service", "model", "cost", "ok", "tokens in/out", "error")
-        for item in body["requests"]:
-            view.add_row(
+        rows = [
+            [
                 item["id"],
                 item["created_at"],
                 item["service"],
@@ -235,8 +239,11 @@ def requests_command(
                 "yes" if item["succeeded"] else "no",
                 f"{item['input_tokens']}/{item['output_tokens']}",
                 item.get("error") or "",
-            )
-        stdout.print(view)
+            ]
+            for item in body["requests"]
+        ]
+        headers = ["id", "created", "service", "model", "cost", "ok", "tokens in/out", "error"]
+        print_rows(stdout, headers, rows)
         if body["next_cursor"]:
             stdout.print(f"more: --before {body['next_cursor']}")
 

@@ -26,13 +26,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lava_mcp import __version__
-from lava_mcp.core.stats import require_metrics_access, snapshot
+from lava_mcp.core.stats import MEDIA_TYPE, require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
+from lava_mcp.observability import metrics as instruments
 from lava_mcp.runtime import Runtime, running
 from lava_mcp.transports import api, oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
@@ -99,7 +100,7 @@ async def metrics(request: Request) -> Response:
         if isinstance(error, Unauthorized):
             response.headers["www-authenticate"] = 'Bearer realm="metrics"'
         return response
-    return PlainTextResponse(await anyio.to_thread.run_sync(snapshot, runtime.db))
+    return Response(await anyio.to_thread.run_sync(snapshot, runtime.db), media_type=MEDIA_TYPE)
 
 
 async def http_error(request: Request, error: Exception) -> Response:
@@ -188,5 +189,6 @@ def build_app(
                 return
         await main(scope, receive, send)
 
-    dispatch.main = main  # type: ignore[attr-defined]  # for tools and tests that walk its routes
-    return dispatch
+    served = instruments.instrumented(dispatch)  # requests and errors by route and status
+    served.main = main  # type: ignore[attr-defined]  # for tools and tests that walk its routes
+    return served

@@ -3,15 +3,17 @@
 Every body, on every route, is read by `read_body`: at most `MAX_BODY_BYTES` into memory,
 and whole within `Settings.body_timeout_s` (a client that trickles its body gets 408, so
 nothing waits on it and no decision is made before the whole request is in). JSON is parsed
-by `parse_json`: malformed, too deeply nested (more than `MAX_JSON_DEPTH` levels) or not an
-object is a 400, never a 500; and a number with a fraction or an exponent keeps the exact
-text it was sent as (`JsonFloat.text`), so money is judged on what the client wrote, never
-on a float's rounding (`{"amount": 1e1}` is refused as the exponent it is).
+by `parse_json`: malformed (`NaN`, `Infinity` and numbers beyond a double included), too
+deeply nested (more than `MAX_JSON_DEPTH` levels) or not an object is a 400, never a 500;
+and a number with a fraction or an exponent keeps the exact text it was sent as
+(`JsonFloat.text`), so money is judged on what the client wrote, never on a float's
+rounding (`{"amount": 1e1}` is refused as the exponent it is).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -130,10 +132,18 @@ def parse_json(raw: bytes | str, *, exact_numbers: bool = True) -> Any:
     `exact_numbers`: numbers with a fraction or exponent become `JsonFloat`s (exact text
     kept); otherwise plain floats (the gateway, which only forwards them).
 
-    Raises: BadRequest for text that is not JSON or is nested too deeply.
+    Python's parser also reads `NaN`, `Infinity` and numbers beyond a double (`1e400`, read
+    as infinity), none of which is JSON: refused, so the gateway never forwards a body a
+    provider's parser would reject, and no reader sees a non-finite number.
+
+    Raises: BadRequest for text that is not JSON, a number out of range, or nesting too deep.
     """
     try:
-        value = json.loads(raw, parse_float=JsonFloat if exact_numbers else float)
+        value = json.loads(
+            raw,
+            parse_float=_exact_number if exact_numbers else _finite_number,
+            parse_constant=_refuse_constant,
+        )
     except RecursionError as error:
         raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from error
     except ValueError as error:  # UnicodeDecodeError is a ValueError too
@@ -162,6 +172,22 @@ async def json_body(
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+def _finite_number(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise BadRequest(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _exact_number(text: str) -> JsonFloat:
+    _finite_number(text)
+    return JsonFloat(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not a JSON value")
 
 
 def _depth_over(value: Any, limit: int) -> bool:

@@ -269,6 +269,13 @@ def test_upstream_rejection_is_400_and_charges_nothing(
         b'{"model": "cheap-1", "messages": "hi"}',
         b'{"model": "cheap-1", "messages": [{"role": "user", "content": "x"}], "max_tokens": "ten"}',
         b'{"model": "cheap-1", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
+        # Not JSON, though Python's parser reads them: forwarded to the provider before
+        # (found by fuzzing).
+        b'{"model": "cheap-1", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        b'{"model": "cheap-1", "messages": [{"role": "user", "content": "x"}], "temperature": -Infinity}',
+        b'{"model": "cheap-1", "messages": [{"role": "user", "content": "x"}], "temperature": 1e400}',
+        # The routing prefix and nothing after it: sent upstream as model "" before.
+        b'{"model": "ollama/", "messages": [{"role": "user", "content": "x"}]}',
     ],
 )
 def test_malformed_bodies_are_400(gateway: Gateway, payload: bytes, fake: FakeProvider) -> None:
