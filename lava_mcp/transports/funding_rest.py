@@ -23,6 +23,7 @@ router = APIRouter(route_class=WalletRoute)
 
 CardId = Annotated[str, Path(description="The saved card's id.", examples=["pm_1Q…"])]
 TAG = "payment methods"
+NO_AMOUNT = FundRequest()  # an empty body: `amount_required` (frozen, so shared)
 
 
 @router.post(
@@ -42,7 +43,7 @@ TAG = "payment methods"
 async def fund_wallet(
     request: Request,
     owner: Owner,
-    body: FundRequest | None = None,
+    body: FundRequest = NO_AMOUNT,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -52,13 +53,12 @@ async def fund_wallet(
     ] = None,
 ) -> Response:
     """Add funds: the same JSON as the `add_funds` MCP tool. Honours `Idempotency-Key`."""
-    fund = body or FundRequest()
     result = await funding.add_funds(
         runtime_of(request),
         owner.id,
-        amount=fund.amount,
-        payment_method_id=fund.payment_method_id,
-        use_checkout=bool(fund.use_checkout),
+        amount=body.amount,
+        payment_method_id=body.payment_method_id,
+        use_checkout=bool(body.use_checkout),
         idempotency_key=idempotency_key,
     )
     return flat_json(result)

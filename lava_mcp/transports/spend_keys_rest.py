@@ -71,6 +71,7 @@ KeyId = Annotated[
     str, Path(description="The spend key's id.", examples=["sk_id_01a2088fc5c4a4e635db3ed8a15d"])
 ]
 TAG = "spend keys"
+NO_FIELDS = contract.SpendKeyCreate()  # an empty body: every default (frozen, so shared)
 
 
 @router.post(
@@ -83,11 +84,10 @@ TAG = "spend keys"
     description="The answer carries the secret in `key`: shown once, stored only as a hash.",
     responses=error_responses(404),
 )
-async def create_key(request: Request, owner: Owner, body: contract.SpendKeyCreate | None = None) -> Response:
+async def create_key(request: Request, owner: Owner, body: contract.SpendKeyCreate = NO_FIELDS) -> Response:
     runtime = runtime_of(request)
-    options = body or contract.SpendKeyCreate()
     created = await anyio.to_thread.run_sync(
-        lambda: spend_keys.create(runtime.db, owner.id, options, catalog=runtime.catalog)
+        lambda: spend_keys.create(runtime.db, owner.id, body, catalog=runtime.catalog)
     )
     return flat_json(spend_key_json(created.key, secret=created.secret), status_code=201)
 

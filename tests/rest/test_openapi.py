@@ -100,6 +100,9 @@ def test_every_operation_has_an_id_a_tag_and_its_errors_in_the_flat_model(docume
                 content = answer["content"]["application/json"]
                 assert content["schema"] == {"$ref": "#/components/schemas/Error"}, (path, method, status)
                 contract.Error.model_validate(content["example"])
+        if "requestBody" in operation:  # an object, never `null` (a null body is a 400)
+            schema = operation["requestBody"]["content"]["application/json"]["schema"]
+            assert "$ref" in schema and set(schema) <= {"$ref", "default"}, (path, method, schema)
     assert "HTTPValidationError" not in document["components"]["schemas"]
     fund = document["paths"]["/v1/wallet/fund"]["post"]
     assert {"402", "403", "409", "502", "503"} <= set(fund["responses"])

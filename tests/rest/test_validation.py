@@ -160,3 +160,27 @@ def test_unknown_routes_and_methods_stay_flat(gateway: Gateway) -> None:
         wrong_method = rest.patch("/v1/spend_keys")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found", "code": 404}
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == 405
+
+
+@pytest.mark.parametrize("raw", [b"null", b"[]", b'"text"', b"5"])
+def test_a_body_that_is_not_an_object_is_a_flat_400(gateway: Gateway, raw: bytes) -> None:
+    with gateway.rest() as rest:
+        for path in ("/v1/spend_keys", "/v1/wallet/fund"):
+            response = rest.post(path, content=raw, headers={"content-type": "application/json"})
+            assert assert_flat_400(response) == "request body must be a JSON object"
+    assert key_count(gateway) == 0
+
+
+def test_an_empty_body_takes_every_default(gateway: Gateway) -> None:
+    with gateway.rest() as rest:
+        created = rest.post("/v1/spend_keys")
+        asked = rest.post("/v1/wallet/fund")
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert (body["name"], body["request_shape"], body["status"], body["spend_limit"]) == (
+        "",
+        "openai",
+        "active",
+        None,
+    )
+    assert asked.status_code == 200 and asked.json()["status"] == "amount_required"
