@@ -15,6 +15,9 @@ from lava_mcp.contract.oauth import ConnectedClient, ConnectedClientList
 from lava_mcp.contract.orgs import Invitation, InvitationList, MemberInvite, Org, OrgCreate, RoleChange
 from lava_mcp.contract.payment_methods import PaymentMethod, PaymentMethodList, SavePaymentMethod
 from lava_mcp.contract.spend_keys import (
+    NewRateLimit,
+    NewRequestLimit,
+    NewSpendLimit,
     RateLimit,
     RateLimitInput,
     RequestLimit,
@@ -40,6 +43,9 @@ __all__ = [
     "InvitationList",
     "MemberInvite",
     "ModelUsage",
+    "NewRateLimit",
+    "NewRequestLimit",
+    "NewSpendLimit",
     "Org",
     "OrgCreate",
     "PaymentMethod",

@@ -17,12 +17,18 @@ Role = Literal["admin", "member"]
 
 
 class OrgCreate(Body):
-    name: str = Field(examples=["Acme"], description="1 to 200 characters.")
+    name: str = Field(
+        min_length=1,
+        max_length=200,
+        examples=["Acme"],
+        description="1 to 200 characters, not only spaces.",
+        json_schema_extra={"pattern": r"\S"},
+    )
     plan: Plan = "individual"
 
 
 class MemberInvite(Body):
-    wallet_id: str = Field(examples=["wal_01a2088fc5c4a4e635db3ed8a15d"])
+    wallet_id: str = Field(min_length=1, max_length=200, examples=["wal_01a2088fc5c4a4e635db3ed8a15d"])
     role: Role = "member"
 
 

@@ -36,7 +36,13 @@ def _distinct(names: list[str]) -> list[str]:
 
 
 NameList = Annotated[
-    list[Annotated[str, Field(max_length=200), AfterValidator(_name_in_list)]],
+    list[
+        Annotated[
+            str,
+            Field(min_length=1, max_length=200, json_schema_extra={"pattern": r"\S"}),
+            AfterValidator(_name_in_list),
+        ]
+    ],
     Field(max_length=MAX_LIST_ITEMS),
     AfterValidator(_distinct),
 ]
@@ -60,6 +66,24 @@ class RateLimitInput(Body):
 
     rpm: Annotated[int, Field(ge=1, le=MAX_RPM)] | None = None
     burst: Annotated[int, Field(ge=1, le=MAX_RPM)] | None = None
+
+
+class NewSpendLimit(SpendLimitInput):
+    """A new key's spend limit: the amount is required; the cycle defaults to `total`."""
+
+    amount: Amount
+
+
+class NewRequestLimit(RequestLimitInput):
+    """A new key's request limit: the count is required; the cycle defaults to `total`."""
+
+    count: Annotated[int, Field(ge=1, le=MAX_REQUEST_COUNT)]
+
+
+class NewRateLimit(RateLimitInput):
+    """A new key's rate limit: rpm is required; burst defaults to rpm."""
+
+    rpm: Annotated[int, Field(ge=1, le=MAX_RPM)]
 
 
 class SpendKeyFields(Body):
@@ -97,7 +121,11 @@ class SpendKeyFields(Body):
 
 
 class SpendKeyCreate(SpendKeyFields):
-    """`POST /v1/spend_keys`. Every field optional."""
+    """`POST /v1/spend_keys`. Every field optional; a limit given is whole."""
+
+    spend_limit: NewSpendLimit | None = None
+    request_limit: NewRequestLimit | None = None
+    rate_limit: NewRateLimit | None = None
 
     model_config = SpendKeyFields.model_config | {
         "json_schema_extra": {

@@ -80,7 +80,9 @@ def _cursor_check(prefix: str) -> Callable[[str | None], str | None]:
 
 
 def _cursor_query(prefix: str) -> Any:
-    return Query(description=CURSOR_DESCRIPTION, json_schema_extra={"pattern": rf"^{prefix}_[0-9a-f]{{28}}$"})
+    return Query(
+        description=CURSOR_DESCRIPTION, json_schema_extra={"pattern": rf"^({prefix}_[0-9a-f]{{28}})?$"}
+    )
 
 
 # A list's `cursor` query parameter: an id with the list's prefix that this service handed out.

@@ -106,7 +106,22 @@ async def metrics(request: Request) -> Response:
 async def http_error(request: Request, error: Exception) -> Response:
     """Starlette's own 404 and 405 in the flat error JSON every REST answer uses."""
     assert isinstance(error, HTTPException)
-    return JSONResponse({"error": error.detail, "code": error.status_code}, status_code=error.status_code)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        # `Allow` names every method the path takes (RFC 9110); Starlette names only those of
+        # the first route that matched, and each REST method is a route of its own.
+        path = request.scope.get("path", "")
+        methods = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.methods and route.path_regex.fullmatch(path)
+            for method in route.methods
+        }
+        if methods:
+            headers["allow"] = ", ".join(sorted(methods))
+    return JSONResponse(
+        {"error": error.detail, "code": error.status_code}, status_code=error.status_code, headers=headers
+    )
 
 
 async def internal_error(request: Request, error: Exception) -> Response:

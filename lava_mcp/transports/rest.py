@@ -41,14 +41,23 @@ def _day(name: str) -> Callable[[str | None], str | None]:
     return check
 
 
+DATE_SCHEMA: dict[str, Any] = {"format": "date", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
 Start = Annotated[
     str | None,
-    Query(description="ISO date (YYYY-MM-DD), UTC; default: 6 days before `end`.", examples=["2026-11-25"]),
+    Query(
+        description="ISO date (YYYY-MM-DD), UTC; default: 6 days before `end`.",
+        examples=["2026-11-25"],
+        json_schema_extra=DATE_SCHEMA,
+    ),
     AfterValidator(_day("start")),
 ]
 End = Annotated[
     str | None,
-    Query(description="ISO date (YYYY-MM-DD), UTC, included; default: today.", examples=["2026-12-01"]),
+    Query(
+        description="ISO date (YYYY-MM-DD), UTC, included; default: today.",
+        examples=["2026-12-01"],
+        json_schema_extra=DATE_SCHEMA,
+    ),
     AfterValidator(_day("end")),
 ]
 

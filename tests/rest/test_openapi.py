@@ -122,6 +122,9 @@ def test_every_request_body_refuses_unknown_fields_and_its_examples_are_valid(
         "MemberInvite": contract.MemberInvite,
         "RoleChange": contract.RoleChange,
         "SpendLimitInput": contract.SpendLimitInput,
+        "NewSpendLimit": contract.NewSpendLimit,
+        "NewRequestLimit": contract.NewRequestLimit,
+        "NewRateLimit": contract.NewRateLimit,
         "RequestLimitInput": contract.RequestLimitInput,
         "RateLimitInput": contract.RateLimitInput,
     }
@@ -136,6 +139,12 @@ def test_every_request_body_refuses_unknown_fields_and_its_examples_are_valid(
     # Amounts are decimal strings (or numbers) on the way in, strings on the way out.
     amount = schemas["SpendLimitInput"]["properties"]["amount"]["anyOf"][0]
     assert {branch["type"] for branch in amount["anyOf"]} == {"string", "number"}
+    assert {branch["type"] for branch in schemas["NewSpendLimit"]["properties"]["amount"]["anyOf"]} == {
+        "string",
+        "number",
+    }
+    # A new key's limit is whole; an update may give only a part of one.
+    assert schemas["NewSpendLimit"]["required"] == ["amount"] and "required" not in schemas["SpendLimitInput"]
     assert schemas["SpendLimit"]["properties"]["amount"]["type"] == "string"
 
 

@@ -38,6 +38,10 @@ def assert_flat_400(response: httpx.Response, *names: str) -> str:
         ({"rate_limit": {"rpm": 60, "burst": 0}}, "rate_limit.burst"),
         ({"request_limit": {"count": True}}, "request_limit.count"),
         ({"allowed_models": ["gpt-4o-mini", " "]}, "allowed_models"),
+        ({"allowed_providers": [""]}, "allowed_providers"),
+        ({"spend_limit": {}}, "spend_limit.amount"),
+        ({"request_limit": {"count": None, "cycle": "weekly"}}, "request_limit.count"),
+        ({"rate_limit": {}}, "rate_limit.rpm"),
         ({"name": ["a list"]}, "name"),
         ({"expires_at": "next tuesday"}, "expires_at"),
         ({"status": "revoked"}, "DELETE /v1/spend_keys"),
@@ -160,6 +164,7 @@ def test_unknown_routes_and_methods_stay_flat(gateway: Gateway) -> None:
         wrong_method = rest.patch("/v1/spend_keys")
     assert missing.status_code == 404 and missing.json() == {"error": "Not Found", "code": 404}
     assert wrong_method.status_code == 405 and wrong_method.json()["code"] == 405
+    assert set(wrong_method.headers["allow"].split(", ")) == {"GET", "POST"}  # RFC 9110
 
 
 @pytest.mark.parametrize("raw", [b"null", b"[]", b'"text"', b"5"])
