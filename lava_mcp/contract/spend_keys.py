@@ -100,7 +100,9 @@ class SpendKeyFields(Body):
     spend_limit: SpendLimitInput | None = None
     request_limit: RequestLimitInput | None = None
     rate_limit: RateLimitInput | None = None
-    expires_at: Annotated[str, Field(max_length=64)] | None = Field(
+    expires_at: (
+        Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"format": "date-time"})] | None
+    ) = Field(
         default=None, description="ISO 8601 date-time (UTC without an offset), in the future; null: never."
     )
     status: Literal["active", "paused"] | None = None

@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lava_mcp import __version__
@@ -129,6 +129,18 @@ async def internal_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"error": "internal error", "code": 500}, status_code=500)
 
 
+class LocatedRoute(Route):
+    """A plain Starlette route that records itself as `scope["route"]` when it matches, as
+    Starlette's router does for every route; FastAPI's router does so only for its own
+    routes, and the metrics label each request by its route's template."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
 def build_app(
     runtime: Runtime,
     *,
@@ -175,6 +187,9 @@ def build_app(
         *oauth_routes,
         *extra_routes(),
     ]
+    for route in routes:
+        if type(route) is Route:
+            route.__class__ = LocatedRoute  # the same route, its behaviour kept (see above)
     main = FastAPI(
         routes=routes,
         lifespan=lifespan,

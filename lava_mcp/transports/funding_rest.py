@@ -48,7 +48,9 @@ async def fund_wallet(
         str | None,
         Header(
             alias="Idempotency-Key",
-            description="Any unique text per top-up (a UUID): a retry with it moves no money twice.",
+            description="Any unique text per top-up (a UUID), 1 to 255 printable characters: a retry"
+            " with it moves no money twice.",
+            json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
         ),
     ] = None,
 ) -> Response:
