@@ -50,7 +50,7 @@ async def fund_wallet(
             alias="Idempotency-Key",
             description="Any unique text per top-up (a UUID), 1 to 255 printable characters: a retry"
             " with it moves no money twice.",
-            json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7e]+$"},
+            json_schema_extra={"minLength": 1, "maxLength": 255},
         ),
     ] = None,
 ) -> Response:
