@@ -71,7 +71,9 @@ def _options(
     expires_at: str | None,
     status: str | None,
 ) -> dict[str, Any]:
-    """The REST fields the flags given mean (flags left out are left out)."""
+    """The REST body the flags given mean (flags left out are left out), which the core
+    validates with the contract's `SpendKeyCreate` / `SpendKeyUpdate`, as for REST: its
+    refusals are `BadRequest`s the commands render, and an update changes only these."""
     options: dict[str, Any] = {}
     if name is not None:
         options["name"] = name

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from lava_mcp.core import wallet
 from lava_mcp.errors import (
@@ -232,24 +231,6 @@ def _depth_over(value: Any, limit: int) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
-
-
-Handler = Callable[[Request, Wallet], Awaitable[Response]]
-
-
-def wallet_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A REST endpoint authenticated with the wallet key, its LavaErrors rendered flat."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            owner = await authenticate_wallet(request)
-            return await handler(request, owner)
-        except LavaError as error:
-            return error_response(error)
-
-    endpoint.__name__ = handler.__name__
-    endpoint.__doc__ = handler.__doc__
-    return endpoint
 
 
 def origin_of(url: str) -> str:
