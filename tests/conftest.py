@@ -1,5 +1,6 @@
-"""Shared fixtures: a fake upstream provider on loopback, a fresh ledger, a runtime, and
-the whole HTTP app served on loopback."""
+"""Shared fixtures: a fake upstream provider on loopback, a fresh ledger (on SQLite, and for
+the ledger, metering and gateway tests on PostgreSQL too), a runtime, and the whole HTTP
+app served on loopback."""
 
 from __future__ import annotations
 
@@ -59,13 +60,50 @@ def fake(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
     yield fake_provider
 
 
+# The ledger, metering and gateway tests run on both databases the server supports: each
+# test there that uses `settings` runs twice, `[sqlite]` (a file in tmp_path) and
+# `[postgresql]` (a fresh schema, see `postgres_url`), so a rule that holds on one and
+# breaks on the other fails in CI. Elsewhere `settings` is SQLite only. A test runs once
+# when it is marked `sqlite_only` (it opens the SQLite file, its locking or its writer
+# thread) or when it asks for `postgres_url` itself (it chose PostgreSQL).
+BOTH_DATABASES = ("tests/core/", "tests/gateway/", "tests/store/", "tests/test_streams.py")
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database" not in metafunc.fixturenames or "postgres_url" in metafunc.fixturenames:
+        return
+    path = Path(metafunc.definition.path).relative_to(Path(__file__).parent.parent).as_posix()
+    if not path.startswith(BOTH_DATABASES) or metafunc.definition.get_closest_marker("sqlite_only"):
+        return
+    metafunc.parametrize("database", DATABASES, indirect=True)
+
+
 @pytest.fixture
-def settings(tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def database(request: pytest.FixtureRequest) -> str:
+    """The database `settings` points at: "sqlite" unless the test is parametrized over both."""
+    backend: str = getattr(request, "param", "sqlite")
+    return backend
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path,
+    fake: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    database: str,
+    request: pytest.FixtureRequest,
+) -> Settings:
     catalog = tmp_path / "catalog.toml"
     catalog.write_text(CATALOG_EXTRA)
     monkeypatch.setenv("FAKE_DATA_URL", f"{fake.url}/data")
+    database_url = (
+        request.getfixturevalue("postgres_url")
+        if database == "postgresql"
+        else f"sqlite:///{tmp_path / 'lava.db'}"
+    )
     return Settings(
-        LAVA_DATABASE_URL=f"sqlite:///{tmp_path / 'lava.db'}",
+        LAVA_DATABASE_URL=database_url,
         LAVA_CATALOG=catalog,
         LAVA_PAYMENTS="sandbox",
         OPENAI_API_KEY="sk-upstream-openai",
@@ -97,10 +135,15 @@ def fund(runtime: Runtime, wallet_id: str, amount: str) -> None:
     wallet.adjust(runtime.db, wallet_id, amount, reason="test funding")
 
 
-# PostgreSQL for the tests that must also hold on it (concurrency, migrations). The CI and
-# development machines run it on loopback with trust auth; an unreachable server fails
-# those tests loudly rather than skipping them.
-POSTGRES_URL = os.environ.get("LAVA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# PostgreSQL for every `[postgresql]` test and the tests that ask for it by name: the server
+# at LAVA_TEST_DATABASE_URL (as `.ci/run` sets it), else LAVA_TEST_POSTGRES_URL, else the
+# loopback one the CI and development machines run with trust auth. Each test works in a
+# schema of its own, dropped afterwards; an unreachable server fails the test loudly, never
+# skips it.
+POSTGRES_URL = os.environ.get(
+    "LAVA_TEST_DATABASE_URL",
+    os.environ.get("LAVA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+)
 
 
 @pytest.fixture

@@ -106,6 +106,7 @@ def key_row(db: Database, key_id: str) -> SpendKey:
     return found
 
 
+@pytest.mark.sqlite_only  # SQLite's writer thread batches the jobs
 async def test_a_refused_hold_in_a_batch_commits_the_others_and_refuses_exactly_that_one(
     runtime: Runtime, new_wallet: wallet.NewWallet
 ) -> None:
@@ -199,6 +200,7 @@ def _add_a_duplicate_record(session: Session, request_id: str, wallet_id: str) -
     session.add(RequestRecord(id=request_id, wallet_id=wallet_id, service="cheapchat"))
 
 
+@pytest.mark.sqlite_only  # SQLite's writer thread batches the jobs
 async def test_a_failing_job_is_rolled_back_alone_and_its_batch_commits(
     runtime: Runtime, new_wallet: wallet.NewWallet
 ) -> None:
@@ -384,6 +386,7 @@ async def test_hundreds_of_concurrent_callers_end_with_the_ledger_sound(
     assert verify.verify(db) == []
 
 
+@pytest.mark.sqlite_only  # holds SQLite's write lock through the file
 async def test_healthz_answers_while_another_connection_holds_the_write_lock(
     runtime: Runtime, new_wallet: wallet.NewWallet, tmp_path: Path
 ) -> None:
@@ -413,6 +416,7 @@ async def test_healthz_answers_while_another_connection_holds_the_write_lock(
     assert verify.verify(runtime.db) == []
 
 
+@pytest.mark.sqlite_only  # waits in SQLite's writer queue
 async def test_a_call_cancelled_while_its_hold_commits_gives_the_hold_back(
     runtime: Runtime, new_wallet: wallet.NewWallet
 ) -> None:
@@ -437,6 +441,7 @@ async def test_a_call_cancelled_while_its_hold_commits_gives_the_hold_back(
     assert verify.verify(db) == []
 
 
+@pytest.mark.sqlite_only  # SQLite's WAL fsync
 async def test_at_full_the_writer_syncs_the_wal_itself_and_the_pool_stays_at_full(
     tmp_path: Path, settings: Settings
 ) -> None:

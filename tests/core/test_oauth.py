@@ -25,10 +25,10 @@ CALLBACK = "https://claude.ai/api/mcp/auth_callback"
 RESOURCE = "http://127.0.0.1:8787/mcp"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def backend_runtime(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Runtime]:
-    url = settings.database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    built = Runtime.build(settings.model_copy(update={"database_url": url}))
+@pytest.fixture
+async def backend_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """A migrated runtime on the database of the test's parameter (`[sqlite]`, `[postgresql]`)."""
+    built = Runtime.build(settings)
     built.db.upgrade()
     yield built
     await built.aclose()

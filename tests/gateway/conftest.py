@@ -15,8 +15,10 @@ import pytest
 
 from lava_mcp.config import Settings
 from lava_mcp.core import verify, wallet
+from lava_mcp.core.rate_limits import InProcessRateLimiter, RedisRateLimiter
 from lava_mcp.runtime import Runtime
 from lava_mcp.transports.app import build_app
+from tests.conftest import RedisService
 from tests.fake_provider import FakeProvider, serve_in_thread
 
 
@@ -87,10 +89,27 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(settings: Settings, fake: FakeProvider) -> Iterator[Gateway]:
+def limiter(request: pytest.FixtureRequest) -> str:
+    """The gateway's rate limiter: "in_process" unless a test is parametrized (indirectly)
+    over "in_process" and "redis" (the shared limiter, on this test's own key prefix)."""
+    chosen: str = getattr(request, "param", "in_process")
+    return chosen
+
+
+@pytest.fixture
+def gateway(
+    settings: Settings, fake: FakeProvider, limiter: str, request: pytest.FixtureRequest
+) -> Iterator[Gateway]:
     """The app (gateway + REST) on loopback with a wallet funded with $10.00."""
     fake.reset()
+    if limiter == "redis":
+        redis_service: RedisService = request.getfixturevalue("redis_service")
+        settings = settings.model_copy(
+            update={"redis_url": redis_service.url, "redis_key_prefix": redis_service.key_prefix}
+        )
     runtime = Runtime.build(settings)
+    expected = RedisRateLimiter if limiter == "redis" else InProcessRateLimiter
+    assert isinstance(runtime.rate_limiter, expected), runtime.rate_limiter
     runtime.db.upgrade()
     created = wallet.create_wallet(runtime.db, name="test")
     served = Gateway("", runtime, created.wallet_id, created.wallet_key)

@@ -7,6 +7,7 @@ from typing import Any
 
 import anthropic
 import openai
+import pytest
 
 from lava_mcp.core import wallet
 from lava_mcp.store.models import SpendKey
@@ -97,6 +98,7 @@ async def test_request_limit_admits_exactly_its_count(gateway: Gateway) -> None:
     settled_everything(gateway)
 
 
+@pytest.mark.parametrize("limiter", ["in_process", "redis"], indirect=True)
 async def test_rpm_burst_admits_exactly_the_burst(gateway: Gateway) -> None:
     # rpm 1 refills one request a minute: the run is far shorter, so exactly the burst passes.
     key = gateway.create_key(rate_limit={"rpm": 1, "burst": 8})

@@ -185,6 +185,7 @@ def test_request_limit_is_429_with_retry_after(gateway: Gateway, shape: str) -> 
     refused_record(gateway, response)
 
 
+@pytest.mark.parametrize("limiter", ["in_process", "redis"], indirect=True)
 def test_rpm_two_lets_two_quick_requests_through_then_429(gateway: Gateway, shape: str) -> None:
     key = key_for(gateway, shape, rate_limit={"rpm": 2})
     assert [call(gateway, shape, key["key"]).status_code for _ in range(2)] == [200, 200]

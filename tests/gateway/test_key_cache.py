@@ -202,10 +202,10 @@ def test_only_active_keys_are_cached_and_entries_are_read_again_when_old() -> No
 # -- the same rule through the metering core, on SQLite and PostgreSQL ----------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def backend(request: pytest.FixtureRequest, settings: Settings) -> Any:
-    url = settings.database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    built = Runtime.build(settings.model_copy(update={"database_url": url}))
+@pytest.fixture
+async def backend(settings: Settings) -> Any:
+    """A migrated runtime on the database of the test's parameter (`[sqlite]`, `[postgresql]`)."""
+    built = Runtime.build(settings)
     built.db.upgrade()
     yield built
     await built.aclose()

@@ -219,10 +219,10 @@ def test_every_rotate_update_and_revoke_moves_the_version(runtime: Runtime) -> N
 # -- many calls racing a rotate, on SQLite and PostgreSQL -----------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def backend(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Runtime]:
-    url = settings.database_url if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    built = Runtime.build(settings.model_copy(update={"database_url": url}))
+@pytest.fixture
+async def backend(settings: Settings) -> AsyncIterator[Runtime]:
+    """A migrated runtime on the database of the test's parameter (`[sqlite]`, `[postgresql]`)."""
+    built = Runtime.build(settings)
     built.db.upgrade()
     yield built
     await built.aclose()
