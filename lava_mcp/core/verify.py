@@ -43,7 +43,7 @@ def verify(db: Database, *, reconcile_interval_s: float = 60.0, stripe_timeout_s
     - each spend key's held amount equals the sum of its pending holds
     """
     problems: list[str] = []
-    with db.read() as session:
+    with db.snapshot() as session:  # one snapshot: the server may be settling meanwhile
         entry_sums = dict(
             session.exec(
                 select(LedgerEntry.wallet_id, func.sum(LedgerEntry.amount_micros)).group_by(

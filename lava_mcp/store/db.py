@@ -120,6 +120,17 @@ class Database:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session  # closing ends the transaction and detaches (without expiring) rows
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A read-only session whose statements all see one snapshot, for reads that compare
+        tables (`ledger verify`): on PostgreSQL a REPEATABLE READ transaction, since at READ
+        COMMITTED a settle committing between two statements would look like a broken
+        invariant; SQLite's read transaction already is one snapshot."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            if not self.is_sqlite:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            yield session
+
     def upgrade(self) -> None:
         """Apply every Alembic migration not yet applied."""
         with self.engine.begin() as connection:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import event, text, update
 from sqlmodel import select
 
 from lava_mcp.core import holds, ledger, verify, wallet
@@ -106,3 +109,34 @@ def test_verify_reports_a_hold_settled_above_its_amount(runtime: Runtime, new_wa
     with runtime.db.write() as session:
         session.execute(update(Hold).values(settled_micros=11))
     assert verify.verify(runtime.db) == [f"hold {hold.id}: settled 11 above its amount 10"]
+
+
+def test_verify_sees_one_snapshot_while_money_moves(runtime: Runtime, new_wallet) -> None:
+    """`ledger verify` runs beside a live server: a credit that commits between its first
+    query (the sums of entries) and the next ones (the wallets) must not look like a broken
+    invariant. On PostgreSQL at READ COMMITTED each statement saw its own snapshot and
+    verify reported "balance != sum of entries" for a sound ledger."""
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    credited: list[threading.Thread] = []
+
+    def credit_after_the_first_read(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if credited or not statement.lstrip().upper().startswith("SELECT"):
+            return
+        credit = threading.Thread(
+            target=wallet.adjust,
+            args=(runtime.db, new_wallet.wallet_id, "0.25"),
+            kwargs={"reason": "meanwhile"},
+        )
+        credited.append(credit)
+        credit.start()
+        credit.join()  # committed on another connection before verify's next statement
+
+    event.listen(runtime.db.engine, "after_cursor_execute", credit_after_the_first_read)
+    try:
+        problems = verify.verify(runtime.db)
+    finally:
+        event.remove(runtime.db.engine, "after_cursor_execute", credit_after_the_first_read)
+    assert len(credited) == 1
+    assert problems == []
+    assert ledger_state(runtime.db, new_wallet.wallet_id).balance_micros == 1_250_000
+    assert verify.verify(runtime.db) == []

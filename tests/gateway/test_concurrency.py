@@ -123,9 +123,13 @@ async def test_anthropic_concurrent_streams_respect_the_spend_limit(gateway: Gat
             return error.status_code
         return "ok"
 
+    settled_before = len(gateway.resolved_ids)
     async with gateway.async_anthropic(key["key"]) as client:
         outcomes = await asyncio.gather(*(one(client) for _ in range(CONCURRENT)))
     assert "ok" in outcomes and set(outcomes) <= {"ok", 402}
+    with gateway.resolved_any:  # a stream ends for its client a moment before its settle commits
+        ran = outcomes.count("ok")
+        assert gateway.resolved_any.wait_for(lambda: len(gateway.resolved_ids) - settled_before >= ran, 30)
     row = key_row(gateway, key["spend_key_id"])
     assert row.cycle_spend_micros <= 50_000
     settled_everything(gateway)
