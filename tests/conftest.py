@@ -71,16 +71,16 @@ DATABASES = ("sqlite", "postgresql")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "database" not in metafunc.fixturenames or "postgres_url" in metafunc.fixturenames:
+    if "database_backend" not in metafunc.fixturenames or "postgres_url" in metafunc.fixturenames:
         return
     path = Path(metafunc.definition.path).relative_to(Path(__file__).parent.parent).as_posix()
     if not path.startswith(BOTH_DATABASES) or metafunc.definition.get_closest_marker("sqlite_only"):
         return
-    metafunc.parametrize("database", DATABASES, indirect=True)
+    metafunc.parametrize("database_backend", DATABASES, indirect=True)
 
 
 @pytest.fixture
-def database(request: pytest.FixtureRequest) -> str:
+def database_backend(request: pytest.FixtureRequest) -> str:
     """The database `settings` points at: "sqlite" unless the test is parametrized over both."""
     backend: str = getattr(request, "param", "sqlite")
     return backend
@@ -91,7 +91,7 @@ def settings(
     tmp_path: Path,
     fake: FakeProvider,
     monkeypatch: pytest.MonkeyPatch,
-    database: str,
+    database_backend: str,
     request: pytest.FixtureRequest,
 ) -> Settings:
     catalog = tmp_path / "catalog.toml"
@@ -99,7 +99,7 @@ def settings(
     monkeypatch.setenv("FAKE_DATA_URL", f"{fake.url}/data")
     database_url = (
         request.getfixturevalue("postgres_url")
-        if database == "postgresql"
+        if database_backend == "postgresql"
         else f"sqlite:///{tmp_path / 'lava.db'}"
     )
     return Settings(
