@@ -407,7 +407,12 @@ def main() -> None:
             "lava-mcp": f"http://127.0.0.1:{server_port}/v1/chat/completions",
         }
         if litellm:
-            proxy = stack.enter_context(process(env=env, log=workdir / "litellm.log", command=litellm))
+            # Its bundled price map, not a fetch from GitHub at start (no internet here; a
+            # fetch that fails retries for ~10 s first).
+            litellm_env = {**env, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+            proxy = stack.enter_context(
+                process(env=litellm_env, log=workdir / "litellm.log", command=litellm)
+            )
             pids["LiteLLM"] = proxy.pid
             urls["LiteLLM"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
             wait_for_port(litellm_port, timeout_s=120)
