@@ -5,10 +5,17 @@ Writes go through `Database.write()`: one transaction that, on SQLite, starts wi
 SQLITE_BUSY halfway) and, inside one process, is serialised by a lock so that threads
 queue in Python instead of in SQLite's sleeping busy handler. On PostgreSQL every
 check-and-debit is one conditional UPDATE, so READ COMMITTED is enough.
+
+A database failure that says "try again" (a connection dropped or refused, a server
+restarting, a deadlock or serialization victim, SQLite busy past its timeout, no pooled
+connection free in time) is answered on every surface as `ServiceUnavailable` (503 with a
+retry hint), never as a 500: `unavailable` judges the error where the surfaces render
+what they did not expect. The transaction it cut off was rolled back by the server.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -20,7 +27,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
+
+from lava_mcp.errors import ServiceUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 T = TypeVar("T")
@@ -122,3 +133,52 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
             connection.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             connection.exec_driver_sql("BEGIN")
+
+
+# PostgreSQL's "try again" SQLSTATEs: serialization failure, deadlock, lock not available,
+# and the server going away (admin shutdown, crash shutdown, cannot connect now); class 08
+# is a lost connection.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
+RETRY_AFTER_S = 1
+
+
+def unavailable(error: BaseException) -> ServiceUnavailable | None:
+    """The 503 to answer for a database failure that a retry can pass, else None.
+
+    Judges SQLAlchemy's wrapped errors and the drivers' own (the hot path's statements run
+    on the driver's cursor, `store.fast`), searching the chain of causes: anything else (a
+    missing table, a constraint, a bug) stays the 500 it is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _retryable(current):
+            return ServiceUnavailable(
+                f"the ledger database is unavailable right now; retry in {RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+                next_step="retry the request (a call refused this way was not charged)",
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, PoolTimeoutError):
+        return True  # no pooled connection came free in time
+    driver_error: BaseException | None = error
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        driver_error = error.orig
+    if isinstance(driver_error, sqlite3.OperationalError):
+        message = str(driver_error).lower()
+        return "locked" in message or "busy" in message
+    if driver_error is None or not type(driver_error).__module__.startswith("psycopg"):
+        return False
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate is None:
+        # No SQLSTATE: the connection itself failed (refused, closed by the server, broken).
+        kinds = {kind.__name__ for kind in type(driver_error).__mro__}
+        return bool(kinds & {"OperationalError", "InterfaceError"})
+    return str(sqlstate) in _RETRYABLE_SQLSTATES or str(sqlstate).startswith("08")

@@ -27,6 +27,7 @@ from lava_mcp import __version__
 from lava_mcp.core.stats import require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.runtime import Runtime, running
+from lava_mcp.store.db import unavailable
 from lava_mcp.transports import oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
@@ -102,6 +103,11 @@ async def http_error(request: Request, error: Exception) -> Response:
 
 
 async def internal_error(request: Request, error: Exception) -> Response:
+    """What no route handled: a database that can't be reached now is a 503 with a retry
+    hint (`store.db.unavailable`); anything else a 500, logged."""
+    if (busy := unavailable(error)) is not None:
+        logger.warning("%s %s: %s (%s)", request.method, request.url.path, busy.message, error)
+        return error_response(busy)
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return JSONResponse({"error": "internal error", "code": 500}, status_code=500)
 

@@ -256,3 +256,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
     setattr(item, f"rep_{report.when}", report)
+
+
+def wait_until(condition: Any, *, timeout_s: float, what: str) -> None:
+    """Poll `condition()` (a read of the database, say) until true; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.25)

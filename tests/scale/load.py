@@ -28,6 +28,7 @@ class Outcome:
     body: Any = None
     retry_after: str | None = None
     server: str = ""
+    request_id: str | None = None  # the gateway's x-lava-request-id
 
 
 @dataclass
@@ -46,7 +47,11 @@ def _error_outcome(error: openai.APIStatusError | anthropic.APIStatusError, serv
         body = error.response.json()
     except ValueError:
         body = error.response.text
-    return Outcome(error.status_code, body, error.response.headers.get("retry-after"), server)
+    headers = error.response.headers
+    return Outcome(error.status_code, body, headers.get("retry-after"), server, headers.get(REQUEST_ID))
+
+
+REQUEST_ID = "x-lava-request-id"
 
 
 class OpenAIClients:
@@ -62,12 +67,12 @@ class OpenAIClients:
     async def call(self, **overrides: Any) -> Outcome:
         url, client = next(self._next)
         try:
-            answer = await client.chat.completions.create(**{**CHAT, **overrides})
+            raw = await client.chat.completions.with_raw_response.create(**{**CHAT, **overrides})
         except openai.APIStatusError as error:
             return _error_outcome(error, url)
         except openai.APIConnectionError as error:
             return Outcome(0, repr(error), None, url)
-        return Outcome(200, answer.model_dump(), None, url)
+        return Outcome(200, raw.parse().model_dump(), None, url, raw.headers.get(REQUEST_ID))
 
     async def aclose(self) -> None:
         for _, client in self.clients:
@@ -87,12 +92,12 @@ class AnthropicClients:
     async def call(self, **overrides: Any) -> Outcome:
         url, client = next(self._next)
         try:
-            answer = await client.messages.create(**{**MESSAGE, **overrides})
+            raw = await client.messages.with_raw_response.create(**{**MESSAGE, **overrides})
         except anthropic.APIStatusError as error:
             return _error_outcome(error, url)
         except anthropic.APIConnectionError as error:
             return Outcome(0, repr(error), None, url)
-        return Outcome(200, answer.model_dump(), None, url)
+        return Outcome(200, (await raw.parse()).model_dump(), None, url, raw.headers.get(REQUEST_ID))
 
     async def aclose(self) -> None:
         for _, client in self.clients:
