@@ -29,6 +29,7 @@ class Outcome:
     retry_after: str | None = None
     server: str = ""
     request_id: str | None = None  # the gateway's x-lava-request-id
+    streamed: bool = False
 
 
 @dataclass
@@ -68,11 +69,18 @@ class OpenAIClients:
         url, client = next(self._next)
         try:
             raw = await client.chat.completions.with_raw_response.create(**{**CHAT, **overrides})
+            if not overrides.get("stream"):
+                return Outcome(200, raw.parse().model_dump(), None, url, raw.headers.get(REQUEST_ID))
+            words = [
+                chunk.choices[0].delta.content or ""
+                async for chunk in raw.parse()
+                if chunk.choices  # the usage chunk has none
+            ]
+            return Outcome(200, "".join(words), None, url, raw.headers.get(REQUEST_ID), streamed=True)
         except openai.APIStatusError as error:
             return _error_outcome(error, url)
-        except openai.APIConnectionError as error:
+        except (openai.APIConnectionError, httpx.TransportError) as error:
             return Outcome(0, repr(error), None, url)
-        return Outcome(200, raw.parse().model_dump(), None, url, raw.headers.get(REQUEST_ID))
 
     async def aclose(self) -> None:
         for _, client in self.clients:
