@@ -60,7 +60,13 @@ class Settings(BaseSettings):
     # GET /metrics needs `Authorization: Bearer <token>`; unset: served to loopback clients only.
     metrics_token: str | None = Field(default=None, alias="LAVA_METRICS_TOKEN")
 
+    # Rate limits shared by every server process through this Redis; unset: per process.
     redis_url: str | None = Field(default=None, alias="LAVA_REDIS_URL")
+    # Prefix of this deployment's Redis keys (several deployments may share one Redis).
+    redis_key_prefix: str = Field(default="lava:", alias="LAVA_REDIS_KEY_PREFIX")
+    # Connecting to Redis, and each answer, may take this long before a rate-limited call
+    # is refused with 429 (Redis unreachable).
+    redis_timeout_s: float = Field(default=0.5, alias="LAVA_REDIS_TIMEOUT_S", gt=0)
 
     hold_ttl_s: int = Field(default=600, alias="LAVA_HOLD_TTL_S", ge=10)
     default_max_tokens: int = Field(default=4096, alias="LAVA_DEFAULT_MAX_TOKENS", ge=1)

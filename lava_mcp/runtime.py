@@ -16,7 +16,7 @@ import anyio.to_thread
 
 from lava_mcp.config import UPSTREAM_CONNECT_TIMEOUT_S, Settings
 from lava_mcp.core.metering import Metering
-from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter
+from lava_mcp.core.rate_limits import InProcessRateLimiter, RateLimiter, build_rate_limiter
 from lava_mcp.payments import ProcessorLane, build_payments
 from lava_mcp.payments.base import Payments
 from lava_mcp.providers.catalog import Catalog, load_catalog
@@ -36,7 +36,7 @@ class Runtime:
     upstream: Upstream
     metering: Metering
     payments: Payments
-    # Spend keys' rpm limits; in-process until the Redis implementation (LAVA_REDIS_URL).
+    # Spend keys' rpm limits: shared through Redis with LAVA_REDIS_URL, else this process's.
     rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
     # Processor calls run in their own lane of worker threads (see `payments.ProcessorLane`).
     processor_lane: ProcessorLane = field(default_factory=ProcessorLane)
@@ -46,7 +46,9 @@ class Runtime:
         db = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
         catalog = load_catalog(settings.catalog_path, environment=catalog_environment(settings))
         upstream_client = Upstream(settings.upstream_timeout_s, connect_timeout_s=UPSTREAM_CONNECT_TIMEOUT_S)
-        rate_limiter = InProcessRateLimiter()
+        rate_limiter = build_rate_limiter(
+            settings.redis_url, key_prefix=settings.redis_key_prefix, timeout_s=settings.redis_timeout_s
+        )
         metering = Metering(
             db,
             catalog,
@@ -62,6 +64,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
+        await self.rate_limiter.aclose()
         self.db.dispose()
 
 

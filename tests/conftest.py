@@ -160,3 +160,35 @@ def ledger_state(db: Database, wallet_id: str) -> LedgerState:
             holds=count(Hold),
             pending_holds=count(Hold, Hold.status == "pending"),
         )
+
+
+# Redis for the shared rate limiter. As with PostgreSQL, an unreachable server fails the
+# tests that need it loudly (CI sets LAVA_TEST_REDIS_URL and starts Redis if it is down).
+REDIS_URL = os.environ.get("LAVA_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@dataclass(frozen=True)
+class RedisService:
+    url: str
+    key_prefix: str  # this test's own: its keys are deleted afterwards
+
+
+@pytest.fixture
+def redis_service() -> Iterator[RedisService]:
+    """The test Redis with a key prefix of this test's own, its keys deleted afterwards."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        client.close()
+        pytest.fail(f"Redis at {REDIS_URL} is not reachable ({error!r}); these tests need it")
+    prefix = f"lava-test-{secrets.token_hex(6)}:"
+    try:
+        yield RedisService(REDIS_URL, prefix)
+    finally:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+        client.close()

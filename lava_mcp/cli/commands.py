@@ -60,10 +60,8 @@ def serve(
             f"Created wallet {created.wallet_id}. Its key is shown once; keep it:\n\n"
             f"    LAVA_WALLET_KEY={created.wallet_key}\n"
         )
-    if config.redis_url:
-        stderr.print(
-            "[yellow]LAVA_REDIS_URL is set but not used yet[/]: spend keys' rpm limits are kept per process."
-        )
+    if not config.redis_url:
+        stderr.print("Spend keys' rate limits are kept in this process (set LAVA_REDIS_URL to share them).")
     if mode == "sandbox":
         stderr.print(
             "[bold yellow]SANDBOX[/]: no STRIPE_SECRET_KEY, payments are simulated with test cards;"

@@ -43,6 +43,7 @@ from lava_mcp.core.rate_limits import RateLimiter
 from lava_mcp.errors import BadRequest, Forbidden, LavaError, PaymentRequired, RateLimited, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost
+from lava_mcp.observability import metrics
 from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
 from lava_mcp.store import fast
@@ -319,6 +320,7 @@ class Metering:
         record; retried until the database takes it."""
         charge = self.charge(ticket, usage)
         settlement = await self._write(self._settle_sync, ticket, charge)
+        metrics.spent(ticket.service.id, settlement.cost.total_micros)
         self._resolved(ticket)
         return settlement
 
@@ -370,6 +372,7 @@ class Metering:
                     if not _transient(error):
                         raise
                     driver_error = error.orig if isinstance(error, DBAPIError) else error
+                    metrics.settle_retried(getattr(function, "__name__", "settle"))
                     logger.warning(
                         "%s failed on attempt %d (%s); retrying in %.2fs",
                         getattr(function, "__name__", "settle"),

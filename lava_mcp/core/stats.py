@@ -1,5 +1,11 @@
 """Operational figures for `/metrics` (Prometheus text format), and who may read them.
 
+A scrape is this process's instruments (`observability.metrics`: events counted as they
+happen) followed by the ledger's state read from the database (`DatabaseFigures`: wallets,
+holds open, the amount held). The state is global, the same from every process. A scrape
+reads two aggregates (wallets counted; pending holds counted and summed through their
+status index), the hot path none: it only increments counters.
+
 `/metrics` is not public: with `LAVA_METRICS_TOKEN` set it needs `Authorization: Bearer
 <token>` (compared in constant time); unset, it answers loopback clients only
 (127.0.0.0/8, ::1). Behind a reverse proxy every client looks like loopback, so set the
@@ -10,13 +16,21 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Iterator
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
 
 from lava_mcp.errors import Forbidden, Unauthorized
+from lava_mcp.observability import metrics
 from lava_mcp.store.db import Database
-from lava_mcp.store.models import Hold, RequestRecord, Wallet
+from lava_mcp.store.models import Hold, Wallet
+
+# The Prometheus text format's media type, as prometheus-client names it.
+MEDIA_TYPE = CONTENT_TYPE_LATEST
 
 
 def require_metrics_access(*, metrics_token: str | None, bearer: str | None, client_host: str | None) -> None:
@@ -53,22 +67,31 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
-def snapshot(db: Database) -> str:
-    """The figures, in Prometheus text format."""
-    with db.read() as session:
-        wallets = session.exec(select(func.count()).select_from(Wallet)).one()
-        open_holds = session.exec(
-            select(func.count()).select_from(Hold).where(Hold.status == "pending")
-        ).one()
-        by_status = session.exec(
-            select(RequestRecord.status, func.count()).group_by(RequestRecord.status)
-        ).all()
-    lines = [
-        "# TYPE lava_wallets gauge",
-        f"lava_wallets {wallets}",
-        "# TYPE lava_open_holds gauge",
-        f"lava_open_holds {open_holds}",
-        "# TYPE lava_requests_total counter",
-    ]
-    lines += [f'lava_requests_total{{status="{status}"}} {count}' for status, count in by_status]
-    return "\n".join(lines) + "\n"
+class DatabaseFigures(Collector):
+    """The ledger's state at scrape time, as Prometheus gauges."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        with self.db.read() as session:
+            wallets = session.exec(select(func.count()).select_from(Wallet)).one()
+            open_holds, held_micros = session.exec(
+                select(func.count(), func.coalesce(func.sum(Hold.amount_micros), 0)).where(
+                    Hold.status == "pending"
+                )
+            ).one()
+        yield GaugeMetricFamily("lava_wallets", "Wallets in the ledger.", value=wallets)
+        yield GaugeMetricFamily(
+            "lava_open_holds", "Holds not yet settled, voided or expired.", value=open_holds
+        )
+        yield GaugeMetricFamily(
+            "lava_held_micros", "Micro-dollars the open holds keep from being spent.", value=held_micros
+        )
+
+
+def snapshot(db: Database) -> bytes:
+    """The figures, in Prometheus text format (blocking: it reads the database)."""
+    registry = CollectorRegistry()
+    registry.register(DatabaseFigures(db))
+    return metrics.exposition() + generate_latest(registry)

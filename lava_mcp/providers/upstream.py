@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from lava_mcp.errors import BadRequest, LavaError, UpstreamError
+from lava_mcp.observability import metrics
 from lava_mcp.providers.catalog import Service
 
 API_VERSION_ANTHROPIC = "2023-06-01"
@@ -127,6 +129,7 @@ class Upstream:
         billed twice. The caller gets a 502 and is charged nothing.
         """
         exchange = exchange if exchange is not None else Exchange()
+        started_s = time.perf_counter()
         try:
             response = await self.session().post(
                 endpoint(service),
@@ -137,6 +140,7 @@ class Upstream:
             )
         except TRANSPORT_ERRORS as error:
             raise _unreachable(service, error) from error
+        metrics.upstream_answered(service.id, started_s)
         exchange.sent = True  # an answer came, so the request certainly arrived
         exchange.accepted = response.status < 300
         return response

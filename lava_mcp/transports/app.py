@@ -19,13 +19,14 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lava_mcp import __version__
-from lava_mcp.core.stats import require_metrics_access, snapshot
+from lava_mcp.core.stats import MEDIA_TYPE, require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
+from lava_mcp.observability import metrics as instruments
 from lava_mcp.runtime import Runtime, running
 from lava_mcp.store.db import unavailable
 from lava_mcp.transports import oauth, oauth_rest, rest
@@ -93,7 +94,7 @@ async def metrics(request: Request) -> Response:
         if isinstance(error, Unauthorized):
             response.headers["www-authenticate"] = 'Bearer realm="metrics"'
         return response
-    return PlainTextResponse(await anyio.to_thread.run_sync(snapshot, runtime.db))
+    return Response(await anyio.to_thread.run_sync(snapshot, runtime.db), media_type=MEDIA_TYPE)
 
 
 async def http_error(request: Request, error: Exception) -> Response:
@@ -176,4 +177,4 @@ def build_app(
                 return
         await main(scope, receive, send)
 
-    return dispatch
+    return instruments.instrumented(dispatch)  # requests and errors by route and status
