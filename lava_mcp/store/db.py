@@ -27,7 +27,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
@@ -134,6 +134,20 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
         else:
             connection.exec_driver_sql("BEGIN")
 
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg  # the `postgres` extra
+    except ImportError:
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+# Every error a database call can raise: SQLAlchemy's and the drivers' own.
+DATABASE_ERRORS = _database_errors()
 
 # PostgreSQL's "try again" SQLSTATEs: serialization failure, deadlock, lock not available,
 # and the server going away (admin shutdown, crash shutdown, cannot connect now); class 08

@@ -4,9 +4,11 @@ over several servers, each outcome recorded (status, body, Retry-After) for the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,3 +168,68 @@ async def until_refused(call: Callable[[], Awaitable[Outcome]], *, limit: int = 
         if outcome.status != 200:
             return answered, outcome
     raise AssertionError(f"{limit} sequential calls were all answered: the limit never bit")
+
+
+class McpClients:
+    """An MCP client over streamable HTTP (`/mcp`, the wallet key as bearer) per server;
+    enter with `async with` in the task that will leave it. Call it from one task at a
+    time: a call the HTTP transport refused (the SDK says only "error response") is
+    judged by the last error answer its client received."""
+
+    def __init__(self, urls: Sequence[str], wallet_key: str) -> None:
+        self.urls = list(urls)
+        self.wallet_key = wallet_key
+        self._stack = contextlib.AsyncExitStack()
+        self.clients: list[tuple[str, Any]] = []
+        self._next: Iterator[tuple[str, Any]] = iter(())
+        self._refusals: dict[str, Outcome] = {}
+
+    async def __aenter__(self) -> McpClients:
+        import httpx2
+        from mcp.client import Client
+        from mcp.client.streamable_http import streamable_http_client
+
+        for url in self.urls:
+
+            async def refusal(response: Any, url: str = url) -> None:
+                if response.status_code >= 400:
+                    await response.aread()
+                    body = (
+                        response.json()
+                        if response.headers.get("content-type") == "application/json"
+                        else None
+                    )
+                    self._refusals[url] = Outcome(
+                        response.status_code, body, response.headers.get("retry-after"), url
+                    )
+
+            http_client = await self._stack.enter_async_context(
+                httpx2.AsyncClient(
+                    headers={"Authorization": f"Bearer {self.wallet_key}"},
+                    timeout=60,
+                    event_hooks={"response": [refusal]},
+                )
+            )
+            client = await self._stack.enter_async_context(
+                Client(streamable_http_client(f"{url}/mcp", http_client=http_client))
+            )
+            self.clients.append((url, client))
+        self._next = itertools.cycle(self.clients)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> Outcome:
+        """A tool call: 200 with its result, or its error JSON's code (0: the transport failed)."""
+        url, client = next(self._next)
+        self._refusals.pop(url, None)
+        try:
+            result = await client.call_tool(tool, arguments)
+        except Exception as error:  # the MCP session or its HTTP transport failed
+            return self._refusals.pop(url, None) or Outcome(0, repr(error), None, url)
+        text = "".join(getattr(content, "text", "") for content in result.content)
+        body = json.loads(text) if text.startswith("{") else text
+        if result.is_error:
+            return Outcome(int(body["code"]) if isinstance(body, dict) else 0, body, None, url)
+        return Outcome(200, body, None, url)

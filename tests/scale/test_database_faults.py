@@ -20,7 +20,15 @@ from lava_mcp.runtime import HOLD_SWEEP_INTERVAL_S
 from lava_mcp.store.models import RequestRecord
 from tests.scale.conftest import Cluster, wait_until
 from tests.scale.ledger_facts import charged_once, statuses, wallet_balance
-from tests.scale.load import AnthropicClients, OpenAIClients, Outcome, Outcomes, RestClients, hammer
+from tests.scale.load import (
+    AnthropicClients,
+    McpClients,
+    OpenAIClients,
+    Outcome,
+    Outcomes,
+    RestClients,
+    hammer,
+)
 
 HOLD_TTL_S = 16  # the shortest the settings allow with a 5 s upstream timeout and no drain
 FAULT_ENV = {"LAVA_HOLD_TTL_S": str(HOLD_TTL_S), "LAVA_UPSTREAM_TIMEOUT_S": "5", "LAVA_STREAM_DRAIN_S": "0"}
@@ -41,12 +49,19 @@ def test_killed_database_connections_are_503_with_a_retry_hint_and_service_resum
     anthropic_key = cluster.create_spend_key(owner.wallet_key, request_shape="anthropic")
     funded, _ = wallet_balance(cluster.db, owner.wallet_id)
 
-    async def load() -> tuple[Outcomes, Outcomes, Outcomes, int, Outcomes]:
+    async def load() -> tuple[Outcomes, Outcomes, Outcomes, Outcomes, int, Outcomes]:
         chats = OpenAIClients(cluster.urls, openai_key["key"])
         messages = AnthropicClients(cluster.urls, anthropic_key["key"])
         rest = RestClients(cluster.urls, owner.wallet_key)
-        chat_outcomes, message_outcomes, rest_outcomes = Outcomes(), Outcomes(), Outcomes()
+        mcp = await McpClients(cluster.urls, owner.wallet_key).__aenter__()
+        chat_outcomes, message_outcomes, rest_outcomes, mcp_outcomes = (Outcomes() for _ in range(4))
         loads = asyncio.gather(
+            hammer(
+                lambda: mcp.call("get_balance", {}),
+                calls=CALLS_PER_SURFACE // 2,
+                concurrency=1,  # one at a time: McpClients judges a refusal by its last answer
+                into=mcp_outcomes,
+            ),
             hammer(chats.call, calls=CALLS_PER_SURFACE, concurrency=8, into=chat_outcomes),
             hammer(messages.call, calls=CALLS_PER_SURFACE, concurrency=8, into=message_outcomes),
             hammer(
@@ -59,7 +74,9 @@ def test_killed_database_connections_are_503_with_a_retry_hint_and_service_resum
             # long as it runs.
             seen = 0
             while not loads.done() and rounds < MAX_KILL_ROUNDS:
-                done = len(chat_outcomes.items) + len(message_outcomes.items) + len(rest_outcomes.items)
+                done = sum(
+                    len(o.items) for o in (chat_outcomes, message_outcomes, rest_outcomes, mcp_outcomes)
+                )
                 if done >= seen + 20:
                     seen = done
                     await asyncio.to_thread(cluster.terminate_server_backends)
@@ -70,18 +87,21 @@ def test_killed_database_connections_are_503_with_a_retry_hint_and_service_resum
             after = Outcomes()
             for _ in range(len(cluster.urls) * 3):
                 after.items += [await chats.call(), await messages.call(), await rest.get("/v1/wallet")]
-            return chat_outcomes, message_outcomes, rest_outcomes, rounds, after
+                after.items.append(await mcp.call("get_balance", {}))
+            return chat_outcomes, message_outcomes, rest_outcomes, mcp_outcomes, rounds, after
         finally:
             loads.cancel()
             for clients in (chats, messages, rest):
                 await clients.aclose()
+            await mcp.__aexit__(None, None, None)
 
-    chat_outcomes, message_outcomes, rest_outcomes, rounds, after = asyncio.run(load())
+    chat_outcomes, message_outcomes, rest_outcomes, mcp_outcomes, rounds, after = asyncio.run(load())
     assert rounds >= 5, rounds
 
     # Each call: answered, or refused 503 with a retry hint in its surface's shape.
+    for outcomes in (chat_outcomes, message_outcomes, rest_outcomes, mcp_outcomes):
+        assert outcomes.statuses().keys() <= {200, 503}, (outcomes.statuses(), outcomes.with_status(0)[:3])
     for outcomes in (chat_outcomes, message_outcomes, rest_outcomes):
-        assert outcomes.statuses().keys() <= {200, 503}, outcomes.statuses()
         assert all(_is_retry_hint(item) for item in outcomes.with_status(503))
     unavailable = sum(len(o.with_status(503)) for o in (chat_outcomes, message_outcomes, rest_outcomes))
     assert unavailable > 0, "no request lost its connection: the faults were never exercised"
@@ -91,7 +111,7 @@ def test_killed_database_connections_are_503_with_a_retry_hint_and_service_resum
         )
     for item in message_outcomes.with_status(503):
         assert item.body["type"] == "error" and item.body["error"]["type"] == "api_error"
-    for item in rest_outcomes.with_status(503):
+    for item in rest_outcomes.with_status(503) + mcp_outcomes.with_status(503):
         assert item.body["code"] == 503 and item.body["retry_after_s"] >= 1, item.body
     assert after.statuses() == {200: len(after.items)}, after.statuses()
 
