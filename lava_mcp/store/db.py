@@ -15,6 +15,7 @@ what they did not expect. The transaction it cut off was rolled back by the serv
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -88,16 +89,32 @@ class Database:
         with Session(self.engine, expire_on_commit=False) as session:
             yield session  # closing ends the transaction and detaches (without expiring) rows
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the lock called `name` on this database for the block, against every process
+        that opens it (a PostgreSQL advisory lock): for one-time work that several servers
+        started together would otherwise all do at once — the migrations, the first wallet.
+        On SQLite, nothing: its transactions already serialise one file's writers."""
+        if self.is_sqlite:
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(f"lava-mcp:{name}".encode()).digest()[:8], "big", signed=True)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
     def upgrade(self) -> None:
-        """Apply every Alembic migration not yet applied."""
-        with self.engine.begin() as connection:
+        """Apply every Alembic migration not yet applied (one process at a time: servers
+        started together on a new database would otherwise each create the same tables)."""
+        with self.exclusive("migrations"), self.engine.begin() as connection:
             config = alembic_config(self.url)
             config.attributes["connection"] = connection
             command.upgrade(config, "heads")
 
     def has_wallets(self) -> bool:
-        from sqlalchemy import text
-
         with self.read() as session:
             return session.execute(text("SELECT 1 FROM wallet LIMIT 1")).first() is not None
 

@@ -218,17 +218,20 @@ _cluster_numbers = itertools.count()
 def cluster_factory(
     postgres_url: str, fake: FakeProvider, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Any]:
-    """`make(count=3, **env)`: a cluster of `count` servers on this test's schema."""
+    """`make(count=3, prepare=True, **env)`: a cluster of `count` servers on this test's
+    schema; `prepare`: migrated, with a wallet, before the servers start (else they start
+    on an empty schema)."""
     clusters: list[Cluster] = []
 
-    def make(count: int = 3, **extra_env: str) -> Cluster:
+    def make(count: int = 3, *, prepare: bool = True, **extra_env: str) -> Cluster:
         number = next(_cluster_numbers)
         application_name = f"lava_scale_{secrets.token_hex(4)}"
         database_url = with_application_name(postgres_url, application_name)
         db = Database(with_application_name(postgres_url, f"lava_scale_test_{number}"))
-        db.upgrade()  # once, before any server (each server's own upgrade then finds it done)
-        # A wallet before any server starts: a first `serve` on an empty ledger makes one.
-        wallet.create_wallet(db, name="operator", mode="sandbox")
+        if prepare:
+            db.upgrade()  # once, before any server (each server's own upgrade then finds it done)
+            # A wallet before any server starts: a first `serve` on an empty ledger makes one.
+            wallet.create_wallet(db, name="operator", mode="sandbox")
         workdir = tmp_path / f"cluster-{number}"
         workdir.mkdir()
         cluster = Cluster(
