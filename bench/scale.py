@@ -49,6 +49,16 @@ from bench.gateway import BODY, LUA, WrkResult, free_port, process, wait_for_por
 POSTGRES_URL = os.environ.get("LAVA_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LAVA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# With --wallets N: each request of a wrk connection takes the next wallet's key in turn.
+ROTATE_KEYS = """
+local keys = {{{keys}}}
+local sent = 0
+request = function()
+  sent = sent + 1
+  wrk.headers["Authorization"] = "Bearer " .. keys[sent % #keys + 1]
+  return wrk.format()
+end
+"""
 
 
 @dataclass
@@ -141,7 +151,7 @@ def load(
     )
 
 
-def header(argv: list[str], process_counts: list[int]) -> list[str]:
+def header(argv: list[str], process_counts: list[int], wallets: int) -> list[str]:
     model = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -161,7 +171,7 @@ def header(argv: list[str], process_counts: list[int]) -> list[str]:
         f"shared:   every server, {wrk_version or 'wrk'}, the fake provider (its own process), PostgreSQL and"
         f" Redis on these {os.cpu_count()} cores; the OS schedules them (no pinning)",
         "ledger:   PostgreSQL 127.0.0.1 (a fresh schema); rate limits in Redis; every call holds, settles,"
-        " and takes one Redis step",
+        f" and takes one Redis step; {wallets} wallet(s), one spend key each, taken in turn",
     ]
 
 
@@ -172,6 +182,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--processes", default="1,2,3")
+    parser.add_argument(
+        "--wallets",
+        type=int,
+        default=1,
+        help="spread the calls over this many wallets, one spend key each (default: one wallet and key)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -223,24 +239,32 @@ def main() -> None:
 
     try:
         database.upgrade()
-        owner = wallet.create_wallet(database, name="bench")
-        wallet.adjust(database, owner.wallet_id, "100000.00", reason="bench funding")
-        key = spend_keys.create(
-            database,
-            owner.wallet_id,
-            {
-                "name": "bench",
-                "spend_limit": {"amount": "90000.00", "cycle": "monthly"},
-                "rate_limit": {"rpm": 1_000_000, "burst": 1_000_000},
-            },
-        ).secret
+        keys = []
+        for number in range(args.wallets):
+            owner = wallet.create_wallet(database, name=f"bench-{number}")
+            wallet.adjust(database, owner.wallet_id, "100000.00", reason="bench funding")
+            created = spend_keys.create(
+                database,
+                owner.wallet_id,
+                {
+                    "name": "bench",
+                    "spend_limit": {"amount": "90000.00", "cycle": "monthly"},
+                    "rate_limit": {"rpm": 1_000_000, "burst": 1_000_000},
+                },
+            )
+            keys.append(created.secret)
+        gateway_auth = (
+            f'wrk.headers["Authorization"] = "Bearer {keys[0]}"'
+            if len(keys) == 1
+            else ROTATE_KEYS.format(keys=", ".join(f'"{key}"' for key in keys))
+        )
         scripts = {}
-        for target, auth in (("direct", ""), ("gateway", f'wrk.headers["Authorization"] = "Bearer {key}"')):
+        for target, auth in (("direct", ""), ("gateway", gateway_auth)):
             path = workdir / f"{target}.lua"
             path.write_text(LUA.format(auth=auth, body=json.dumps(BODY)))
             scripts[target] = path
 
-        print("\n".join(header(sys.argv[1:], process_counts)), flush=True)
+        print("\n".join(header(sys.argv[1:], process_counts, args.wallets)), flush=True)
         runs: list[Run] = []
         direct: dict[int, WrkResult] = {}
         rss: dict[int, list[float]] = {}
