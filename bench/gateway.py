@@ -1,19 +1,41 @@
-"""Gateway overhead for the README: wrk against the fake provider directly and through one
-lava-mcp server, in the same run, on loopback.
+"""Gateway overhead for the README: wrk against the fake provider directly, through one
+lava-mcp server and (optionally) through a LiteLLM proxy, in the same run, on loopback.
 
-    uv run python bench/gateway.py [--seconds 10] [--connections 1,32] [--synchronous FULL]
+    uv run python bench/gateway.py [--seconds 10] [--synchronous FULL] [--profile]
+    LITELLM=/path/to/litellm uv run python bench/gateway.py     # adds LiteLLM's row
 
 Starts the fake OpenAI provider (tests/fake_provider.py) and one lava-mcp server (the
-whole app: gateway, REST, MCP) in their own processes, with a fresh SQLite ledger, a
-funded wallet and one spend key (spend limit, request counting; every call holds and
-settles in SQLite). Then, for each connection count and for non-streaming and streaming
-chat completions, runs `wrk` (Debian's package; POST bodies from a Lua script) first
-straight at the fake, then through the gateway, and prints requests/s and latency
-p50/p99 of both and the latency the gateway adds (gateway − direct). At the end it checks
-that every request was settled and `ledger verify` passes.
+whole app: gateway, REST, MCP; uvicorn with uvloop + httptools when installed, as
+`lava-mcp serve` runs) in their own processes, with a fresh SQLite ledger, a funded wallet
+and one spend key with a monthly spend limit: every call holds (committed before the
+upstream call) and settles (committed before the answer completes). For 1 and 32
+connections, JSON and streaming chat completions, it runs `wrk` (Debian's package; POST
+bodies from a Lua script) straight at the fake, then through each gateway, and prints the
+issue's table:
 
-Subcommands used internally: `fake PORT`, `serve PORT` (uvicorn with the fastest loop and
-HTTP parser installed: uvloop/httptools when present).
+    target | 1 conn req/s | 1 conn p50 added | 1 conn p99 added | 32 conns req/s |
+    streaming 1 / 32 conns | CPU per request | RSS (peak)
+
+"added" is the gateway's latency minus the direct latency of the same run; CPU per
+request is the server process's CPU time (user + system, children included, from
+/proc) over the requests wrk completed, as a range over the four runs; RSS is the
+server's peak resident set (VmHWM). With LiteLLM, a last row gives lava-mcp / LiteLLM
+per column (higher is better for req/s; for the others lower is).
+
+LiteLLM (not a dependency of this project; install it in its own virtualenv, e.g.
+`uv venv /tmp/litellm && uv pip install -p /tmp/litellm 'litellm[proxy]'`): set `LITELLM`
+to its `litellm` executable (or the virtualenv's directory). The script writes a proxy
+config that routes `gpt-4o-mini` to the fake (`openai/gpt-4o-mini`, `api_base` = the
+fake), with no database and no master key — so LiteLLM checks no budget at all, while
+lava-mcp holds and settles every call — and starts `litellm --config … --port …
+--num_workers 1`. `LITELLM_ARGS` adds arguments.
+
+At the end it checks that every lava-mcp request was settled and `ledger verify` passes.
+`--profile` runs py-spy on the lava-mcp server during the 32-connection JSON run and
+prints where its CPU time goes (self time and inclusive time per function).
+
+The machine may be shared: figures are noisy; the CPU per request is the steadiest.
+Subcommands used internally: `fake PORT`, `serve PORT`.
 """
 
 from __future__ import annotations
@@ -31,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,20 +87,10 @@ def wait_for_port(port: int, timeout_s: float = 30) -> None:
 
 
 def uvicorn_options() -> dict[str, Any]:
-    options: dict[str, Any] = {"log_level": "warning", "access_log": False}
-    try:
-        import uvloop  # noqa: F401
+    """What `lava-mcp serve` runs: uvloop and httptools when installed."""
+    from lava_mcp.cli.commands import server_speedups
 
-        options["loop"] = "uvloop"
-    except ImportError:
-        pass
-    try:
-        import httptools  # noqa: F401
-
-        options["http"] = "httptools"
-    except ImportError:
-        pass
-    return options
+    return {"log_level": "warning", "access_log": False, **server_speedups()}
 
 
 def run_fake(port: int) -> None:
@@ -106,9 +118,15 @@ def run_server(port: int) -> None:
 @dataclass
 class WrkResult:
     requests_per_s: float
+    requests: int
     p50_ms: float
     p99_ms: float
     errors: str
+    cpu_s: float = 0.0  # the server's CPU time during the run
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.cpu_s * 1000 / self.requests if self.requests else float("nan")
 
 
 def _ms(text: str) -> float:
@@ -118,7 +136,52 @@ def _ms(text: str) -> float:
     return value * {"us": 0.001, "ms": 1, "s": 1000, "m": 60_000}[unit]
 
 
-def wrk(url: str, lua: Path, *, connections: int, seconds: float) -> WrkResult:
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process descended from it."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    tree, grew = {pid}, True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sorted(tree)
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its descendants."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set (VmHWM) of `pid` and its descendants, in MB."""
+    total_kb = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        total_kb += int(match.group(1)) if match else 0
+    return total_kb / 1024
+
+
+def wrk(url: str, lua: Path, *, connections: int, seconds: float, pid: int | None = None) -> WrkResult:
     threads = max(1, min(connections, 2))
     command = [
         "wrk",
@@ -130,27 +193,34 @@ def wrk(url: str, lua: Path, *, connections: int, seconds: float) -> WrkResult:
         str(lua),
         url,
     ]
+    before = cpu_s(pid) if pid else 0.0
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    used = cpu_s(pid) - before if pid else 0.0
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    count = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     errors = ", ".join(
         line.strip() for line in output.splitlines() if "Non-2xx" in line or "Socket errors" in line
     )
-    return WrkResult(rate, p50, p99, errors)
+    return WrkResult(rate, count, p50, p99, errors, used)
 
 
 @contextmanager
-def process(*args: str, env: dict[str, str], log: Path) -> Any:
+def process(*args: str, env: dict[str, str], log: Path, command: list[str] | None = None) -> Any:
     with log.open("w") as output:
         child = subprocess.Popen(
-            [sys.executable, __file__, *args], env=env, cwd=ROOT, stdout=output, stderr=output
+            command or [sys.executable, __file__, *args], env=env, cwd=ROOT, stdout=output, stderr=output
         )
         try:
             yield child
         finally:
             child.terminate()
-            child.wait(timeout=30)
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def machine(argv: list[str]) -> list[str]:
@@ -162,13 +232,112 @@ def machine(argv: list[str]) -> list[str]:
     version = (
         subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("[")[0].strip()
     )
+    speedups = uvicorn_options()
+    loop = " + ".join(f"{k}={speedups[k]}" for k in ("loop", "http"))
+    load = os.getloadavg()
     return [
         f"command:  {shlex.join(['uv', 'run', 'python', 'bench/gateway.py', *argv])}",
+        f"date:     {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load[0]:.1f}",
         f"machine:  {os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}",
-        f"server:   one process, uvicorn {' + '.join(f'{k}={v}' for k, v in uvicorn_options().items() if k in ('loop', 'http')) or 'defaults (asyncio, h11)'}",
-        f"load gen: {version or 'wrk'}; fake provider in its own process",
+        f"server:   one process, uvicorn {loop}",
+        f"load gen: {version or 'wrk'}, 1 thread per connection up to 2; fake provider in its own process",
     ]
+
+
+def litellm_command(port: int, fake_port: int, workdir: Path) -> list[str] | None:
+    """The command that starts a LiteLLM proxy in front of the fake, if `LITELLM` is set."""
+    where = os.environ.get("LITELLM")
+    if not where:
+        return None
+    executable = Path(where)
+    if executable.is_dir():
+        executable = executable / "bin" / "litellm"
+    if not executable.exists():
+        sys.exit(f"LITELLM={where}: no litellm executable there")
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n"
+        "  - model_name: gpt-4o-mini\n"
+        "    litellm_params:\n"
+        "      model: openai/gpt-4o-mini\n"
+        f"      api_base: http://127.0.0.1:{fake_port}/v1\n"
+        "      api_key: sk-upstream\n"
+        "litellm_settings:\n"
+        "  set_verbose: false\n"
+    )
+    extra = shlex.split(os.environ.get("LITELLM_ARGS", ""))
+    return [str(executable), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+            "--num_workers", "1", *extra]  # fmt: skip
+
+
+@dataclass
+class Row:
+    name: str
+    runs: dict[tuple[int, bool], WrkResult]
+    rss_mb: float | None
+
+
+def table(rows: list[Row], direct: Row) -> list[str]:
+    """The issue's table (Markdown), with lava-mcp / LiteLLM per column when both ran."""
+    header = (
+        "| target | 1 conn req/s | 1 conn p50 added | 1 conn p99 added | 32 conns req/s"
+        " | streaming 1 / 32 conns | CPU per request | RSS (peak) |"
+    )
+    lines = [header, "|" + "---|" * 8]
+    figures: dict[str, list[float]] = {}
+    for row in rows:
+        one, many = row.runs[(1, False)], row.runs[(32, False)]
+        stream_one, stream_many = row.runs[(1, True)], row.runs[(32, True)]
+        is_direct = row is direct
+        p50 = one.p50_ms - direct.runs[(1, False)].p50_ms
+        p99 = one.p99_ms - direct.runs[(1, False)].p99_ms
+        cpu = [run.cpu_per_request_ms for run in row.runs.values()]
+        figures[row.name] = [one.requests_per_s, p50, p99, many.requests_per_s, stream_one.requests_per_s,
+                             stream_many.requests_per_s, max(cpu), row.rss_mb or 0.0]  # fmt: skip
+        lines.append(
+            f"| {row.name} | {one.requests_per_s:,.0f} | "
+            + ("—" if is_direct else f"{p50:+.2f} ms")
+            + " | "
+            + ("—" if is_direct else f"{p99:+.2f} ms")
+            + f" | {many.requests_per_s:,.0f} | {stream_one.requests_per_s:,.0f} / {stream_many.requests_per_s:,.0f}"
+            f" | {min(cpu):.2f}–{max(cpu):.2f} ms | " + (f"{row.rss_mb:.0f} MB" if row.rss_mb else "—") + " |"
+        )
+    if "lava-mcp" in figures and "LiteLLM" in figures:
+        ours, theirs = figures["lava-mcp"], figures["LiteLLM"]
+        ratios = [a / b if b else float("nan") for a, b in zip(ours, theirs, strict=True)]
+        lines.append(
+            f"| lava-mcp / LiteLLM | {ratios[0]:.2f}× | {ratios[1]:.2f}× | {ratios[2]:.2f}× | {ratios[3]:.2f}×"
+            f" | {ratios[4]:.2f}× / {ratios[5]:.2f}× | {ratios[6]:.2f}× | {ratios[7]:.2f}× |"
+        )
+    return lines
+
+
+def profile_summary(raw: Path, top: int = 25) -> list[str]:
+    """py-spy's raw (collapsed) stacks as self and inclusive time per function."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [re.sub(r" \(/.*?/(site-packages|lava_mcp)/", r" (\1/", frame) for frame in stack.split(";")]
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    if not total:
+        return ["(no samples)"]
+    lines = [f"{total} samples; self time:"]
+    lines += [
+        f"  {count / total:6.1%}  {name}" for name, count in sorted(own.items(), key=lambda i: -i[1])[:top]
+    ]
+    lines.append("inclusive time (lava_mcp frames):")
+    ours = [(name, count) for name, count in inclusive.items() if "lava_mcp/" in name]
+    lines += [f"  {count / total:6.1%}  {name}" for name, count in sorted(ours, key=lambda i: -i[1])[:top]]
+    return lines
 
 
 def main() -> None:
@@ -176,22 +345,20 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--connections", default="1,32")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the server during the 32-connection run"
+        "--profile", action="store_true", help="py-spy the lava-mcp server during the 32-connection JSON run"
     )
     args, _ = parser.parse_known_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
 
-    from lava_mcp.config import Settings
     from lava_mcp.core import spend_keys, verify, wallet
     from lava_mcp.store.db import Database
     from lava_mcp.store.models import RequestRecord
 
     workdir = Path(tempfile.mkdtemp(prefix="lava-bench-"))
-    fake_port, server_port = free_port(), free_port()
+    fake_port, server_port, litellm_port = free_port(), free_port(), free_port()
     database_url = f"sqlite:///{workdir / 'lava.db'}"
     env = {
         **os.environ,
@@ -211,66 +378,71 @@ def main() -> None:
         owner.wallet_id,
         {"name": "bench", "spend_limit": {"amount": "9000.00", "cycle": "monthly"}},
     ).secret
-    _ = Settings  # the server reads the same variables
+    litellm = litellm_command(litellm_port, fake_port, workdir)
 
+    targets = ["direct", "lava-mcp"] + (["LiteLLM"] if litellm else [])
+    auth = {
+        "direct": "",
+        "lava-mcp": f'wrk.headers["Authorization"] = "Bearer {key}"',
+        "LiteLLM": 'wrk.headers["Authorization"] = "Bearer sk-anything"',
+    }
     scripts: dict[tuple[str, bool], Path] = {}
-    for target in ("direct", "gateway"):
+    for target in targets:
         for stream in (False, True):
             body = {**BODY, "stream": True} if stream else BODY
-            auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if target == "gateway" else ""
             path = workdir / f"{target}-{'stream' if stream else 'json'}.lua"
-            path.write_text(LUA.format(auth=auth, body=json.dumps(body)))
+            path.write_text(LUA.format(auth=auth[target], body=json.dumps(body)))
             scripts[(target, stream)] = path
 
     print("\n".join(machine(sys.argv[1:])))
-    print(f"ledger:   SQLite, synchronous={args.synchronous}, WAL; every gateway call holds and settles\n")
-    rows = []
-    with (
-        process("fake", str(fake_port), env=env, log=workdir / "fake.log"),
-        process("serve", str(server_port), env=env, log=workdir / "server.log") as server,
-    ):
-        wait_for_port(fake_port)
-        wait_for_port(server_port)
+    print(f"ledger:   SQLite, synchronous={args.synchronous}, WAL; every lava-mcp call holds and settles\n")
+    rows: list[Row] = []
+    profile = workdir / "profile-32-json.txt"
+    with ExitStack() as stack:
+        fake = stack.enter_context(process("fake", str(fake_port), env=env, log=workdir / "fake.log"))
+        server = stack.enter_context(process("serve", str(server_port), env=env, log=workdir / "server.log"))
+        pids = {"direct": fake.pid, "lava-mcp": server.pid}
         urls = {
             "direct": f"http://127.0.0.1:{fake_port}/v1/chat/completions",
-            "gateway": f"http://127.0.0.1:{server_port}/v1/chat/completions",
+            "lava-mcp": f"http://127.0.0.1:{server_port}/v1/chat/completions",
         }
-        for stream in (False, True):  # warm up both paths (connections, caches, JIT-free imports)
-            for target in ("direct", "gateway"):
+        if litellm:
+            proxy = stack.enter_context(process(env=env, log=workdir / "litellm.log", command=litellm))
+            pids["LiteLLM"] = proxy.pid
+            urls["LiteLLM"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
+            wait_for_port(litellm_port, timeout_s=120)
+        wait_for_port(fake_port)
+        wait_for_port(server_port)
+        for stream in (False, True):  # warm up every path (connections, caches, imports)
+            for target in targets:
                 wrk(urls[target], scripts[(target, stream)], connections=4, seconds=2)
-        for connections in [int(c) for c in args.connections.split(",")]:
-            for stream in (False, True):
-                direct = wrk(
-                    urls["direct"], scripts[("direct", stream)], connections=connections, seconds=args.seconds
-                )
-                profiler = None
-                if args.profile and connections > 1 and shutil.which("py-spy"):
-                    profiler = subprocess.Popen(
-                        ["py-spy", "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-f", "speedscope",
-                         "-o", str(workdir / f"profile-{'stream' if stream else 'json'}.json"), "--nonblocking"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        for target in targets:
+            runs: dict[tuple[int, bool], WrkResult] = {}
+            for connections in (1, 32):
+                for stream in (False, True):
+                    profiler = None
+                    if args.profile and target == "lava-mcp" and connections == 32 and not stream:
+                        profiler = subprocess.Popen(
+                            ["py-spy", "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-f", "raw",
+                             "-o", str(profile), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    runs[(connections, stream)] = result = wrk(
+                        urls[target], scripts[(target, stream)], connections=connections,
+                        seconds=args.seconds, pid=pids[target],
                     )  # fmt: skip
-                through = wrk(
-                    urls["gateway"],
-                    scripts[("gateway", stream)],
-                    connections=connections,
-                    seconds=args.seconds,
-                )
-                if profiler is not None:
-                    profiler.wait()
-                rows.append((connections, stream, direct, through))
-    print(
-        f"{'conns':>5} {'mode':<7} {'direct req/s':>12} {'gateway req/s':>13} "
-        f"{'direct p50/p99 ms':>18} {'gateway p50/p99 ms':>19} {'added p50/p99 ms':>17}"
-    )
-    for connections, stream, direct, through in rows:
-        print(
-            f"{connections:>5} {'stream' if stream else 'json':<7} {direct.requests_per_s:>12,.0f} "
-            f"{through.requests_per_s:>13,.0f} {direct.p50_ms:>8.2f} / {direct.p99_ms:<7.2f} "
-            f"{through.p50_ms:>8.2f} / {through.p99_ms:<8.2f} "
-            f"{through.p50_ms - direct.p50_ms:>7.2f} / {through.p99_ms - direct.p99_ms:<7.2f}"
-            + (f"  [{through.errors}]" if through.errors else "")
-        )
+                    if profiler is not None:
+                        profiler.wait()
+                    print(
+                        f"  {target:<9} {connections:>2} conns {'stream' if stream else 'json':<6}"
+                        f" {result.requests_per_s:>8,.0f} req/s  p50 {result.p50_ms:.2f} ms"
+                        f"  p99 {result.p99_ms:.2f} ms  CPU {result.cpu_per_request_ms:.3f} ms/request"
+                        + (f"  [{result.errors}]" if result.errors else ""),
+                        flush=True,
+                    )
+            rows.append(Row(target, runs, peak_rss_mb(pids[target])))
+    print()
+    print("\n".join(table(rows, rows[0])))
     with database.read() as session:
         from sqlalchemy import func
         from sqlmodel import select
@@ -279,10 +451,11 @@ def main() -> None:
             session.exec(select(RequestRecord.status, func.count()).group_by(RequestRecord.status)).all()
         )
     problems = verify.verify(database)
-    print(f"\nrequests recorded: {counts}; ledger verify: {'ok' if not problems else problems[:3]}")
-    print(f"server and fake logs: {workdir}")
-    if args.profile:
-        print(f"profiles (speedscope): {workdir}/profile-*.json")
+    print(f"\nlava-mcp requests recorded: {counts}; ledger verify: {'ok' if not problems else problems[:3]}")
+    print(f"logs: {workdir}")
+    if args.profile and profile.exists():
+        print("\nprofile of the lava-mcp server, 32 connections, JSON (py-spy):")
+        print("\n".join(profile_summary(profile)))
 
 
 if __name__ == "__main__":

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=120.0, alias="LAVA_UPSTREAM_TIMEOUT_S")
     # A request body must arrive whole within this long (a slow client gets 408).
     body_timeout_s: float = Field(default=30.0, alias="LAVA_BODY_TIMEOUT_S", gt=0)
+    # A request body over this many bytes is refused with 413, before more of it is read.
+    max_body_bytes: int = Field(default=1_000_000, alias="LAVA_MAX_BODY_BYTES", gt=0)
+    # The request line and headers, as sent, over this many bytes (or over this many
+    # header lines) are refused with 431 before any route runs. Below uvicorn's own parser
+    # limit (h11: 16 KiB of unfinished head, a bare 400; httptools: none at all).
+    max_header_bytes: int = Field(default=8192, alias="LAVA_MAX_HEADER_BYTES", gt=0, le=16384)
+    max_header_count: int = Field(default=100, alias="LAVA_MAX_HEADER_COUNT", gt=0)
+    # A request's line and headers must arrive whole within this long (408, then closed);
+    # a connection that sends nothing is closed after it too.
+    header_timeout_s: float = Field(default=20.0, alias="LAVA_HEADER_TIMEOUT_S", gt=0)
+    # An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).
+    keep_alive_timeout_s: int = Field(default=5, alias="LAVA_KEEP_ALIVE_TIMEOUT_S", ge=1)
     # A stream whose client left is read for up to this long more, for its usage.
     stream_drain_s: float = Field(default=5.0, alias="LAVA_STREAM_DRAIN_S", ge=0)
     # Each call to the payment processor gives up after this long (nothing else waits on it).

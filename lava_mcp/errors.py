@@ -11,6 +11,8 @@
     ├── NotFound                    404   unknown id (or one that belongs to another wallet)
     ├── RequestTimeout              408   the request body did not arrive in time; nothing changed
     ├── Conflict                    409   idempotency key reused with a different request
+    ├── PayloadTooLarge             413   the request body is over LAVA_MAX_BODY_BYTES; nothing changed
+    ├── HeadersTooLarge             431   the request's headers are over their limits; nothing ran
     ├── RateLimited                 429   rate or request limit; carries retry_after_s (None: never resets)
     ├── InternalError               500   a bug or an unexpected failure; logged with the request id
     ├── UpstreamError               502   the provider failed; nothing was charged
@@ -100,6 +102,21 @@ class RequestTimeout(LavaError):
 class Conflict(LavaError):
     code = 409
     kind = "conflict_error"
+
+
+class PayloadTooLarge(LavaError):
+    """The body is over `LAVA_MAX_BODY_BYTES`: refused before more of it is read."""
+
+    code = 413
+    kind = "invalid_request_error"
+
+
+class HeadersTooLarge(LavaError):
+    """The request line and headers are over `LAVA_MAX_HEADER_BYTES` or
+    `LAVA_MAX_HEADER_COUNT`: refused before any route runs."""
+
+    code = 431
+    kind = "invalid_request_error"
 
 
 class RateLimited(LavaError):

@@ -141,6 +141,8 @@ class FakeProvider:
                 return JSONResponse(
                     {"error": {"message": "fake failure", "type": "server_error"}}, self.fail_status
                 )
+            if not _readable(body):
+                return JSONResponse({"error": {"message": UNREADABLE, "type": "invalid_request_error"}}, 400)
             words = self.words(body)
             prompt_tokens = self.input_tokens(body) + self.cache_read_tokens
             usage: Any = {
@@ -202,6 +204,10 @@ class FakeProvider:
                 return JSONResponse(
                     {"type": "error", "error": {"type": "api_error", "message": "fake failure"}},
                     self.fail_status,
+                )
+            if not _readable(body):
+                return JSONResponse(
+                    {"type": "error", "error": {"type": "invalid_request_error", "message": UNREADABLE}}, 400
                 )
             words = self.words(body)
             input_tokens = self.input_tokens(body)
@@ -278,6 +284,16 @@ class FakeProvider:
                 Route("/data", data, methods=["POST"]),
             ]
         )
+
+
+UNREADABLE = "messages must be a list of objects"
+
+
+def _readable(body: dict[str, Any]) -> bool:
+    """A body whose messages the fake can read. Like a real provider, it refuses others
+    with a 400 (the gateway forwards what it need not understand to bound the cost)."""
+    messages = body.get("messages")
+    return isinstance(messages, list) and all(isinstance(message, dict) for message in messages)
 
 
 def _text(content: Any) -> str:

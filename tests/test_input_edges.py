@@ -176,4 +176,4 @@ def test_the_webhook_refuses_a_declared_huge_body_before_reading_it(stripe_runti
                 chunk = sock.recv(65536)
                 assert chunk, answer
                 answer += chunk
-    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert answer.startswith(b"HTTP/1.1 413"), answer

@@ -181,9 +181,7 @@ async def test_settle_retries_are_counted(settings: Settings, fake: FakeProvider
         endpoint="test",
     )
     runtime.metering.settle_retry_first_s = runtime.metering.settle_retry_longest_s = 0.01
-    counted_before = metrics.REGISTRY.get_sample_value(
-        "lava_settle_retries_total", {"operation": "_settle_sync"}
-    )
+    counted_before = metrics.REGISTRY.get_sample_value("lava_settle_retries_total", {"operation": "settle"})
     retries = Retries()
     logging.getLogger("lava_mcp.metering").addHandler(retries)
     blocker = sqlite3.connect(str(tmp_path / "lava.db"), isolation_level=None)
@@ -197,7 +195,7 @@ async def test_settle_retries_are_counted(settings: Settings, fake: FakeProvider
         logging.getLogger("lava_mcp.metering").removeHandler(retries)
         blocker.close()
         await runtime.aclose()
-    counted = metrics.REGISTRY.get_sample_value("lava_settle_retries_total", {"operation": "_settle_sync"})
+    counted = metrics.REGISTRY.get_sample_value("lava_settle_retries_total", {"operation": "settle"})
     assert retries.count >= 1 and (counted or 0) - (counted_before or 0) == retries.count
 
 

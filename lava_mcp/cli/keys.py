@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from lava_mcp.cli import JsonFlag, app, emit, fail, settings, stderr, stdout
+from lava_mcp.cli import JsonFlag, Typer, app, emit, fail, print_fields, print_rows, settings, stderr, stdout
 from lava_mcp.cli import database as _database
 from lava_mcp.cli.commands import _wallet_id
 from lava_mcp.core import spend_keys
@@ -22,7 +21,7 @@ from lava_mcp.store.db import Database
 from lava_mcp.transports import render
 from lava_mcp.transports.spend_keys_rest import spend_key_json
 
-keys_app = typer.Typer(no_args_is_help=True, help="Spend keys: create, list, show, update, rotate, revoke.")
+keys_app = Typer(no_args_is_help=True, help="Spend keys: create, list, show, update, rotate, revoke.")
 app.add_typer(keys_app, name="keys")
 
 WalletOption = Annotated[str | None, typer.Option("--wallet", help="Wallet id. Default: LAVA_WALLET_KEY's.")]
@@ -72,7 +71,9 @@ def _options(
     expires_at: str | None,
     status: str | None,
 ) -> dict[str, Any]:
-    """The REST fields the flags given mean (flags left out are left out)."""
+    """The REST body the flags given mean (flags left out are left out), which the core
+    validates with the contract's `SpendKeyCreate` / `SpendKeyUpdate`, as for REST: its
+    refusals are `BadRequest`s the commands render, and an update changes only these."""
     options: dict[str, Any] = {}
     if name is not None:
         options["name"] = name
@@ -100,17 +101,19 @@ def _options(
 
 
 def _show(body: dict[str, Any]) -> None:
-    view = Table(show_header=False, box=None)
+    fields = []
     for field in (
         "spend_key_id", "name", "key_preview", "status", "request_shape", "allowed_providers", "allowed_models",
         "spend_limit", "request_limit", "rate_limit", "expires_at", "current_spend", "total_spend",
         "current_requests", "total_requests", "last_used_at", "created_at",
     ):  # fmt: skip
         value = body.get(field)
-        view.add_row(field, "all" if value is None and field.startswith("allowed") else str(value))
-    stdout.print(view)
+        fields.append((field, "all" if value is None and field.startswith("allowed") else str(value)))
+    print_fields(stdout, fields)
     if body.get("key"):
-        stdout.print(f"\nkey  {body['key']}\n[bold yellow]Shown once: copy it now.[/]")
+        # soft_wrap: the secret is never broken across lines by rich (the terminal may wrap it).
+        stdout.print(f"\nkey  {body['key']}", soft_wrap=True, markup=False, highlight=False)
+        stdout.print("[bold yellow]Shown once: copy it now.[/]")
 
 
 def _wallet(database: Database, wallet_id: str | None, as_json: bool) -> str:
@@ -172,18 +175,17 @@ def keys_list(
     body = render.list_json(rows, page.next_cursor)
 
     def table() -> None:
-        view = Table(
-            "id", "name", "preview", "status", "spend limit", "current spend", "requests", "last used"
-        )
+        lines = []
         for key in rows:
             limit_text = (
                 f"{key['spend_limit']['amount']}/{key['spend_limit']['cycle']}" if key["spend_limit"] else "-"
             )
-            view.add_row(
+            lines.append([
                 key["spend_key_id"], key["name"], key["key_preview"], key["status"], limit_text,
                 key["current_spend"], str(key["total_requests"]), key["last_used_at"] or "-",
-            )  # fmt: skip
-        stdout.print(view)
+            ])  # fmt: skip
+        headers = ["id", "name", "preview", "status", "spend limit", "current spend", "requests", "last used"]
+        print_rows(stdout, headers, lines)
         if page.next_cursor:
             stderr.print(f"more: --cursor {page.next_cursor}")
 

@@ -11,12 +11,12 @@ from typing import Annotated
 
 import typer
 
-from lava_mcp.cli import JsonFlag, app, emit, fail, stdout
+from lava_mcp.cli import JsonFlag, Typer, app, emit, fail, stdout
 from lava_mcp.cli import database as _database
 from lava_mcp.core import orgs
 from lava_mcp.errors import LavaError
 
-org_app = typer.Typer(no_args_is_help=True, help="Orgs: members, roles, and the funding switch.")
+org_app = Typer(no_args_is_help=True, help="Orgs: members, roles, and the funding switch.")
 app.add_typer(org_app, name="org")
 
 

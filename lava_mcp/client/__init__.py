@@ -1,8 +1,9 @@
 """The Python client of the REST API, sync (`Lava`) and async (`AsyncLava`).
 
     from lava_mcp import Lava
-    wallet = Lava(os.environ["LAVA_WALLET_KEY"], base_url="http://127.0.0.1:8787")
-    key = wallet.spend_keys.create(name="Agent", spend_limit={"amount": "50.00", "cycle": "monthly"})
+    lava = Lava(os.environ["LAVA_WALLET_KEY"], base_url="http://127.0.0.1:8787")
+    lava.wallet.balance().balance  # "50.00"
+    key = lava.spend_keys.create(name="Agent", spend_limit={"amount": "50.00", "cycle": "monthly"})
     key.key  # the secret, shown once
 
 It mirrors Lava's Node SDK: `spend_keys.create/list/retrieve/update/rotate/revoke`,

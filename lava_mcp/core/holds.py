@@ -26,7 +26,7 @@ hold posted and charges nothing twice.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -96,6 +96,10 @@ _HOLD_FOR_UPDATE = {
     "sqlite": fast.Statement(_SELECT_HOLD),  # BEGIN IMMEDIATE already holds the write lock
     "default": fast.Statement(_SELECT_HOLD + " FOR UPDATE"),
 }
+_RELEASE_WALLET = fast.Statement(
+    "UPDATE wallet SET held_micros = held_micros - :amount WHERE id = :wallet_id"
+)
+_RESOLVED = fast.Statement("UPDATE hold SET status = :status, resolved_at = :resolved_at WHERE id = :hold_id")
 
 
 def reserve(
@@ -195,13 +199,7 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
 
     Raises: NotFound for an unknown hold.
     """
-    dialect = session.get_bind().dialect.name
-    found = fast.run(
-        session, _HOLD_FOR_UPDATE["sqlite" if dialect == "sqlite" else "default"], {"hold_id": hold_id}
-    ).fetchone()
-    if found is None:
-        raise NotFound(f"unknown hold {hold_id!r}")
-    wallet_id, spend_key_id, request_id, amount_micros, status, held_at = found
+    wallet_id, spend_key_id, request_id, amount_micros, status, held_at = _locked(session, hold_id)
     assert 0 <= cost_micros <= amount_micros, (cost_micros, amount_micros)
     if status == "posted":
         return _available(session, wallet_id)
@@ -224,7 +222,7 @@ def post(session: Session, hold_id: str, cost_micros: int, *, memo: str = "") ->
     balance_after, held_after, shortfall = int(row[0]), int(row[1]), int(row[2])
     assert 0 <= held_after <= balance_after, (held_after, balance_after)
     if cost_micros > 0:
-        ledger.insert_entry(
+        ledger.append_entry(
             session,
             wallet_id=wallet_id,
             kind="charge",
@@ -287,17 +285,17 @@ def _available(session: Session, wallet_id: str) -> int:
 
 def void(session: Session, hold_id: str) -> None:
     """Release a pending hold in full (the call failed or was never made) and give its
-    request back to the spend key's cycle it was counted in. Idempotent."""
-    hold = _get(session, hold_id)
-    if hold.status != "pending":
+    request back to the spend key's cycle it was counted in. Idempotent.
+
+    Raises: NotFound for an unknown hold.
+    """
+    found = _locked(session, hold_id)
+    wallet_id, spend_key_id, _, amount_micros, status, held_at = found
+    if status != "pending":
         return
-    _release(session, hold, "voided")
-    if hold.spend_key_id is not None:
-        fast.run(
-            session,
-            _GIVE_BACK_REQUEST,
-            {"spend_key_id": hold.spend_key_id, "held_at": hold.created_at},
-        )
+    _release(session, hold_id, wallet_id, spend_key_id, amount_micros, held_at, "voided")
+    if spend_key_id is not None:
+        fast.run(session, _GIVE_BACK_REQUEST, {"spend_key_id": spend_key_id, "held_at": held_at})
 
 
 def extend(session: Session, hold_id: str, ttl_s: int) -> None:
@@ -330,7 +328,9 @@ def expire_one(session: Session, hold_id: str, now: datetime | None = None) -> b
     hold = _get(session, hold_id)
     if hold.status != "pending" or hold.expires_at >= (now or utc_now()):
         return False
-    _release(session, hold, "expired")
+    _release(
+        session, hold.id, hold.wallet_id, hold.spend_key_id, hold.amount_micros, hold.created_at, "expired"
+    )
     fast.run(session, _RECORD_EXPIRED, {"request_id": hold.request_id, "completed_at": utc_now()})
     return True
 
@@ -344,19 +344,37 @@ def expire_due(session: Session, now: datetime | None = None) -> int:
     return sum(expire_one(session, hold_id, now) for hold_id in due(session, now))
 
 
-def _release(session: Session, hold: Hold, status: str) -> None:
-    _lock_key(session, hold.spend_key_id)
-    if hold.amount_micros:
-        session.execute(
-            update(Wallet)
-            .where(col(Wallet.id) == hold.wallet_id)
-            .values(held_micros=col(Wallet.held_micros) - hold.amount_micros)
-        )
-    if hold.spend_key_id is not None:
-        _settle_key(session, hold.spend_key_id, hold.amount_micros, 0, hold.created_at)
-    hold.status = status
-    hold.resolved_at = utc_now()
-    session.add(hold)
+def _release(
+    session: Session,
+    hold_id: str,
+    wallet_id: str,
+    spend_key_id: str | None,
+    amount_micros: int,
+    held_at: object,
+    status: str,
+) -> None:
+    """Give a locked, pending hold's money back to its wallet and key (lock order: key, wallet)."""
+    _lock_key(session, spend_key_id)
+    if amount_micros:
+        fast.run(session, _RELEASE_WALLET, {"amount": amount_micros, "wallet_id": wallet_id})
+    if spend_key_id is not None:
+        _settle_key(session, spend_key_id, amount_micros, 0, held_at)
+    fast.run(session, _RESOLVED, {"status": status, "resolved_at": utc_now(), "hold_id": hold_id})
+
+
+def _locked(session: Session, hold_id: str) -> Any:
+    """The hold's (wallet_id, spend_key_id, request_id, amount_micros, status, created_at),
+    locked for this transaction (the first lock of the one lock order).
+
+    Raises: NotFound for an unknown hold.
+    """
+    dialect = session.get_bind().dialect.name
+    found = fast.run(
+        session, _HOLD_FOR_UPDATE["sqlite" if dialect == "sqlite" else "default"], {"hold_id": hold_id}
+    ).fetchone()
+    if found is None:
+        raise NotFound(f"unknown hold {hold_id!r}")
+    return found
 
 
 def _lock_key(session: Session, spend_key_id: str | None) -> None:

@@ -26,6 +26,8 @@ reverses or that covers it. Invariants, checked by `lava-mcp ledger verify`:
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -145,25 +147,19 @@ def insert_entry(
     shortfall_micros: int = 0,
 ) -> LedgerEntry:
     """Record an entry whose balance move the caller has already made in this transaction."""
-    assert kind in ENTRY_KINDS, kind
-    assert sign_allowed(kind, amount_micros), (kind, amount_micros)
-    assert balance_after_micros >= 0, balance_after_micros
     created_at = utc_now()
-    entry_id = fast.run(
+    entry_id = append_entry(
         session,
-        _INSERT_ENTRY,
-        {
-            "wallet_id": wallet_id,
-            "kind": kind,
-            "amount": amount_micros,
-            "balance_after": balance_after_micros,
-            "reference": reference,
-            "payment_id": payment_id,
-            "shortfall": shortfall_micros,
-            "memo": memo,
-            "created_at": created_at,
-        },
-    ).fetchone()[0]
+        wallet_id=wallet_id,
+        kind=kind,
+        amount_micros=amount_micros,
+        balance_after_micros=balance_after_micros,
+        reference=reference,
+        memo=memo,
+        payment_id=payment_id,
+        shortfall_micros=shortfall_micros,
+        created_at=created_at,
+    )
     return LedgerEntry(
         id=entry_id,
         wallet_id=wallet_id,
@@ -176,6 +172,42 @@ def insert_entry(
         memo=memo,
         created_at=created_at,
     )
+
+
+def append_entry(
+    session: Session,
+    *,
+    wallet_id: str,
+    kind: str,
+    amount_micros: int,
+    balance_after_micros: int,
+    reference: str,
+    memo: str = "",
+    payment_id: str | None = None,
+    shortfall_micros: int = 0,
+    created_at: datetime | None = None,
+) -> int:
+    """`insert_entry` without building the entry's object (every charge of every call
+    writes one, and nobody reads it back): returns the new entry's id."""
+    assert kind in ENTRY_KINDS, kind
+    assert sign_allowed(kind, amount_micros), (kind, amount_micros)
+    assert balance_after_micros >= 0, balance_after_micros
+    entry_id: int = fast.run(
+        session,
+        _INSERT_ENTRY,
+        {
+            "wallet_id": wallet_id,
+            "kind": kind,
+            "amount": amount_micros,
+            "balance_after": balance_after_micros,
+            "reference": reference,
+            "payment_id": payment_id,
+            "shortfall": shortfall_micros,
+            "memo": memo,
+            "created_at": created_at or utc_now(),
+        },
+    ).fetchone()[0]
+    return entry_id
 
 
 def reverse(

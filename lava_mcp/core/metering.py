@@ -23,7 +23,11 @@ A settle or void that fails on the database (busy, deadlock, serialization failu
 dropped connection) is retried with bounded backoff until it succeeds, shielded from
 cancellation: an answered call is never left uncharged.
 
-Database work goes through `Database.run`: inline on SQLite, in a worker thread on PostgreSQL.
+Every write is a job for `Database.transact` (`store.writer`): on SQLite the holds, settles
+and voids of concurrent calls share one commit (group commit) in the writer thread, each in
+a savepoint of its own, so a refused hold never rolls back the others; on PostgreSQL each is
+its own transaction in a worker thread. A caller goes on only once its job is committed: a
+hold before the upstream call, a settle before the answer is complete.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any, Literal, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
@@ -48,7 +53,8 @@ from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
 from lava_mcp.store import fast
 from lava_mcp.store.db import Database
-from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
+from lava_mcp.store.models import SpendKey, utc_now
+from lava_mcp.store.writer import wait_out
 
 # The two request-record writes of every call, built once (building SQLAlchemy
 # statements per call costs more than running them).
@@ -58,6 +64,25 @@ _INSERT_PENDING = fast.Statement(
     " VALUES (:id, :wallet_id, :spend_key_id, :service, :model, :endpoint, 'pending', :ran, 0, 0, 0, 0,"
     " :hold, :created_at)"
 )
+# A refused call is recorded as a request that did not run (for a wallet that exists).
+_INSERT_REFUSED = fast.Statement(
+    "INSERT INTO request_record (id, wallet_id, spend_key_id, service, model, endpoint, status, ran,"
+    " input_tokens, output_tokens, input_cost_micros, cost_micros, hold_micros, error, error_code,"
+    " created_at, completed_at) SELECT :id, :wallet_id, :spend_key_id, :service, :model, :endpoint,"
+    " 'error', :ran, 0, 0, 0, 0, 0, :error, :error_code, :now, :now"
+    " WHERE EXISTS (SELECT 1 FROM wallet WHERE id = :owner)"  # (PostgreSQL types each name once)
+)
+# A failed call's record; one settled already (a cancel racing the settle) keeps its charge.
+_RECORD_FAILED = fast.Statement(
+    "UPDATE request_record SET status = 'error', error = :error, error_code = :error_code,"
+    " completed_at = :completed_at WHERE id = :id AND status != 'completed'"
+)
+_RECORD_EXISTS = fast.Statement("SELECT 1 FROM request_record WHERE id = :id")
+# A hold refused after the key's share was taken gives that share back with it.
+_BEFORE_HOLD = fast.Statement("SAVEPOINT lava_hold")
+_UNDO_HOLD = fast.Statement("ROLLBACK TO lava_hold")
+_AFTER_HOLD = fast.Statement("RELEASE lava_hold")
+_REFUSALS = (PaymentRequired, Forbidden, RateLimited)
 _COMPLETE = fast.Statement(
     "UPDATE request_record SET status = 'completed', input_tokens = :input_tokens,"
     " output_tokens = :output_tokens, cache_read_tokens = :cache_read_tokens,"
@@ -213,7 +238,9 @@ class Metering:
         """
         if not exchange.sent:
             request.cancel()
-            await self._write(self._fail_sync, ticket, "call cancelled before it reached the provider", 499)
+            await self._write(
+                "void", self._fail_job, ticket, "call cancelled before it reached the provider", 499
+            )
             self._resolved(ticket)
             return
         for listener in self.draining_listeners:
@@ -285,9 +312,31 @@ class Metering:
                     f"this call could cost up to {format_cost(bound.total_micros)} USD, more than max_cost",
                     next_step="raise max_cost or lower max_tokens",
                 )
-            return await self.db.run(self._open_sync, ticket, endpoint, spend_key)
-        except (PaymentRequired, Forbidden, RateLimited) as error:
-            await self.db.run(self._record_refusal, ticket, endpoint, error)
+        except _REFUSALS as error:
+            await self.db.transact(self._record_refusal, ticket, endpoint, error)
+            raise
+        admitted = await self._take_hold(ticket, endpoint, spend_key)
+        if isinstance(admitted, LavaError):
+            raise admitted  # refused by the hold's own conditional UPDATEs, and recorded
+        return admitted
+
+    async def _take_hold(
+        self, ticket: Ticket, endpoint: str, spend_key: SpendKey | None
+    ) -> Ticket | LavaError:
+        """The hold's transaction. A caller that leaves while it commits gets no ticket, so
+        a hold it took is voided at once (not left to expire)."""
+        job = self.db.submit(self._open_job, ticket, endpoint, spend_key)
+        try:
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):
+                await wait_out(job)
+                taken = None if job.cancelled() or job.exception() else job.result()
+                if isinstance(taken, Ticket):
+                    await self._write(
+                        "void", self._fail_job, taken, "call cancelled before it reached the provider", 499
+                    )
+                    self._resolved(taken)
             raise
 
     def charge(self, ticket: Ticket, usage: shapes.Usage | None) -> Charge:
@@ -319,14 +368,14 @@ class Metering:
         """Post the hold at what the charging rule says `usage` costs and complete the
         record; retried until the database takes it."""
         charge = self.charge(ticket, usage)
-        settlement = await self._write(self._settle_sync, ticket, charge)
+        settlement = await self._write("settle", self._settle_job, ticket, charge)
         metrics.spent(ticket.service.id, settlement.cost.total_micros)
         self._resolved(ticket)
         return settlement
 
     async def fail(self, ticket: Ticket, error: LavaError) -> None:
         """Void the hold and record the failure: nothing is charged."""
-        await self._write(self._fail_sync, ticket, error.message, error.code)
+        await self._write("void", self._fail_job, ticket, error.message, error.code)
         self._resolved(ticket)
 
     async def finish_stream(self, ticket: Ticket, usage: shapes.Usage | None, *, accepted: bool) -> None:
@@ -340,12 +389,7 @@ class Metering:
 
     async def keep_alive(self, ticket: Ticket) -> None:
         """Push the hold's expiry forward while its call is still running."""
-
-        def extend() -> None:
-            with self.db.write() as session:
-                holds.extend(session, ticket.hold_id, self.hold_ttl_s)
-
-        await self.db.run(extend)
+        await self.db.transact(holds.extend, ticket.hold_id, self.hold_ttl_s)
 
     async def keep_alive_while(self, ticket: Ticket) -> None:
         """Keep the hold alive until cancelled (run beside a call that waits upstream)."""
@@ -356,8 +400,9 @@ class Metering:
             except Exception:  # the next round retries; the hold's TTL covers a miss
                 logger.exception("could not extend the hold of request %s", ticket.request_id)
 
-    async def _write(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a settling transaction until it commits, shielded from cancellation.
+    async def _write(self, operation: Literal["settle", "void"], function: Callable[..., T], *args: Any) -> T:
+        """Run a settling transaction (`operation`, as the logs and metrics name it) until it
+        commits, shielded from cancellation.
 
         Only errors that say "try again" are retried (busy or locked, deadlock,
         serialization failure, a dropped connection); anything else is a bug and raised.
@@ -367,15 +412,15 @@ class Metering:
         with anyio.CancelScope(shield=True):
             while True:
                 try:
-                    return await self.db.run(function, *args)
+                    return await self.db.transact(function, *args)
                 except Exception as error:
                     if not _transient(error):
                         raise
                     driver_error = error.orig if isinstance(error, DBAPIError) else error
-                    metrics.settle_retried(getattr(function, "__name__", "settle"))
+                    metrics.settle_retried(operation)
                     logger.warning(
                         "%s failed on attempt %d (%s); retrying in %.2fs",
-                        getattr(function, "__name__", "settle"),
+                        operation,
                         attempt,
                         str(driver_error).splitlines()[0] if str(driver_error) else type(error).__name__,
                         delay_s,
@@ -421,9 +466,14 @@ class Metering:
         shapes.json_size_bytes(body)  # raises BadRequest for a body that can't be sent
         return shapes.Prepared(dict(body), 0, 0)
 
-    def _open_sync(self, ticket: Ticket, endpoint: str, spend_key: SpendKey | None) -> Ticket:
+    def _open_job(
+        self, session: Session, ticket: Ticket, endpoint: str, spend_key: SpendKey | None
+    ) -> Ticket | LavaError:
+        """Take the hold (key, then wallet) and record the request as pending; or, refused,
+        undo the key's share and record the refusal (returned, for the caller to raise)."""
         now = utc_now()
-        with self.db.write() as session:
+        fast.run(session, _BEFORE_HOLD, {})
+        try:
             if spend_key is not None:
                 spend_keys.reserve(
                     session,
@@ -445,77 +495,78 @@ class Metering:
                 spend_key_id=ticket.spend_key_id,
                 mode=None if ticket.service.is_free else self.money_mode,
             )
-            fast.run(
-                session,
-                _INSERT_PENDING,
-                {
-                    "ran": True,
-                    "id": ticket.request_id,
-                    "wallet_id": ticket.wallet_id,
-                    "spend_key_id": ticket.spend_key_id,
-                    "service": ticket.service.id,
-                    "model": ticket.model,
-                    "endpoint": endpoint,
-                    "hold": ticket.hold_micros,
-                    "created_at": now,
-                },
-            )
+        except _REFUSALS as refusal:
+            fast.run(session, _UNDO_HOLD, {})
+            fast.run(session, _AFTER_HOLD, {})
+            self._record_refusal(session, ticket, endpoint, refusal)
+            return refusal
+        fast.run(session, _AFTER_HOLD, {})
+        fast.run(
+            session,
+            _INSERT_PENDING,
+            {
+                "ran": True,
+                "id": ticket.request_id,
+                "wallet_id": ticket.wallet_id,
+                "spend_key_id": ticket.spend_key_id,
+                "service": ticket.service.id,
+                "model": ticket.model,
+                "endpoint": endpoint,
+                "hold": ticket.hold_micros,
+                "created_at": now,
+            },
+        )
         return replace(ticket, hold_id=hold.id)
 
-    def _settle_sync(self, ticket: Ticket, charge: Charge) -> Settlement:
+    def _settle_job(self, session: Session, ticket: Ticket, charge: Charge) -> Settlement:
         usage, cost = charge.usage, charge.cost
-        with self.db.write() as session:
-            available = holds.post(session, ticket.hold_id, cost.total_micros)
-            completed = fast.run(
-                session,
-                _COMPLETE,
-                {
-                    "id": ticket.request_id,
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "cache_read_tokens": usage.cache_read_tokens,
-                    "cache_write_tokens": usage.cache_write_tokens,
-                    "charge_basis": charge.basis,
-                    "input_cost": cost.input_micros,
-                    "cost": cost.total_micros,
-                    "completed_at": utc_now(),
-                },
-            )
-            assert completed.rowcount == 1, ticket.request_id
+        available = holds.post(session, ticket.hold_id, cost.total_micros)
+        completed = fast.run(
+            session,
+            _COMPLETE,
+            {
+                "id": ticket.request_id,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cache_read_tokens": usage.cache_read_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
+                "charge_basis": charge.basis,
+                "input_cost": cost.input_micros,
+                "cost": cost.total_micros,
+                "completed_at": utc_now(),
+            },
+        )
+        assert completed.rowcount == 1, ticket.request_id
         return Settlement(ticket.request_id, usage, cost, available, charge.basis, ticket.hold_micros)
 
-    def _fail_sync(self, ticket: Ticket, message: str, code: int) -> None:
-        with self.db.write() as session:
-            holds.void(session, ticket.hold_id)
-            record = session.get(RequestRecord, ticket.request_id)
-            assert record is not None
-            if record.status == "completed":
-                return  # settled already (a cancel racing the settle): keep the charge
-            record.status = "error"
-            record.error = message[:500]
-            record.error_code = code
-            record.completed_at = utc_now()
-            session.add(record)
+    def _fail_job(self, session: Session, ticket: Ticket, message: str, code: int) -> None:
+        holds.void(session, ticket.hold_id)
+        failed = fast.run(
+            session,
+            _RECORD_FAILED,
+            {"id": ticket.request_id, "error": message[:500], "error_code": code, "completed_at": utc_now()},
+        )
+        if failed.rowcount != 1:  # completed already: keep the charge
+            assert fast.run(session, _RECORD_EXISTS, {"id": ticket.request_id}).fetchone(), ticket.request_id
 
-    def _record_refusal(self, ticket: Ticket, endpoint: str, error: LavaError) -> None:
-        with self.db.write() as session:
-            if session.get(Wallet, ticket.wallet_id) is None:
-                return
-            session.add(
-                RequestRecord(
-                    id=ticket.request_id,
-                    wallet_id=ticket.wallet_id,
-                    spend_key_id=ticket.spend_key_id,
-                    service=ticket.service.id,
-                    model=ticket.model,
-                    endpoint=endpoint,
-                    status="error",
-                    ran=False,
-                    error=error.message[:500],
-                    error_code=error.code,
-                    completed_at=utc_now(),
-                )
-            )
+    def _record_refusal(self, session: Session, ticket: Ticket, endpoint: str, error: LavaError) -> None:
+        fast.run(
+            session,
+            _INSERT_REFUSED,
+            {
+                "id": ticket.request_id,
+                "wallet_id": ticket.wallet_id,
+                "owner": ticket.wallet_id,
+                "spend_key_id": ticket.spend_key_id,
+                "service": ticket.service.id,
+                "model": ticket.model,
+                "endpoint": endpoint,
+                "ran": False,
+                "error": error.message[:500],
+                "error_code": error.code,
+                "now": utc_now(),
+            },
+        )
 
 
 def _model_name(service: Service, model: object, body: object) -> str | None:

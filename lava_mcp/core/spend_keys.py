@@ -17,6 +17,10 @@ moved, the key is read again: a new secret or a revocation is 401; anything else
 again by the rules of `check_allowed` (so a pause or a narrowed scope refuses the call and
 a new name does not) and the hold retried at the new version. A call whose hold was taken
 runs, and is charged, under the key as it was.
+
+That check is what lets the gateway judge calls by a cached key (`cached`,
+`core.key_cache`) instead of reading it per call: a key changed on any process since it
+was cached is caught by the hold's UPDATE, on the very next call.
 """
 
 from __future__ import annotations
@@ -24,14 +28,27 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from lava_mcp.core import paging
-from lava_mcp.core.cycles import CYCLES, cycle_end, cycle_start
+from lava_mcp.contract.errors import validation_error_message
+from lava_mcp.contract.spend_keys import (
+    MAX_REQUEST_COUNT,
+    MAX_RPM,
+    RateLimitInput,
+    RequestLimitInput,
+    SpendKeyCreate,
+    SpendKeyFields,
+    SpendKeyUpdate,
+    SpendLimitInput,
+    parse_expiry,
+)
+from lava_mcp.core import key_cache, paging
+from lava_mcp.core.cycles import cycle_end, cycle_start
 from lava_mcp.errors import (
     BadRequest,
     Conflict,
@@ -42,38 +59,16 @@ from lava_mcp.errors import (
     Unauthorized,
 )
 from lava_mcp.ids import SPEND_KEY_PREFIX, WALLET_KEY_PREFIX, hash_secret, new_id, new_secret, preview
-from lava_mcp.money import format_cost, format_dollars, parse_amount
+from lava_mcp.money import format_cost, format_dollars
 from lava_mcp.providers.catalog import Catalog
 from lava_mcp.store import fast
 from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord, SpendKey, Wallet, utc_now
 
-SHAPES = ("openai", "anthropic")
-SETTABLE_STATUSES = ("active", "paused")
-MAX_NAME_LENGTH = 200
-MAX_LIST_ITEMS = 200
-MAX_RPM = 1_000_000
-MAX_REQUEST_COUNT = 1_000_000_000
 ID_PREFIX = "sk_id"
 # How often `reserve` judges a call again when the key changed under it before giving up
 # (each retry needs yet another change to land in between: only a flood of updates).
 MAX_REJUDGEMENTS = 5
-
-# Every field a create or update may carry; anything else is a 400 (a typo such as
-# "spend_limt" must not silently create a key without a budget).
-FIELDS = frozenset(
-    {
-        "name",
-        "allowed_providers",
-        "allowed_models",
-        "request_shape",
-        "spend_limit",
-        "request_limit",
-        "rate_limit",
-        "expires_at",
-        "status",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -104,9 +99,14 @@ class KeyPage:
 
 
 def create(
-    db: Database, wallet_id: str, options: Mapping[str, Any], *, catalog: Catalog | None = None
+    db: Database,
+    wallet_id: str,
+    options: SpendKeyCreate | Mapping[str, Any],
+    *,
+    catalog: Catalog | None = None,
 ) -> NewSecret:
-    """Create a spend key for `wallet_id` from the REST/client/CLI fields of DESIGN §6.
+    """Create a spend key for `wallet_id` from the REST/client/CLI fields of DESIGN §6
+    (the contract's `SpendKeyCreate`, or the same fields as a mapping).
 
     Raises:
         BadRequest: an unknown field, or a malformed or out-of-range value.
@@ -165,7 +165,7 @@ def update_key(
     db: Database,
     wallet_id: str,
     key_id: str,
-    options: Mapping[str, Any],
+    options: SpendKeyUpdate | Mapping[str, Any],
     *,
     catalog: Catalog | None = None,
 ) -> SpendKey:
@@ -238,16 +238,56 @@ def revoke(db: Database, wallet_id: str, key_id: str) -> SpendKey:
     return key
 
 
-def authenticate(db: Database, secret: str | None) -> SpendKey:
+def authenticate(db: Database, secret: str | None, *, remember: bool = False) -> SpendKey:
     """The key a secret opens (active, paused or expired: `check_allowed` judges those).
 
     The lookup is an index seek on the secret's SHA-256 (which leaks nothing useful about
     a 256-bit random secret); the stored hash is then compared in constant time.
+    `remember`: record what was found in `key_cache` (the gateway; see `cached`).
 
     Raises:
         Unauthorized: a missing, malformed, unknown or revoked key, or a wallet key
             (the gateway takes spend keys only).
     """
+    _refuse_malformed(secret)
+    assert secret is not None
+    digest = hash_secret(secret)
+    with db.read() as session:
+        key = session.exec(select(SpendKey).where(SpendKey.key_hash == digest)).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest):
+        if remember:
+            key_cache.keys.remember(db.url, digest, None)
+        raise Unauthorized("unknown spend key")
+    if remember:
+        key_cache.keys.remember(db.url, digest, key)
+    if key.status == "revoked":
+        raise Unauthorized("this spend key was revoked")
+    return key
+
+
+def cached(db: Database, secret: str | None) -> SpendKey | None:
+    """The key a secret opens, from `key_cache` without a read; None when it isn't cached
+    (then `authenticate(..., remember=True)`). Safe because the hold checks the key's
+    version and secret (`reserve`): a key changed since it was cached is never held.
+
+    Raises: Unauthorized as `authenticate` does (an unknown secret only while the cache
+    still counts it unknown).
+    """
+    _refuse_malformed(secret)
+    assert secret is not None
+    digest = hash_secret(secret)
+    key = key_cache.keys.key(db.url, digest)
+    if key is None:
+        if key_cache.keys.is_unknown(db.url, digest):
+            raise Unauthorized("unknown spend key")
+        return None
+    if key.status == "revoked":
+        raise Unauthorized("this spend key was revoked")
+    return key
+
+
+def _refuse_malformed(secret: str | None) -> None:
+    """Raises: Unauthorized for a missing secret, a wallet key, or one that can't be a spend key."""
     if not secret:
         raise Unauthorized(
             "missing spend key: send it as Authorization: Bearer lava_sk_… or x-api-key",
@@ -260,14 +300,6 @@ def authenticate(db: Database, secret: str | None) -> SpendKey:
         )
     if not secret.startswith(SPEND_KEY_PREFIX) or len(secret) > 200:
         raise Unauthorized("unknown spend key")
-    digest = hash_secret(secret)
-    with db.read() as session:
-        key = session.exec(select(SpendKey).where(SpendKey.key_hash == digest)).first()
-    if key is None or not hmac.compare_digest(key.key_hash, digest):
-        raise Unauthorized("unknown spend key")
-    if key.status == "revoked":
-        raise Unauthorized("this spend key was revoked")
-    return key
 
 
 def figures(key: SpendKey, now: datetime | None = None) -> Figures:
@@ -420,6 +452,9 @@ def reserve(
             return
         current = session.get(SpendKey, key.id, populate_existing=True)
         assert current is not None
+        # A cached key that moved: the calls after this one are judged by the row as it is
+        # (dropped when rotated). A no-op for a key that isn't the cached object.
+        key_cache.keys.replace(key, current)
         if current.status == "revoked":
             raise Unauthorized("this spend key was revoked")
         if not hmac.compare_digest(current.key_hash, key.key_hash):
@@ -535,136 +570,130 @@ def _recount_requests(session: Session, key: SpendKey, now: datetime) -> None:
     key.request_cycle_started_at = start
 
 
-# -- parsing the fields of a create or update -----------------------------------------------
+# -- turning a create or update body into column values ----------------------------------
 
 
 def parse_options(
-    options: Mapping[str, Any],
+    options: SpendKeyFields | Mapping[str, Any],
     *,
     catalog: Catalog | None = None,
     now: datetime | None = None,
     partial: bool = False,
     current: SpendKey | None = None,
 ) -> dict[str, Any]:
-    """The `SpendKey` column values the given API fields mean.
+    """The `SpendKey` column values a create or update body means.
 
-    `partial` (an update): only the fields present change, and with `current` (the key
-    updated) only the parts of a limit present: `{"amount": "5.00"}` keeps its cycle.
-    Otherwise missing fields take their defaults (no limits, OpenAI shape, active).
+    `options` is the contract's model (`SpendKeyCreate`, `SpendKeyUpdate`) or the same
+    fields as a mapping, validated here by that model. `partial` (an update): only the
+    fields given change, and with `current` (the key updated) only the parts of a limit
+    given: `{"amount": "5.00"}` keeps its cycle. Otherwise missing fields take their
+    defaults (no limits, OpenAI shape, active).
 
     Raises:
         BadRequest: an unknown field or a malformed value; nothing is changed.
     """
-    if not isinstance(options, Mapping):
-        raise BadRequest("the request body must be a JSON object")
-    unknown = sorted(set(options) - FIELDS)
-    if unknown:
-        raise BadRequest(
-            f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(str(f)[:40] for f in unknown[:5])}",
-            next_step=f"the fields are: {', '.join(sorted(FIELDS))}",
-        )
+    body = _validated(options, SpendKeyUpdate if partial else SpendKeyCreate)
     now = now or utc_now()
-    given = dict(options) if partial else {field: options.get(field) for field in FIELDS}
+    given = body.model_fields_set if partial else set(SpendKeyFields.model_fields)
+    keep = current if partial else None
     changes: dict[str, Any] = {}
     if "name" in given:
-        changes["name"] = _name(given["name"])
+        changes["name"] = (body.name or "").strip()
     if "allowed_providers" in given:
-        changes["allowed_providers"] = _providers(given["allowed_providers"], catalog)
+        changes["allowed_providers"] = _providers(body.allowed_providers, catalog)
     if "allowed_models" in given:
-        changes["allowed_models"] = _string_list(given["allowed_models"], "allowed_models")
+        changes["allowed_models"] = body.allowed_models
     if "request_shape" in given:
-        shape = "openai" if given["request_shape"] is None and not partial else given["request_shape"]
-        if shape not in SHAPES:
+        if body.request_shape is None and partial:
             raise BadRequest("request_shape must be 'openai' or 'anthropic'")
-        changes["request_shape"] = shape
+        changes["request_shape"] = body.request_shape or "openai"
     if "spend_limit" in given:
-        limit = _object(given["spend_limit"], "spend_limit", {"amount", "cycle"})
-        # An update keeps the parts of a limit it leaves out (`current`: the key updated).
-        keep = current if current is not None and limit is not None else None
-        if limit is None:
-            changes["spend_limit_micros"] = changes["spend_cycle"] = None
-        elif keep is not None and "amount" not in limit:
-            if keep.spend_limit_micros is None:
-                raise BadRequest("spend_limit.amount is required: this key has no spend limit yet")
-            changes["spend_limit_micros"] = keep.spend_limit_micros
-        else:
-            changes["spend_limit_micros"] = parse_amount(limit.get("amount"), field="spend_limit.amount")
-        if limit is not None:
-            changes["spend_cycle"] = (
-                keep.spend_cycle or "total"
-                if keep is not None and "cycle" not in limit
-                else _cycle(limit.get("cycle"), "spend_limit.cycle")
-            )
+        changes.update(_spend_limit(body.spend_limit, keep))
     if "request_limit" in given:
-        limit = _object(given["request_limit"], "request_limit", {"count", "cycle"})
-        keep = current if current is not None and limit is not None else None
-        if limit is None:
-            changes["request_limit_count"] = changes["request_cycle"] = None
-        elif keep is not None and "count" not in limit:
-            if keep.request_limit_count is None:
-                raise BadRequest("request_limit.count is required: this key has no request limit yet")
-            changes["request_limit_count"] = keep.request_limit_count
-        else:
-            changes["request_limit_count"] = _count(
-                limit.get("count"), "request_limit.count", MAX_REQUEST_COUNT
-            )
-        if limit is not None:
-            changes["request_cycle"] = (
-                keep.request_cycle or "total"
-                if keep is not None and "cycle" not in limit
-                else _cycle(limit.get("cycle"), "request_limit.cycle")
-            )
+        changes.update(_request_limit(body.request_limit, keep))
     if "rate_limit" in given:
-        limit = _object(given["rate_limit"], "rate_limit", {"rpm", "burst"})
-        keep = current if current is not None and limit is not None else None
-        if limit is None:
-            changes["rate_rpm"] = changes["rate_burst"] = None
-        else:
-            if keep is not None and "rpm" not in limit:
-                if keep.rate_rpm is None:
-                    raise BadRequest("rate_limit.rpm is required: this key has no rate limit yet")
-                changes["rate_rpm"] = keep.rate_rpm
-            else:
-                changes["rate_rpm"] = _count(limit.get("rpm"), "rate_limit.rpm", MAX_RPM)
-            if keep is not None and "burst" not in limit:
-                changes["rate_burst"] = keep.rate_burst  # None: the default, burst = rpm
-            else:
-                burst = limit.get("burst")
-                changes["rate_burst"] = None if burst is None else _count(burst, "rate_limit.burst", MAX_RPM)
+        changes.update(_rate_limit(body.rate_limit, keep))
     if "expires_at" in given:
-        changes["expires_at"] = _expiry(given["expires_at"], now)
+        changes["expires_at"] = _expiry(body.expires_at, now)
     if "status" in given:
-        status = "active" if given["status"] is None and not partial else given["status"]
-        if status == "revoked":
-            raise BadRequest("revoke a key with DELETE /v1/spend_keys/{id} (`lava-mcp keys revoke`)")
-        if status not in SETTABLE_STATUSES:
+        if body.status is None and partial:
             raise BadRequest("status must be 'active' or 'paused'")
-        changes["status"] = status
+        changes["status"] = body.status or "active"
     return changes
 
 
-def _name(value: Any) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise BadRequest("name must be a string")
-    if len(value) > MAX_NAME_LENGTH:
-        raise BadRequest(f"name must be at most {MAX_NAME_LENGTH} characters")
-    return value.strip()
+def _validated(options: SpendKeyFields | Mapping[str, Any], model: type[SpendKeyFields]) -> SpendKeyFields:
+    if isinstance(options, SpendKeyFields):
+        return options
+    if not isinstance(options, Mapping):
+        raise BadRequest("the request body must be a JSON object")
+    try:
+        return model.model_validate(dict(options))
+    except ValidationError as error:
+        raise BadRequest(
+            validation_error_message(error, fields=model.model_fields),
+        ) from None
 
 
-def _string_list(value: Any, field: str) -> list[str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
-        raise BadRequest(f"{field} must be null (all) or a list of non-empty strings")
-    if len(value) > MAX_LIST_ITEMS or any(len(item) > 200 for item in value):
-        raise BadRequest(f"{field} may list at most {MAX_LIST_ITEMS} names of at most 200 characters")
-    return list(dict.fromkeys(item.strip() for item in value))
+def _spend_limit(limit: SpendLimitInput | None, keep: SpendKey | None) -> dict[str, Any]:
+    """A spend limit's columns; a part left out of an update keeps the key's."""
+    if limit is None:
+        return {"spend_limit_micros": None, "spend_cycle": None}
+    given = limit.model_fields_set
+    if "amount" in given and limit.amount is not None:
+        amount = limit.amount
+    elif keep is not None and "amount" not in given and keep.spend_limit_micros is not None:
+        amount = keep.spend_limit_micros
+    elif keep is not None and "amount" not in given:
+        raise BadRequest("spend_limit.amount is required: this key has no spend limit yet")
+    else:
+        raise BadRequest('spend_limit.amount: must be a positive dollar amount like 25 or "25.00"')
+    if keep is not None and "cycle" not in given:
+        cycle = keep.spend_cycle or "total"
+    else:
+        cycle = limit.cycle or "total"
+    return {"spend_limit_micros": amount, "spend_cycle": cycle}
 
 
-def _providers(value: Any, catalog: Catalog | None) -> list[str] | None:
-    providers = _string_list(value, "allowed_providers")
+def _request_limit(limit: RequestLimitInput | None, keep: SpendKey | None) -> dict[str, Any]:
+    """A request limit's columns; a part left out of an update keeps the key's."""
+    if limit is None:
+        return {"request_limit_count": None, "request_cycle": None}
+    given = limit.model_fields_set
+    if "count" in given and limit.count is not None:
+        count = limit.count
+    elif keep is not None and "count" not in given and keep.request_limit_count is not None:
+        count = keep.request_limit_count
+    elif keep is not None and "count" not in given:
+        raise BadRequest("request_limit.count is required: this key has no request limit yet")
+    else:
+        raise BadRequest(f"request_limit.count: must be an integer from 1 to {MAX_REQUEST_COUNT}")
+    if keep is not None and "cycle" not in given:
+        cycle = keep.request_cycle or "total"
+    else:
+        cycle = limit.cycle or "total"
+    return {"request_limit_count": count, "request_cycle": cycle}
+
+
+def _rate_limit(limit: RateLimitInput | None, keep: SpendKey | None) -> dict[str, Any]:
+    """A rate limit's columns; a part left out of an update keeps the key's (a burst left
+    out of a create is the default, burst = rpm)."""
+    if limit is None:
+        return {"rate_rpm": None, "rate_burst": None}
+    given = limit.model_fields_set
+    if "rpm" in given and limit.rpm is not None:
+        rpm = limit.rpm
+    elif keep is not None and "rpm" not in given and keep.rate_rpm is not None:
+        rpm = keep.rate_rpm
+    elif keep is not None and "rpm" not in given:
+        raise BadRequest("rate_limit.rpm is required: this key has no rate limit yet")
+    else:
+        raise BadRequest(f"rate_limit.rpm: must be an integer from 1 to {MAX_RPM}")
+    burst = keep.rate_burst if keep is not None and "burst" not in given else limit.burst
+    return {"rate_rpm": rpm, "rate_burst": burst}
+
+
+def _providers(providers: list[str] | None, catalog: Catalog | None) -> list[str] | None:
     if providers is not None and catalog is not None:
         unknown = [provider for provider in providers if provider not in catalog.services]
         if unknown:
@@ -675,45 +704,10 @@ def _providers(value: Any, catalog: Catalog | None) -> list[str] | None:
     return providers
 
 
-def _object(value: Any, field: str, keys: set[str]) -> dict[str, Any] | None:
+def _expiry(value: str | None, now: datetime) -> datetime | None:
     if value is None:
         return None
-    if not isinstance(value, dict):
-        raise BadRequest(f"{field} must be an object or null")
-    unknown = sorted(set(value) - keys)
-    if unknown:
-        raise BadRequest(
-            f"{field} has unknown field {str(unknown[0])[:40]!r}; it takes {', '.join(sorted(keys))}"
-        )
-    return value
-
-
-def _cycle(value: Any, field: str) -> str:
-    if value is None:
-        return "total"
-    if value not in CYCLES:
-        raise BadRequest(f"{field} must be one of: {', '.join(CYCLES)}")
-    return str(value)
-
-
-def _count(value: Any, field: str, maximum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
-        raise BadRequest(f"{field} must be an integer from 1 to {maximum}")
-    return value
-
-
-def _expiry(value: Any, now: datetime) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or len(value) > 64:
-        raise BadRequest("expires_at must be an ISO 8601 date-time string or null")
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError as error:
-        raise BadRequest("expires_at must be an ISO 8601 date-time, like 2026-12-31T23:59:59Z") from error
-    if moment.utcoffset() is None:
-        moment = moment.replace(tzinfo=UTC)  # no offset given: UTC, like every time here
-    moment = moment.astimezone(UTC)
+    moment = parse_expiry(value)  # already checked by the model
     if moment <= now:
         raise BadRequest("expires_at must be in the future")
     return moment

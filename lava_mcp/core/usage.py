@@ -77,13 +77,18 @@ def summary(db: Database, wallet_id: str, *, since: object = None, until: object
     Raises: BadRequest for malformed dates, since > until, or a window over 366 days.
     """
     until_day = parse_day(until, "until") or utc_now().date()
-    since_day = parse_day(since, "since") or until_day - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
+    try:
+        # The default start and the end's next midnight step past the calendar for the
+        # first and last days Python can hold (0001-01-01, 9999-12-31): bad input, not a 500.
+        since_day = parse_day(since, "since") or until_day - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
+        end = datetime.combine(until_day + timedelta(days=1), time.min, tzinfo=UTC)
+    except OverflowError as error:
+        raise BadRequest("the window must lie between the years 1 and 9999") from error
     if since_day > until_day:
         raise BadRequest("since must not be after until")
     if (until_day - since_day).days + 1 > MAX_WINDOW_DAYS:
         raise BadRequest(f"the window may span at most {MAX_WINDOW_DAYS} days")
     start = datetime.combine(since_day, time.min, tzinfo=UTC)
-    end = datetime.combine(until_day + timedelta(days=1), time.min, tzinfo=UTC)
     with db.read() as session:
         rows = session.execute(
             sql_select(

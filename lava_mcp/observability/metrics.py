@@ -88,7 +88,7 @@ def spent(service: str, cost_micros: int) -> None:
 
 
 def settle_retried(operation: str) -> None:
-    """A settling transaction (`_settle_sync`, `_fail_sync`, …) is about to be tried again."""
+    """A settling transaction (`settle` or `void`) is about to be tried again."""
     _child(SETTLE_RETRIES, operation).inc()
 
 

@@ -55,10 +55,15 @@ class Service:
         return self.pricing == "free"
 
     def upstream_model(self, model: str) -> str:
-        """The model name the provider knows (without our routing prefix)."""
+        """The model name the provider knows (without our routing prefix).
+
+        Raises: BadRequest when nothing is left after the prefix (`ollama/`): no model to ask for.
+        """
         if self.strip_prefix:
             for prefix in self.model_prefixes:
                 if model.startswith(prefix):
+                    if not model[len(prefix) :].strip():
+                        raise BadRequest(f"model {model[:80]!r} names no model after {prefix!r}")
                     return model[len(prefix) :]
         return model
 

@@ -213,7 +213,7 @@ def _require_standard_tier(body: dict[str, Any], shape: str) -> None:
     tier = body.get("service_tier")
     if tier is not None and tier not in STANDARD_SERVICE_TIERS[shape]:
         raise BadRequest(
-            f"service_tier {str(tier)[:40]!r} is not supported: its price can't be held in advance",
+            f"service_tier {_shown(tier, 40)!r} is not supported: its price can't be held in advance",
             next_step=f"leave service_tier out or use one of: {', '.join(STANDARD_SERVICE_TIERS[shape])}",
         )
 
@@ -237,7 +237,7 @@ def _cache_use(body: dict[str, Any]) -> CacheUse:
                 ttl = control.get("ttl", "5m")
                 if ttl not in CACHE_TTLS:
                     raise BadRequest(
-                        f"cache_control ttl {str(ttl)[:20]!r} is not supported",
+                        f"cache_control ttl {_shown(ttl, 20)!r} is not supported",
                         next_step=f"use one of: {', '.join(CACHE_TTLS)}",
                     )
                 ttls.add(ttl)
@@ -285,7 +285,7 @@ def _require_function_tools(tools: Any, *, allowed_types: tuple[str, ...]) -> No
         kind = tool.get("type") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or (kind is not None and kind not in allowed_types):
             raise BadRequest(
-                f"tool type {str(kind)[:40]!r} is not supported: only function tools are metered"
+                f"tool type {_shown(kind, 40)!r} is not supported: only function tools are metered"
             )
 
 
@@ -298,12 +298,20 @@ def json_size_bytes(body: Any) -> int:
     """The UTF-8 size of `body` as compact JSON.
 
     Raises: BadRequest for text that can't be encoded (json.loads accepts a lone surrogate
-    such as "\\ud800"; such a body could be neither bounded nor sent upstream).
+    such as "\\ud800"; such a body could be neither bounded nor sent upstream), and for a
+    number JSON can't carry.
     """
     try:
-        return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return len(text.encode())
     except UnicodeEncodeError as error:
         raise BadRequest("input contains text that is not valid Unicode (a lone surrogate)") from error
+    except ValueError as error:
+        # NaN or an infinity (not JSON), or an integer past CPython's digit limit for
+        # int-to-text: the MCP SDK's parser hands both over, and neither can be sent.
+        raise BadRequest(
+            "input contains a number that can't be sent as JSON (NaN, infinite or too long)"
+        ) from error
 
 
 def _input_bound(body: dict[str, Any]) -> int:
@@ -313,6 +321,15 @@ def _input_bound(body: dict[str, Any]) -> int:
     return (
         size + PER_MESSAGE_ALLOWANCE_TOKENS * len(messages) + PER_REQUEST_ALLOWANCE_TOKENS + tools_allowance
     )
+
+
+def _shown(value: Any, limit: int) -> str:
+    """`value` as text for an error message, cut to `limit` characters. str() of an integer
+    past CPython's digit limit raises ValueError: such a value is named, not shown."""
+    try:
+        return str(value)[:limit]
+    except ValueError:
+        return "(a number too large)"
 
 
 def _count(value: Any) -> int | None:

@@ -8,9 +8,10 @@ from the bytes or chunks that passed: an estimate is far below what the provider
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from lava_mcp.providers import shapes
 
@@ -80,7 +81,7 @@ class StreamUsage:
 
 def _json(data: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(data)
-    except (ValueError, RecursionError):
+        value = orjson.loads(data)
+    except ValueError:  # orjson's JSONDecodeError (nesting past its limit included)
         return {}
     return value if isinstance(value, dict) else {}

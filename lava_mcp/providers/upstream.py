@@ -9,6 +9,11 @@ At most once: a request is POSTed once per client call and never resent. Once it
 bytes were handed to a connection the provider may have received it, run it and billed
 it; a resend could bill twice. An `Exchange` records whether that point was reached, so
 that a call cancelled or cut short is charged (`Metering`) only when it may have run.
+
+JSON both ways with orjson (several times faster than the standard library on these
+bodies). A JSON answer is returned as an `Answer`: the parsed object, which carries the
+bytes it was parsed from, so the gateway forwards the provider's body as it came instead
+of rendering it again.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
+import orjson
 
 from lava_mcp.errors import BadRequest, LavaError, UpstreamError
 from lava_mcp.observability import metrics
@@ -30,6 +36,35 @@ API_VERSION_ANTHROPIC = "2023-06-01"
 # Errors that mean the provider could not be reached or stopped answering.
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 CONNECT_TIMEOUT_S = 10.0
+
+
+class Answer(dict[str, Any]):
+    """A provider's JSON object answer, with `raw`: the exact bytes it was parsed from."""
+
+    __slots__ = ("raw",)
+    raw: bytes
+
+
+def dumps(body: Any) -> bytes:
+    """`body` as compact JSON. orjson, except for what it can't encode (an integer beyond
+    64 bits): the standard library's output then."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def loads(content: bytes) -> Any:
+    """Parse a provider's JSON; an object comes back as an `Answer` carrying `content`.
+
+    Raises: ValueError for content that is not JSON (orjson's error is one).
+    """
+    value = orjson.loads(content)
+    if isinstance(value, dict):
+        answer = Answer(value)
+        answer.raw = content
+        return answer
+    return value
 
 
 @dataclass
@@ -76,7 +111,6 @@ class Upstream:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300, keepalive_timeout=4.0),
                 timeout=self.timeout,
-                json_serialize=json.dumps,
                 auto_decompress=True,
                 trace_configs=[_trace_config()],
             )
@@ -101,8 +135,8 @@ class Upstream:
             response.release()
         raise_for_upstream_status(service, response.status, content)
         try:
-            return json.loads(content)
-        except (ValueError, RecursionError) as error:  # RecursionError: nested past the parser
+            return loads(content)
+        except ValueError as error:
             raise UpstreamError(f"{service.id} answered with invalid JSON; nothing was charged") from error
 
     async def open_stream(
@@ -133,7 +167,7 @@ class Upstream:
         try:
             response = await self.session().post(
                 endpoint(service),
-                json=body,
+                data=dumps(body),
                 headers=headers(service),
                 timeout=timeout or self.timeout,
                 trace_request_ctx=exchange,

@@ -6,6 +6,13 @@ SQLITE_BUSY halfway) and, inside one process, is serialised by a lock so that th
 queue in Python instead of in SQLite's sleeping busy handler. On PostgreSQL every
 check-and-debit is one conditional UPDATE, so READ COMMITTED is enough.
 
+Async code never runs SQLite work on the event loop: a write may wait for the write lock
+another process holds (`lava-mcp stdio` and `serve` share the default database), and that
+wait must not stall every other request. `Database.transact()` hands a write job to the
+writer thread, which commits concurrent jobs together (group commit, `store.writer`); on
+PostgreSQL each job is its own transaction in a worker thread. `Database.run()` runs any
+other blocking work in a worker thread.
+
 A database failure that says "try again" (a connection dropped or refused, a server
 restarting, a deadlock or serialization victim, SQLite busy past its timeout, no pooled
 connection free in time) is answered on every surface as `ServiceUnavailable` (503 with a
@@ -15,6 +22,7 @@ what they did not expect. The transaction it cut off was rolled back by the serv
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import threading
@@ -23,6 +31,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
@@ -33,6 +42,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
 from lava_mcp.errors import ServiceUnavailable
+from lava_mcp.store.writer import Writer, wait_out
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 T = TypeVar("T")
@@ -58,8 +68,16 @@ class Database:
             _configure_sqlite(self.engine, sqlite_synchronous, int(busy_timeout_s * 1000))
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-        self._write_engine = self.engine.execution_options(lava_write=True)
-        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
+        self._write_engine = self.engine.execution_options(lava_begin="BEGIN IMMEDIATE")
+        self._write_lock: threading.Lock | None = None
+        # SQLite's writer thread (group commit); None on PostgreSQL.
+        self.writer: Writer | None = None
+        if self.is_sqlite:
+            self._write_lock = threading.Lock()
+            on_file = parsed.database not in (None, "", ":memory:")
+            # At FULL the writer fsyncs the WAL itself, off its own path (`store.writer`).
+            sync_wal = on_file and sqlite_synchronous.upper() == "FULL"
+            self.writer = Writer(self.engine, self._write_lock, sync_wal=sync_wal)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -71,16 +89,40 @@ class Database:
         ):
             yield session
 
-    async def run(self, function: Callable[..., T], *args: Any) -> T:
-        """Run blocking database work from async code.
+    def submit(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Start `function(session, *args)` in a write transaction; the future resolves,
+        with its result or its exception, once that transaction is over (committed, or for
+        an exception rolled back).
 
-        On SQLite inline: a transaction there (well under a millisecond in WAL mode) takes
-        less time than a hop to a worker thread and back, and writes are serialised by the
-        write lock anyway. On PostgreSQL in a worker thread: each statement is a network
-        round trip the event loop should not wait on.
+        On SQLite the job shares a transaction with the jobs queued beside it, inside a
+        SAVEPOINT of its own (`store.writer`: an exception rolls back this job only); on
+        PostgreSQL it is a transaction of its own in a worker thread. Either way the job
+        must not open another write transaction.
         """
-        if self.is_sqlite:
-            return function(*args)
+        if self.writer is not None:
+            return self.writer.submit(function, args)
+        return asyncio.ensure_future(
+            anyio.to_thread.run_sync(self._transact_alone, function, *args, abandon_on_cancel=False)
+        )
+
+    async def transact(self, function: Callable[..., T], *args: Any) -> T:
+        """`submit` and wait for the result. Cancelled meanwhile, it still waits for the
+        transaction to end (its work can't be taken back), then raises the cancellation."""
+        future = self.submit(function, *args)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with anyio.CancelScope(shield=True):  # (or anyio would cancel the wait again and again)
+                await wait_out(future)
+            raise
+
+    def _transact_alone(self, function: Callable[..., T], *args: Any) -> T:
+        with self.write() as session:
+            return function(session, *args)
+
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
+        """Run other blocking database work from async code, in a worker thread (never on
+        the event loop: on SQLite it may wait for another process's write lock)."""
         return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=False)
 
     @contextmanager
@@ -122,6 +164,9 @@ class Database:
         return inspect(self.engine).has_table("wallet")
 
     def dispose(self) -> None:
+        """Finish the queued write jobs, stop the writer thread, close every connection."""
+        if self.writer is not None:
+            self.writer.stop()
         self.engine.dispose()
 
 
@@ -146,10 +191,10 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get("lava_write"):
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            connection.exec_driver_sql("BEGIN")
+        # "BEGIN IMMEDIATE" for writes; "" for the writer thread, which begins its own.
+        begin = connection.get_execution_options().get("lava_begin", "BEGIN")
+        if begin:
+            connection.exec_driver_sql(begin)
 
 
 def _database_errors() -> tuple[type[Exception], ...]:

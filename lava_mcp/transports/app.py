@@ -2,9 +2,14 @@
 
 A small dispatcher sends /mcp and /sse traffic to the MCP SDK's own apps (bearer auth: an
 OAuth access token or the wallet key, see `transports.oauth`) and everything else to the
-Starlette app — which also serves the OAuth authorization server, its metadata and the
+main app — which also serves the OAuth authorization server, its metadata and the
 consent page — whose lifespan starts the runtime and the MCP session manager (a mounted
 app's own lifespan never runs).
+
+The main app is a FastAPI app (a Starlette subclass): the `/v1` management routes are its
+`APIRoute`s (`transports.api.WalletRoute`), validated by the contract's models and
+described at `/openapi.json`; every other route (gateway, dashboard, OAuth, webhook,
+checkout, health, metrics) stays a plain Starlette route, outside the document.
 """
 
 from __future__ import annotations
@@ -14,13 +19,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from mcp.server.auth.provider import ProviderTokenVerifier
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lava_mcp import __version__
@@ -29,9 +36,10 @@ from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.observability import metrics as instruments
 from lava_mcp.runtime import Runtime, running
 from lava_mcp.store.db import DATABASE_ERRORS, unavailable
-from lava_mcp.transports import oauth, oauth_rest, rest
+from lava_mcp.transports import api, oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
+from lava_mcp.transports.limits import RequestLimits
 from lava_mcp.transports.mcp_server import build_server
 
 
@@ -100,7 +108,22 @@ async def metrics(request: Request) -> Response:
 async def http_error(request: Request, error: Exception) -> Response:
     """Starlette's own 404 and 405 in the flat error JSON every REST answer uses."""
     assert isinstance(error, HTTPException)
-    return JSONResponse({"error": error.detail, "code": error.status_code}, status_code=error.status_code)
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        # `Allow` names every method the path takes (RFC 9110); Starlette names only those of
+        # the first route that matched, and each REST method is a route of its own.
+        path = request.scope.get("path", "")
+        methods = {
+            method
+            for route in request.app.routes
+            if isinstance(route, Route) and route.methods and route.path_regex.fullmatch(path)
+            for method in route.methods
+        }
+        if methods:
+            headers["allow"] = ", ".join(sorted(methods))
+    return JSONResponse(
+        {"error": error.detail, "code": error.status_code}, status_code=error.status_code, headers=headers
+    )
 
 
 async def internal_error(request: Request, error: Exception) -> Response:
@@ -145,6 +168,18 @@ async def answering_outages(app: ASGIApp, scope: Scope, receive: Receive, send: 
         if not started:
             logger.warning("%s %s: %s (%s)", scope.get("method"), scope.get("path"), busy.message, error)
             await error_response(busy)(scope, receive, send)
+
+
+class LocatedRoute(Route):
+    """A plain Starlette route that records itself as `scope["route"]` when it matches, as
+    Starlette's router does for every route; FastAPI's router does so only for its own
+    routes, and the metrics label each request by its route's template."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
 
 
 def build_app(
@@ -193,24 +228,46 @@ def build_app(
         *oauth_routes,
         *extra_routes(),
     ]
-    main = Starlette(
+    for route in routes:
+        if type(route) is Route:
+            route.__class__ = LocatedRoute  # the same route, its behaviour kept (see above)
+    main = FastAPI(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_error,
             **dict.fromkeys(DATABASE_ERRORS, database_error),
+            RequestValidationError: api.validation_failed,
             Exception: internal_error,
         },
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        # FastAPI's OpenTelemetry bridge asks the global providers on every request (~85 µs
+        # measured here, on the gateway's path too); metrics are `/metrics`' job.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    api.install_openapi(main, base_url=base_url)
     main.state.runtime = runtime
     # The MCP SDK's apps check the bearer token (a database read) in a middleware, outside
     # where route errors are handled: their last-resort handler answers an outage too.
     for mounted in (streamable, sse):
         mounted.exception_handlers[Exception] = database_error
 
+    # -- the gateway's fast path (issue 11) ------------------------------------------------
+    # The three gateway routes go straight to their handlers, past Starlette's middleware
+    # and route matching (they render every error themselves); `scope["app"]` is set as
+    # Starlette sets it, for `request.app.state`. A wrong method falls through (405).
+    from lava_mcp.transports.gateway import asgi_routes as gateway_routes
+
     async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path: str = scope["path"]
+            fast = gateway_routes.get((scope.get("method", ""), path))
+            if fast is not None:
+                scope["app"] = main
+                await fast(scope, receive, send)
+                return
             if path == "/mcp" or path.startswith("/mcp/"):
                 await answering_outages(streamable, scope, receive, send)
                 return
@@ -219,4 +276,7 @@ def build_app(
                 return
         await answering_outages(main, scope, receive, send)
 
-    return instruments.instrumented(dispatch)  # requests and errors by route and status
+    # requests and errors by route and status, the refusals of the request limits included
+    served = instruments.instrumented(RequestLimits(dispatch, settings))
+    served.main = main  # type: ignore[attr-defined]  # for tools and tests that walk its routes
+    return served

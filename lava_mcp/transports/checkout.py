@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from lava_mcp.core import funding
-from lava_mcp.errors import LavaError
+from lava_mcp.errors import LavaError, NotFound
 from lava_mcp.money import format_dollars
 from lava_mcp.payments.sandbox import TEST_CARDS
 from lava_mcp.store.models import Payment
@@ -122,7 +122,15 @@ async def sandbox_checkout(request: Request) -> Response:
             )
         error_text = error.message + (f" {error.next_step}" if error.next_step else "")
         status_code = error.code
-        payment = await anyio.to_thread.run_sync(funding.sandbox_session, runtime, session_id)
+        try:  # the form was refused before the session was looked up: it may not exist
+            payment = await anyio.to_thread.run_sync(funding.sandbox_session, runtime, session_id)
+        except NotFound as missing:
+            return page(
+                "Unknown checkout",
+                f"<p class='error'>{html.escape(missing.message)}</p>",
+                sandbox=True,
+                status_code=404,
+            )
     if payment.status == "succeeded":
         return RedirectResponse(f"/fund/success?session_id={session_id}", status_code=303)
     token_field = (

@@ -12,6 +12,16 @@ up: a call is judged by the key as it is once the request is complete, never by 
 read while the client was still sending — a rotate, revoke, pause or narrowed scope that
 lands meanwhile refuses it. The hold then confirms the key has not changed since
 (`spend_keys.reserve` checks its version).
+
+The hot path (issue 11, each step measured with a profile: see the README's figures):
+- The key is judged from `core.key_cache` (no read per call): the hold's conditional
+  UPDATE checks the key's version and secret, so a key changed on any process is refused
+  on the very next call. `GET /v1/models` lists from a fresh read (it takes no hold).
+- Bodies are parsed with orjson (`parse_body`: the same rules, depth limit and 400s as
+  `http.parse_json`); a JSON answer is forwarded as the bytes the provider sent
+  (`upstream.Answer.raw`) — nothing in it is changed — and errors are rendered by orjson.
+- `asgi_routes` lets the app send the three gateway routes straight to their handlers,
+  past Starlette's middleware and route matching.
 """
 
 from __future__ import annotations
@@ -22,10 +32,11 @@ from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lava_mcp.core import spend_keys
 from lava_mcp.core.metering import Metering, Ticket
@@ -35,8 +46,16 @@ from lava_mcp.ids import new_id
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Service
 from lava_mcp.store.db import unavailable
-from lava_mcp.store.models import SpendKey
-from lava_mcp.transports.http import bearer_token, json_body, retry_after_headers, runtime_of
+from lava_mcp.store.models import SpendKey, utc_now
+from lava_mcp.transports.http import (
+    MAX_JSON_DEPTH,
+    _depth_over,
+    bearer_token,
+    parse_json,
+    read_body,
+    retry_after_headers,
+    runtime_of,
+)
 
 logger = logging.getLogger("lava_mcp.gateway")
 
@@ -52,6 +71,8 @@ ERROR_TYPES_OPENAI: dict[int, tuple[str, str]] = {
     404: ("invalid_request_error", "model_not_found"),
     408: ("invalid_request_error", "request_timeout"),
     409: ("invalid_request_error", "conflict"),
+    413: ("invalid_request_error", "request_too_large"),
+    431: ("invalid_request_error", "headers_too_large"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("api_error", "internal_error"),
     502: ("api_error", "upstream_error"),
@@ -65,6 +86,8 @@ ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     404: "not_found_error",
     408: "timeout_error",
     409: "invalid_request_error",
+    413: "request_too_large",
+    431: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -84,8 +107,21 @@ def error_body(shape: Shape, error: LavaError) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": code, "param": None}}
 
 
-def error_response(shape: Shape, error: LavaError) -> JSONResponse:
-    return JSONResponse(error_body(shape, error), status_code=error.code, headers=retry_after_headers(error))
+class OrjsonResponse(Response):
+    """A JSON response rendered by orjson (or sent as given, for bytes already JSON)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
+        return upstream.dumps(content)
+
+
+def error_response(shape: Shape, error: LavaError) -> Response:
+    return OrjsonResponse(
+        error_body(shape, error), status_code=error.code, headers=retry_after_headers(error)
+    )
 
 
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -129,11 +165,55 @@ def spend_key_secret(request: Request) -> str | None:
     return api_key or bearer_token(request)
 
 
-async def authenticate(request: Request) -> SpendKey:
-    """Raises: Unauthorized for a missing, unknown or revoked key, or a wallet key."""
+async def authenticate(request: Request, *, fresh: bool = False) -> SpendKey:
+    """The request's spend key: from `key_cache` when it's there (the hold validates it),
+    else read (and cached); `fresh`: always read (for what no hold will check, or to judge
+    again what the cached key refused).
+
+    Raises: Unauthorized for a missing, unknown or revoked key, or a wallet key.
+    """
+    if fresh:
+        database = runtime_of(request).db
+        return await database.run(_read_and_cache, database, spend_key_secret(request))
+    return (await _spend_key(request))[0]
+
+
+async def _spend_key(request: Request) -> tuple[SpendKey, bool]:
+    """The request's spend key, and whether it came from the cache."""
     secret = spend_key_secret(request)
     database = runtime_of(request).db
-    return await database.run(spend_keys.authenticate, database, secret)
+    key = spend_keys.cached(database, secret)
+    if key is not None:
+        return key, True
+    return await database.run(_read_and_cache, database, secret), False
+
+
+def _read_and_cache(database: Any, secret: str | None) -> SpendKey:
+    return spend_keys.authenticate(database, secret, remember=True)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, parsed by orjson; whatever orjson refuses (NaN, a number
+    beyond a double, a lone surrogate, malformed text) is judged by `http.parse_json`, so
+    the rules and the 400s are exactly the REST parser's (`exact_numbers=False`), the depth
+    limit (`MAX_JSON_DEPTH`) included. One difference: an integer beyond 64 bits reads as a
+    float, as the providers' own parsers read it (a token limit must be an integer, so such
+    a one is refused).
+
+    Raises: BadRequest.
+    """
+    if not raw.strip():
+        raise BadRequest("request body must be a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = parse_json(raw, exact_numbers=False)  # raises the usual BadRequest, or reads it
+    else:
+        if _depth_over(body, MAX_JSON_DEPTH):
+            raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
 
 
 def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Service:
@@ -152,15 +232,28 @@ def service_for(metering: Metering, shape: Shape, body: dict[str, Any]) -> Servi
 
 
 async def _model_call(request: Request, request_id: str, shape: Shape) -> Response:
-    # Body first, key second: the key is read only once the whole request is in.
-    body = await json_body(request, exact_numbers=False)
-    key = await authenticate(request)
+    # Body first, key second: the key is read only once the whole request is in. A call
+    # with no key at all is refused first (nothing that arrives later can make it valid),
+    # so a caller without credentials hears 401, never a judgement of its body.
+    if spend_key_secret(request) is None:
+        await authenticate(request)  # raises Unauthorized
+    body = parse_body(await read_body(request))
+    key, from_cache = await _spend_key(request)
     metering = runtime_of(request).metering
     service = service_for(metering, shape, body)
+    if from_cache:
+        try:
+            spend_keys.check_allowed(
+                key, service_id=service.id, model=body["model"], now=utc_now(), shape=shape
+            )
+        except LavaError:
+            # A cached key's refusal is never trusted (it may have been widened since):
+            # judge the call by the key as it is.
+            key = await authenticate(request, fresh=True)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("stream must be true or false")
-    endpoint = request.url.path
+    endpoint: str = request.scope["path"]
     options: dict[str, Any] = {
         "wallet_id": key.wallet_id,
         "service_id": service.id,
@@ -172,8 +265,8 @@ async def _model_call(request: Request, request_id: str, shape: Shape) -> Respon
         "request_id": request_id,
     }
     if not stream:
-        result = await metering.call(**options)
-        return JSONResponse(result.result)
+        answer = (await metering.call(**options)).result
+        return OrjsonResponse(answer.raw if isinstance(answer, upstream.Answer) else answer)
     ticket = await metering.open(**options)
     return await _start_stream(metering, ticket, shape)
 
@@ -197,7 +290,7 @@ def _models_shape(request: Request) -> Shape:
 @gateway_endpoint(_models_shape)
 async def models(request: Request, request_id: str) -> Response:
     """`GET /v1/models`: the models this key may call, readable by both SDKs."""
-    key = await authenticate(request)
+    key = await authenticate(request, fresh=True)
     catalog = runtime_of(request).catalog
     data = [
         {
@@ -212,7 +305,7 @@ async def models(request: Request, request_id: str) -> Response:
         for model, service_id in spend_keys.usable_models(key, catalog)
         if catalog.services[service_id].shape == key.request_shape
     ]
-    return JSONResponse(
+    return OrjsonResponse(
         {
             "object": "list",
             "data": data,
@@ -298,3 +391,24 @@ routes = [
     Route("/v1/messages", messages, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
 ]
+
+
+def _asgi(route: Route) -> ASGIApp:
+    endpoint = route.endpoint
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["route"] = route  # as Starlette's routing sets it (the metrics label by it)
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
+# The same three routes as plain ASGI apps by (method, path), for the app's fast dispatch:
+# each endpoint renders every error itself, so nothing of Starlette's stack is needed.
+asgi_routes: dict[tuple[str, str], ASGIApp] = {
+    (method, route.path): _asgi(route)
+    for route in routes
+    for method in route.methods or ()
+    if method != "HEAD"
+}

@@ -1,31 +1,36 @@
 """Shared pieces of the HTTP surfaces: error rendering, wallet-key auth, request bodies.
 
-Every body, on every route, is read by `read_body`: at most `MAX_BODY_BYTES` into memory,
-and whole within `Settings.body_timeout_s` (a client that trickles its body gets 408, so
-nothing waits on it and no decision is made before the whole request is in). JSON is parsed
-by `parse_json`: malformed, too deeply nested (more than `MAX_JSON_DEPTH` levels) or not an
-object is a 400, never a 500; and a number with a fraction or an exponent keeps the exact
-text it was sent as (`JsonFloat.text`), so money is judged on what the client wrote, never
-on a float's rounding (`{"amount": 1e1}` is refused as the exponent it is).
+Every body, on every route, is read by `read_body`: at most `Settings.max_body_bytes`
+(`LAVA_MAX_BODY_BYTES`) into memory — more is 413, refused as soon as the declared length
+or the bytes read pass the limit — and whole within `Settings.body_timeout_s` (a client
+that trickles its body gets 408, so nothing waits on it and no decision is made before the
+whole request is in). `transports.limits` refuses a declared oversize before any route runs;
+this is the same rule for bodies of unknown length, in each route's own error shape. JSON is
+parsed by `parse_json`: malformed (`NaN`, `Infinity` and numbers beyond a double included),
+too deeply nested (more than `MAX_JSON_DEPTH` levels) or not an object is a 400, never a
+500; and a number with a fraction or an exponent keeps the exact text it was sent as
+(`JsonFloat.text`), so money is judged on what the client wrote, never on a float's
+rounding (`{"amount": 1e1}` is refused as the exponent it is).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import math
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.to_thread
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from lava_mcp.core import wallet
 from lava_mcp.errors import (
     BadRequest,
     Forbidden,
     LavaError,
+    PayloadTooLarge,
     RateLimited,
     RequestTimeout,
     ServiceUnavailable,
@@ -34,7 +39,6 @@ from lava_mcp.errors import (
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.models import Wallet
 
-MAX_BODY_BYTES = 1_000_000
 # Deeper than any real request (tool schemas nest a few dozen levels at most); deeper
 # input would exhaust the parser's or a later reader's recursion.
 MAX_JSON_DEPTH = 100
@@ -94,38 +98,53 @@ async def authenticate_wallet(request: Request) -> Wallet:
 
 
 async def read_body(request: Request) -> bytes:
-    """The raw body, at most `MAX_BODY_BYTES` (never more into memory), whole within the
-    server's `body_timeout_s`.
+    """The raw body, at most the server's `max_body_bytes` (never more into memory), whole
+    within its `body_timeout_s`.
 
-    Raises: BadRequest for an oversized body; RequestTimeout (408) for one that did not
-    arrive in time.
+    Raises: PayloadTooLarge (413) for an oversized body; RequestTimeout (408) for one that
+    did not arrive in time.
     """
+    settings = runtime_of(request).settings
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
-    timeout_s = runtime_of(request).settings.body_timeout_s
+    if declared.isdigit() and int(declared) > limit:
+        raise body_too_large(limit)
+    timeout_s = settings.body_timeout_s
     chunks: list[bytes] = []
     size = 0
     try:
         with anyio.fail_after(timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise BadRequest(f"request body over {MAX_BODY_BYTES} bytes")
+                if size > limit:
+                    raise body_too_large(limit)
                 chunks.append(chunk)
     except TimeoutError as error:
-        raise RequestTimeout(
-            f"the request body did not arrive within {timeout_s:g} s; nothing was done",
-            next_step="send the whole body at once, then retry",
-        ) from error
+        raise body_timed_out(timeout_s) from error
     return b"".join(chunks)
+
+
+def body_too_large(limit_bytes: int) -> PayloadTooLarge:
+    """The one 413 every surface renders for a body over `LAVA_MAX_BODY_BYTES`."""
+    return PayloadTooLarge(
+        f"request body over {limit_bytes} bytes; nothing was done",
+        next_step=f"send at most {limit_bytes} bytes (LAVA_MAX_BODY_BYTES)",
+    )
+
+
+def body_timed_out(timeout_s: float) -> RequestTimeout:
+    """The one 408 every surface renders for a body slower than `LAVA_BODY_TIMEOUT_S`."""
+    return RequestTimeout(
+        f"the request body did not arrive within {timeout_s:g} s; nothing was done",
+        next_step="send the whole body at once, then retry",
+    )
 
 
 async def form_body(request: Request) -> dict[str, str]:
     """An HTML form's fields (`application/x-www-form-urlencoded`), read by `read_body`:
     bounded in size and time like every other body. A repeated field keeps its last value.
 
-    Raises: BadRequest for an oversized or undecodable body; RequestTimeout (408).
+    Raises: BadRequest for an undecodable body; PayloadTooLarge (413); RequestTimeout (408).
     """
     raw = await read_body(request)
     try:
@@ -140,10 +159,18 @@ def parse_json(raw: bytes | str, *, exact_numbers: bool = True) -> Any:
     `exact_numbers`: numbers with a fraction or exponent become `JsonFloat`s (exact text
     kept); otherwise plain floats (the gateway, which only forwards them).
 
-    Raises: BadRequest for text that is not JSON or is nested too deeply.
+    Python's parser also reads `NaN`, `Infinity` and numbers beyond a double (`1e400`, read
+    as infinity), none of which is JSON: refused, so the gateway never forwards a body a
+    provider's parser would reject, and no reader sees a non-finite number.
+
+    Raises: BadRequest for text that is not JSON, a number out of range, or nesting too deep.
     """
     try:
-        value = json.loads(raw, parse_float=JsonFloat if exact_numbers else float)
+        value = json.loads(
+            raw,
+            parse_float=_exact_number if exact_numbers else _finite_number,
+            parse_constant=_refuse_constant,
+        )
     except RecursionError as error:
         raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from error
     except ValueError as error:  # UnicodeDecodeError is a ValueError too
@@ -159,8 +186,9 @@ async def json_body(
     """The body as a JSON object, read by `read_body` and parsed by `parse_json`.
 
     Raises:
-        BadRequest: a missing (unless `allow_empty`), malformed, too deeply nested,
-            non-object or oversized body.
+        BadRequest: a missing (unless `allow_empty`), malformed, too deeply nested or
+            non-object body.
+        PayloadTooLarge: a body over the server's `max_body_bytes`.
         RequestTimeout: the body did not arrive within the server's `body_timeout_s`.
     """
     raw = await read_body(request)
@@ -172,6 +200,22 @@ async def json_body(
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
     return body
+
+
+def _finite_number(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise BadRequest(f"the number {text[:40]} is out of range")
+    return number
+
+
+def _exact_number(text: str) -> JsonFloat:
+    _finite_number(text)
+    return JsonFloat(text)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not a JSON value")
 
 
 def _depth_over(value: Any, limit: int) -> bool:
@@ -189,24 +233,6 @@ def _depth_over(value: Any, limit: int) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return False
-
-
-Handler = Callable[[Request, Wallet], Awaitable[Response]]
-
-
-def wallet_endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A REST endpoint authenticated with the wallet key, its LavaErrors rendered flat."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            owner = await authenticate_wallet(request)
-            return await handler(request, owner)
-        except LavaError as error:
-            return error_response(error)
-
-    endpoint.__name__ = handler.__name__
-    endpoint.__doc__ = handler.__doc__
-    return endpoint
 
 
 def origin_of(url: str) -> str:

@@ -168,7 +168,9 @@ def build_server(
 
         async def work(wallet_id: str) -> dict[str, Any]:
             balance = await funding.balance(runtime, wallet_id)
-            return await anyio.to_thread.run_sync(render.balance_tool_json, runtime.db, balance)
+            # `Database.run`: inline on SQLite (a WAL read, shorter than a hop to a worker
+            # thread and back), in a thread on PostgreSQL.
+            return await runtime.db.run(render.balance_tool_json, runtime.db, balance)
 
         return await run(work)
 

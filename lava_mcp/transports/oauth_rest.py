@@ -6,16 +6,23 @@ tokens stop working on the next request on every surface. Authenticated with the
 
 from __future__ import annotations
 
-import anyio.to_thread
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from typing import Annotated
 
+import anyio.to_thread
+from fastapi import APIRouter, Path
+from starlette.requests import Request
+from starlette.responses import Response
+
+from lava_mcp.contract.common import Success
+from lava_mcp.contract.errors import error_responses
+from lava_mcp.contract.oauth import ConnectedClientList
 from lava_mcp.core import oauth
-from lava_mcp.store.models import Wallet
 from lava_mcp.transports import render
-from lava_mcp.transports.http import runtime_of, wallet_endpoint
+from lava_mcp.transports.api import Owner, WalletRoute, flat_json
+from lava_mcp.transports.http import runtime_of
 from lava_mcp.transports.render import iso
+
+router = APIRouter(route_class=WalletRoute, tags=["oauth"])
 
 
 def connected_client_json(client: oauth.ConnectedClient) -> dict[str, object]:
@@ -29,20 +36,29 @@ def connected_client_json(client: oauth.ConnectedClient) -> dict[str, object]:
     }
 
 
-@wallet_endpoint
-async def list_clients(request: Request, owner: Wallet) -> Response:
+@router.get(
+    "/v1/oauth/clients",
+    response_model=ConnectedClientList,
+    operation_id="listConnectedClients",
+    summary="The chats and apps connected to the wallet through OAuth",
+)
+async def list_clients(request: Request, owner: Owner) -> Response:
     clients = await anyio.to_thread.run_sync(oauth.list_connected_clients, runtime_of(request).db, owner.id)
-    return JSONResponse(render.list_json([connected_client_json(client) for client in clients], None))
+    return flat_json(render.list_json([connected_client_json(client) for client in clients], None))
 
 
-@wallet_endpoint
-async def revoke_client(request: Request, owner: Wallet) -> Response:
-    grant_id = request.path_params["id"]
-    await anyio.to_thread.run_sync(oauth.revoke_connected_client, runtime_of(request).db, owner.id, grant_id)
-    return JSONResponse({"success": True})
+@router.delete(
+    "/v1/oauth/clients/{id}",
+    response_model=Success,
+    operation_id="revokeConnectedClient",
+    summary="Revoke a connected client: its tokens stop working on every surface",
+    responses=error_responses(404),
+)
+async def revoke_client(
+    request: Request, owner: Owner, id: Annotated[str, Path(description="The grant's id (`id` in the list).")]
+) -> Response:
+    await anyio.to_thread.run_sync(oauth.revoke_connected_client, runtime_of(request).db, owner.id, id)
+    return flat_json({"success": True})
 
 
-routes = [
-    Route("/v1/oauth/clients", list_clients, methods=["GET"]),
-    Route("/v1/oauth/clients/{id}", revoke_client, methods=["DELETE"]),
-]
+routes = router.routes

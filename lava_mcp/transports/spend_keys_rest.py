@@ -4,19 +4,25 @@ REST shapes), authenticated with the wallet key. Another wallet's key id answers
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+from fastapi import APIRouter, Path, Query
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
+from lava_mcp import contract
+from lava_mcp.contract.common import Success
+from lava_mcp.contract.errors import error_responses
 from lava_mcp.core import spend_keys
 from lava_mcp.money import format_cost, format_dollars
-from lava_mcp.store.models import SpendKey, Wallet, utc_now
+from lava_mcp.store.models import SpendKey, utc_now
 from lava_mcp.transports import render
-from lava_mcp.transports.http import json_body, runtime_of, wallet_endpoint
+from lava_mcp.transports.api import KeyCursor, Limit, Owner, WalletRoute, flat_json
+from lava_mcp.transports.http import runtime_of
 from lava_mcp.transports.render import iso
+
+router = APIRouter(route_class=WalletRoute)
 
 
 def spend_key_json(
@@ -61,71 +67,114 @@ def spend_key_json(
     return body
 
 
-@wallet_endpoint
-async def create_key(request: Request, owner: Wallet) -> Response:
+KeyId = Annotated[
+    str, Path(description="The spend key's id.", examples=["sk_id_01a2088fc5c4a4e635db3ed8a15d"])
+]
+TAG = "spend keys"
+NO_FIELDS = contract.SpendKeyCreate()  # an empty body: every default (frozen, so shared)
+
+
+@router.post(
+    "/v1/spend_keys",
+    status_code=201,
+    response_model=contract.SpendKey,
+    tags=[TAG],
+    operation_id="createSpendKey",
+    summary="Create a spend key",
+    description="The answer carries the secret in `key`: shown once, stored only as a hash.",
+    responses=error_responses(404),
+)
+async def create_key(request: Request, owner: Owner, body: contract.SpendKeyCreate = NO_FIELDS) -> Response:
     runtime = runtime_of(request)
-    options = await json_body(request, allow_empty=True)
     created = await anyio.to_thread.run_sync(
-        lambda: spend_keys.create(runtime.db, owner.id, options, catalog=runtime.catalog)
+        lambda: spend_keys.create(runtime.db, owner.id, body, catalog=runtime.catalog)
     )
-    return JSONResponse(spend_key_json(created.key, secret=created.secret), status_code=201)
+    return flat_json(spend_key_json(created.key, secret=created.secret), status_code=201)
 
 
-@wallet_endpoint
-async def list_keys(request: Request, owner: Wallet) -> Response:
-    params = request.query_params
+@router.get(
+    "/v1/spend_keys",
+    response_model=contract.SpendKeyList,
+    tags=[TAG],
+    operation_id="listSpendKeys",
+    summary="The wallet's spend keys, newest first (previews only, never secrets)",
+)
+async def list_keys(
+    request: Request,
+    owner: Owner,
+    limit: Limit = None,
+    cursor: KeyCursor = None,
+    status: Annotated[
+        Literal["active", "paused", "revoked"] | None, Query(description="Only keys in this status.")
+    ] = None,
+) -> Response:
     page = await anyio.to_thread.run_sync(
         lambda: spend_keys.list_keys(
-            runtime_of(request).db,
-            owner.id,
-            limit=params.get("limit"),
-            cursor=params.get("cursor"),
-            status=params.get("status"),
+            runtime_of(request).db, owner.id, limit=limit, cursor=cursor, status=status
         )
     )
     now = utc_now()
-    return JSONResponse(
-        render.list_json([spend_key_json(key, now=now) for key in page.keys], page.next_cursor)
-    )
+    return flat_json(render.list_json([spend_key_json(key, now=now) for key in page.keys], page.next_cursor))
 
 
-@wallet_endpoint
-async def retrieve_key(request: Request, owner: Wallet) -> Response:
-    key_id = request.path_params["key_id"]
+@router.get(
+    "/v1/spend_keys/{key_id}",
+    response_model=contract.SpendKey,
+    tags=[TAG],
+    operation_id="getSpendKey",
+    summary="One spend key, with its counters",
+    responses=error_responses(404),
+)
+async def retrieve_key(request: Request, owner: Owner, key_id: KeyId) -> Response:
     key = await anyio.to_thread.run_sync(spend_keys.get, runtime_of(request).db, owner.id, key_id)
-    return JSONResponse(spend_key_json(key))
+    return flat_json(spend_key_json(key))
 
 
-@wallet_endpoint
-async def update_key(request: Request, owner: Wallet) -> Response:
+@router.put(
+    "/v1/spend_keys/{key_id}",
+    response_model=contract.SpendKey,
+    tags=[TAG],
+    operation_id="updateSpendKey",
+    summary="Change a key's name, scope, limits or status (the secret stays)",
+    description="Only the fields given change, and inside a limit only the parts given:"
+    ' `{"spend_limit": {"amount": "5.00"}}` keeps the cycle. `null` removes a limit.'
+    " A change applies to every call whose hold is not yet taken.",
+    responses=error_responses(404),
+)
+async def update_key(
+    request: Request, owner: Owner, key_id: KeyId, body: contract.SpendKeyUpdate
+) -> Response:
     runtime = runtime_of(request)
-    key_id = request.path_params["key_id"]
-    options = await json_body(request)
     key = await anyio.to_thread.run_sync(
-        lambda: spend_keys.update_key(runtime.db, owner.id, key_id, options, catalog=runtime.catalog)
+        lambda: spend_keys.update_key(runtime.db, owner.id, key_id, body, catalog=runtime.catalog)
     )
-    return JSONResponse(spend_key_json(key))
+    return flat_json(spend_key_json(key))
 
 
-@wallet_endpoint
-async def rotate_key(request: Request, owner: Wallet) -> Response:
-    key_id = request.path_params["key_id"]
+@router.post(
+    "/v1/spend_keys/{key_id}/rotate",
+    response_model=contract.SpendKey,
+    tags=[TAG],
+    operation_id="rotateSpendKey",
+    summary="A new secret for the same key; the old one fails at once",
+    responses=error_responses(404),
+)
+async def rotate_key(request: Request, owner: Owner, key_id: KeyId) -> Response:
     rotated = await anyio.to_thread.run_sync(spend_keys.rotate, runtime_of(request).db, owner.id, key_id)
-    return JSONResponse(spend_key_json(rotated.key, secret=rotated.secret))
+    return flat_json(spend_key_json(rotated.key, secret=rotated.secret))
 
 
-@wallet_endpoint
-async def revoke_key(request: Request, owner: Wallet) -> Response:
-    key_id = request.path_params["key_id"]
+@router.delete(
+    "/v1/spend_keys/{key_id}",
+    response_model=Success,
+    tags=[TAG],
+    operation_id="revokeSpendKey",
+    summary="Revoke a key for good (idempotent; the record stays for the history)",
+    responses=error_responses(404),
+)
+async def revoke_key(request: Request, owner: Owner, key_id: KeyId) -> Response:
     await anyio.to_thread.run_sync(spend_keys.revoke, runtime_of(request).db, owner.id, key_id)
-    return JSONResponse({"success": True})
+    return flat_json({"success": True})
 
 
-routes = [
-    Route("/v1/spend_keys", create_key, methods=["POST"]),
-    Route("/v1/spend_keys", list_keys, methods=["GET"]),
-    Route("/v1/spend_keys/{key_id}", retrieve_key, methods=["GET"]),
-    Route("/v1/spend_keys/{key_id}", update_key, methods=["PUT"]),
-    Route("/v1/spend_keys/{key_id}/rotate", rotate_key, methods=["POST"]),
-    Route("/v1/spend_keys/{key_id}", revoke_key, methods=["DELETE"]),
-]
+routes = router.routes

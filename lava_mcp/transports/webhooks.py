@@ -2,7 +2,7 @@
 
 A missing or bad signature, or a malformed body, is a 400 that changes nothing. The body
 is read by the same bounded reader as every other route (`http.read_body`: at most
-`MAX_BODY_BYTES`, within the body timeout) and must parse as JSON within the nesting
+`LAVA_MAX_BODY_BYTES`, within the body timeout) and must parse as JSON within the nesting
 limit before anything else looks at it. The rules for each event live in
 `core.payment_events`.
 """

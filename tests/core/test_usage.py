@@ -106,6 +106,11 @@ def test_days_and_services_add_up_and_refusals_do_not_count(runtime: Runtime, ne
         ("2026-03-10", "2026-03-09"),  # since after until
         ("2024-01-01", "2026-01-01"),  # over 366 days
         (None, "2026/03/01"),
+        # The calendar's ends: the next midnight after 9999-12-31 and the default start
+        # before 0001-01-07 don't exist (an OverflowError, a 500, before; found by fuzzing).
+        ("9999-12-25", "9999-12-31"),
+        (None, "9999-12-31"),
+        (None, "0001-01-03"),
     ],
 )
 def test_bad_windows_are_400(runtime: Runtime, new_wallet, since: object, until: object) -> None:

@@ -149,11 +149,14 @@ def test_bad_fields_are_400_and_create_nothing(gateway: Gateway, options: dict[s
         assert rest.get("/v1/spend_keys").json()["data"] == []
 
 
-@pytest.mark.parametrize("raw", [b"{bad json", b"[]", b'"text"', b"x" * 1_000_001])
-def test_malformed_bodies_are_400(gateway: Gateway, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    ("raw", "status"), [(b"{bad json", 400), (b"[]", 400), (b'"text"', 400), (b"x" * 1_000_001, 413)]
+)
+def test_malformed_bodies_are_400_and_oversized_ones_413(gateway: Gateway, raw: bytes, status: int) -> None:
     with gateway.rest() as rest:
         response = rest.post("/v1/spend_keys", content=raw, headers={"content-type": "application/json"})
-    assert response.status_code == 400
+        assert (response.status_code, response.json()["code"]) == (status, status)
+        assert rest.get("/v1/spend_keys").json()["data"] == []
 
 
 def test_wallet_auth_is_required(gateway: Gateway) -> None:

@@ -45,6 +45,8 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("usage_summary", {"since": "2020-01-01", "until": "2026-01-01"}, 400),
     ("usage_summary", {"since": SQL}, 400),
     ("usage_summary", {"until": UNICODE}, 400),
+    ("usage_summary", {"until": "9999-12-31"}, 400),  # a 500 before (found by fuzzing)
+    ("usage_summary", {"until": "0001-01-03"}, 400),
     # call_paid_service: unknown service, wrong types, malformed input, bad max_cost
     ("call_paid_service", {"service": "no-such-service", "input": HELLO}, 404),
     ("call_paid_service", {"service": SQL, "input": HELLO}, 404),
@@ -70,6 +72,11 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("call_paid_service", {**CHEAP, "model": SQL}, 400),
     ("call_paid_service", {**CHEAP, "model": UNICODE}, 400),
     ("call_paid_service", {"service": "openai", "input": HELLO}, 400),  # a paid service needs a model
+    (
+        "call_paid_service",
+        {"service": "ollama", "model": "ollama/", "input": HELLO},
+        400,
+    ),  # no model after the prefix
     ("call_paid_service", {"service": "weather", "input": "city=Oslo"}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": -1}, 400),
     ("call_paid_service", {**CHEAP, "max_cost": 0}, 400),
@@ -100,6 +107,29 @@ CASES: list[tuple[str, dict[str, Any], int]] = [
     ("add_funds", {"amount": UNICODE}, 400),
     ("add_funds", {"amount": "25", "use_checkout": "yes"}, 400),
     ("add_funds", {"amount": "25", "payment_method_id": 12}, 400),
+    # An integer past CPython's 4,300-digit limit for int-to-text, where the input is shown
+    # in an error or measured: a 500 before (found by probing with the fuzzers' values).
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "service_tier": 10**5000}}, 400),
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "tools": [{"type": 10**5000}]}}, 400),
+    ("call_paid_service", {**CHEAP, "input": {**HELLO, "metadata": {"n": 10**5000}}}, 400),
+    ("call_paid_service", {"service": "weather", "input": {"city": 10**5000}}, 400),
+    (
+        "call_paid_service",
+        {
+            "service": "anthropic",
+            "model": "claude-haiku-4-5",
+            "input": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "x", "cache_control": {"ttl": 10**5000}}],
+                    }
+                ],
+                "max_tokens": 5,
+            },
+        },
+        400,
+    ),
 ]
 
 

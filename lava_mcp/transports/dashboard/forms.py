@@ -23,7 +23,7 @@ async def read_form(request: Request) -> FormData:
     """A posted form's fields, read like every other body (`http.read_body`: bounded in size
     and in time), once per request.
 
-    Raises: BadRequest (not a plain HTML form, or an oversized body), RequestTimeout.
+    Raises: BadRequest (not a plain HTML form), PayloadTooLarge (an oversized body), RequestTimeout.
     """
     cached = getattr(request.state, "dashboard_form", None)
     if isinstance(cached, FormData):

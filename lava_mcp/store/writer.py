@@ -1,0 +1,328 @@
+"""Group commit on SQLite: one writer thread runs the write jobs of concurrent callers in
+one transaction per commit.
+
+Why a batch: SQLite has one writer at a time, and at `synchronous=FULL` each commit waits
+for an fsync (~0.2 ms here). Callers that queue while a commit is under way share the next
+one instead of paying one each, so throughput grows with concurrency instead of stopping at
+one fsync per write. Why a thread: a write first waits for SQLite's write lock, which another
+process on the same file (`lava-mcp stdio` beside `lava-mcp serve`) may hold for seconds;
+waiting in the writer thread, it never stalls the event loop (`/healthz`, reads, anything
+that does not write).
+
+The rules:
+- A job is `function(session, *args)`, run in the batch's transaction inside a SAVEPOINT of
+  its own. A job that raises (a refused hold) is rolled back alone and its caller gets the
+  exception; the other jobs of the batch commit.
+- A caller is answered only once its batch's COMMIT has returned: what it is told is durable.
+- A batch is one transaction, so a crash mid-batch leaves nothing of it.
+- A batch whose BEGIN or COMMIT fails (the lock not granted within the busy timeout, a full
+  disk) answers every caller in it with that error; each caller's own rule decides whether
+  to submit again (`metering._write` retries "try again" errors).
+- A job whose failure aborts the whole transaction (an ORM flush error, an I/O error) is
+  answered with its error and the rest of the batch runs again in a new transaction: nothing
+  of the batch was committed, and no caller was answered yet.
+- A job does its ORM work through the session it is given (flushed after the job; the
+  identity map is emptied between jobs so each reads afresh, as in a transaction of its
+  own), and never opens another write transaction (`Database.write`): the writer holds the
+  process's write lock for the batch.
+
+The writer's session stays open across batches: SQLAlchemy's per-transaction bookkeeping
+costs more than SQLite's own commit, so the batches' transactions are begun and committed on
+the driver connection underneath it (`BEGIN IMMEDIATE` … `COMMIT`).
+
+`synchronous=FULL` without waiting for the fsync in the writer: at FULL, SQLite's COMMIT
+appends the transaction to the WAL file and then fsyncs it, and the writer could do nothing
+else meanwhile. Instead the writer's own connection commits at NORMAL (the same WAL append,
+the same checkpoint syncs, no fsync per commit) and hands the batch to a sync thread, which
+fsyncs the WAL file and only then answers the batch's callers. So each caller is answered
+exactly when it would be at FULL — once its transaction is in the WAL on disk — while the
+writer already runs the next batch; one fsync covers every batch committed before it began.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+logger = logging.getLogger("lava_mcp.store.writer")
+
+# At most this many jobs share one commit (each caller's wait stays bounded under a flood).
+MAX_BATCH_JOBS = 256
+
+
+@dataclass(slots=True)
+class _Job:
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+# (job, succeeded, its result or its exception)
+_Outcome = tuple[_Job, bool, Any]
+
+
+class Writer:
+    """The writer thread of one SQLite database (started on the first job)."""
+
+    def __init__(self, engine: Engine, write_lock: threading.Lock, *, sync_wal: bool = False) -> None:
+        """`sync_wal`: fsync the WAL after each batch in the sync thread (FULL durability,
+        see above); False leaves syncing to SQLite's own `synchronous` setting."""
+        # The batch's transaction is begun by the writer on the driver, not by SQLAlchemy.
+        self._engine = engine.execution_options(lava_begin="")
+        self._sync_wal = sync_wal
+        self._wal: Path | None = None  # the WAL file, as SQLite names it (set with the session)
+        self._synced: queue.SimpleQueue[list[_Outcome] | None] = queue.SimpleQueue()
+        self._syncer: threading.Thread | None = None
+        self._write_lock = write_lock
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+        self._session: Session | None = None
+        self._driver: Any = None
+        # Figures (bench, tests): batches committed, and the jobs they committed.
+        self.commits = 0
+        self.committed_jobs = 0
+
+    def queued(self) -> int:
+        """Jobs waiting for a batch (not yet taken by the writer)."""
+        return self._jobs.qsize()
+
+    def submit(self, function: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        """Queue `function(session, *args)` for the next batch; the future resolves after its COMMIT."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._thread is None:
+            self._start()
+        self._jobs.put(_Job(function, args, loop, future))
+        return future
+
+    def stop(self) -> None:
+        """Finish the jobs already queued, then stop the threads (a later job starts them again)."""
+        with self._starting:  # (no new threads meanwhile: each sentinel reaches its own thread)
+            thread, self._thread = self._thread, None
+            syncer, self._syncer = self._syncer, None
+            if thread is None:
+                return
+            self._jobs.put(None)
+            thread.join()
+            if syncer is not None:
+                self._synced.put(None)
+                syncer.join()
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._thread is None:
+                if self._sync_wal:
+                    syncer = threading.Thread(target=self._sync, name="lava-sqlite-sync", daemon=True)
+                    syncer.start()
+                    self._syncer = syncer
+                thread = threading.Thread(target=self._serve, name="lava-sqlite-writer", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _sync(self) -> None:
+        """Fsync the WAL for every batch committed so far, then answer those batches."""
+        while True:
+            first = self._synced.get()
+            if first is None:
+                return
+            batches, stopping = [first], False
+            while True:
+                try:
+                    more = self._synced.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                    break
+                batches.append(more)
+            wal = self._wal
+            assert wal is not None  # set before the first batch was handed over
+            try:
+                _fsync(wal)
+            except OSError as error:  # not durable: no caller may be told it is
+                logger.exception("could not fsync %s", wal)
+                for outcomes in batches:
+                    _answer([(job, False, error) for job, _, _ in outcomes])
+            else:
+                for outcomes in batches:
+                    _answer(outcomes)
+            if stopping:
+                return
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                batch = [job]
+                stopping = False
+                while len(batch) < MAX_BATCH_JOBS:
+                    try:
+                        more = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    batch.append(more)
+                try:
+                    self._commit(batch)
+                except BaseException as error:  # never leave a caller waiting on a dead thread
+                    logger.exception("the SQLite writer failed a batch of %d jobs", len(batch))
+                    self._discard_session()
+                    _answer([(job, False, error) for job in batch])
+                if stopping:
+                    return
+        finally:
+            self._discard_session()
+
+    def _commit(self, batch: list[_Job]) -> None:
+        jobs = batch
+        while jobs:
+            with self._write_lock:
+                session, driver = self._open_session()
+                cursor = driver.cursor()
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                except Exception as error:  # the lock was not granted: every caller decides
+                    self._discard_session()  # (a fresh one next time, whatever went wrong)
+                    _answer([(job, False, error) for job in jobs])
+                    return
+                outcomes, aborted = self._run_jobs(session, driver, cursor, jobs)
+                if aborted is not None:
+                    # The transaction is gone, nothing of it committed and nobody answered:
+                    # answer the job that broke it and run the others again.
+                    self._discard_session()
+                    _answer([aborted])
+                    jobs = [job for job in jobs if job is not aborted[0]]
+                    continue
+                try:
+                    cursor.execute("COMMIT")
+                except Exception as error:
+                    self._discard_session()
+                    _answer([(job, False, error) for job in jobs])
+                    return
+                self.commits += 1
+                self.committed_jobs += len(jobs)
+            if self._sync_wal:
+                self._synced.put(outcomes)  # answered once the WAL is on disk
+            else:
+                _answer(outcomes)
+            return
+
+    def _run_jobs(
+        self, session: Session, driver: Any, cursor: Any, jobs: list[_Job]
+    ) -> tuple[list[_Outcome], _Outcome | None]:
+        """Run each job in its own savepoint; returns the outcomes, or the job that aborted
+        the whole transaction."""
+        outcomes: list[_Outcome] = []
+        for job in jobs:
+            cursor.execute("SAVEPOINT lava_job")
+            # ORM state lives in the session (pending rows, the identity map): flushed
+            # with the job and then forgotten. The hot path's jobs leave none (`store.fast`).
+            try:
+                result = job.function(session, *job.args)
+                if session.new or session.identity_map:
+                    session.flush()
+            except Exception as error:
+                if not session.is_active or not driver.in_transaction:
+                    return outcomes, (job, False, error)
+                cursor.execute("ROLLBACK TO lava_job")
+                outcomes.append((job, False, error))
+            else:
+                outcomes.append((job, True, result))
+            cursor.execute("RELEASE lava_job")
+            if session.new or session.identity_map:
+                session.expunge_all()
+        return outcomes, None
+
+    def _open_session(self) -> tuple[Session, Any]:
+        if self._session is None:
+            session = Session(self._engine, expire_on_commit=False)
+            session.begin()
+            # SQLAlchemy's transaction stays open (it emits nothing: `lava_begin` is empty);
+            # each batch's real transaction is begun and committed on the driver.
+            self._driver = session.connection().connection.driver_connection
+            if self._sync_wal:
+                self._driver.execute("PRAGMA synchronous=NORMAL")  # the sync thread fsyncs
+                # The file SQLite opened (an absolute path, whatever the working directory).
+                main_file = self._driver.execute("PRAGMA database_list").fetchone()[2]
+                self._wal = Path(f"{main_file}-wal")
+            self._session = session
+        return self._session, self._driver
+
+    def _discard_session(self) -> None:
+        session, driver = self._session, self._driver
+        self._session = self._driver = None
+        if session is None:
+            return
+        try:
+            if self._sync_wal:
+                # The pooled connection goes back to FULL, or is not reused at all.
+                try:
+                    driver.rollback()  # whatever is left of a batch
+                    driver.execute("PRAGMA synchronous=FULL")
+                except Exception:
+                    session.connection().invalidate()
+            session.close()  # rolls back whatever is left on the driver
+        except Exception:
+            logger.exception("could not close the SQLite writer's session")
+
+
+def _fsync(wal: Path) -> None:
+    """Flush the WAL file to disk (opened by name each time: a WAL that was checkpointed and
+    removed meanwhile, when the last connection closed, has nothing left to flush)."""
+    try:
+        descriptor = os.open(wal, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _answer(outcomes: list[_Outcome]) -> None:
+    """Resolve each caller's future on its own event loop (one wake-up per loop)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, answers in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these
+            loop.call_soon_threadsafe(_resolve, answers)
+
+
+def _resolve(outcomes: list[_Outcome]) -> None:
+    for job, succeeded, value in outcomes:
+        if job.future.done():  # its caller stopped waiting (cancelled)
+            continue
+        if succeeded:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
+
+
+async def wait_out(future: asyncio.Future[Any]) -> None:
+    """Wait until `future` is done, whatever cancellations arrive meanwhile (the caller
+    re-raises the first one): work handed to the database can't be taken back."""
+    while not future.done():
+        try:
+            await asyncio.wait({future})
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()

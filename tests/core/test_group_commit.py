@@ -1,0 +1,469 @@
+"""Group commit on SQLite (`store.writer`): concurrent holds, settles and voids share one
+transaction per commit, each job in a savepoint of its own.
+
+- a refused hold in a batch commits the others and refuses exactly that one (and a key's
+  share taken before its wallet refused is given back);
+- a job whose statement fails is rolled back alone; one whose failure aborts the whole
+  transaction is answered with its error while the rest of its batch commits;
+- a process SIGKILLed while batches run leaves no half-written batch;
+- hundreds of concurrent callers end with the ledger's invariants;
+- the event loop keeps serving (`/healthz`) while another connection holds the write lock;
+- a caller cancelled while its hold commits has the hold voided at once;
+- at `synchronous=FULL` the writer syncs the WAL itself, and the pool's connections stay at FULL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import Session, select
+
+from lava_mcp.config import Settings
+from lava_mcp.core import holds, ledger, spend_keys, verify, wallet
+from lava_mcp.core.metering import Metering, Ticket
+from lava_mcp.errors import Forbidden, InsufficientBalance, LavaError, RateLimited, UpstreamError
+from lava_mcp.providers import shapes
+from lava_mcp.runtime import Runtime
+from lava_mcp.store.db import Database
+from lava_mcp.store.models import Hold, LedgerEntry, RequestRecord, SpendKey, utc_now
+from lava_mcp.store.writer import Writer
+from lava_mcp.transports.app import build_app
+from tests.conftest import fund, ledger_state
+
+HELLO = {"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 50}
+USAGE = shapes.Usage(3, 6)  # cheap-1: 3 × $1 + 6 × $2 per million tokens = 15 micro-dollars
+COST_MICROS = 15
+
+
+def open_call(metering: Metering, wallet_id: str, key: SpendKey | None = None) -> Any:
+    return metering.open(
+        wallet_id=wallet_id,
+        service_id="cheapchat",
+        model="cheap-1",
+        body=HELLO,
+        endpoint="test",
+        spend_key=key,
+    )
+
+
+def writer_of(runtime: Runtime) -> Writer:
+    assert runtime.db.writer is not None
+    return runtime.db.writer
+
+
+class HeldWriter:
+    """Keeps the writer thread busy in a job of its own until released, so that the jobs
+    submitted meanwhile queue up and are committed together in the next batch."""
+
+    def __init__(self, db: Database) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.job = db.submit(self._hold)
+
+    def _hold(self, session: Session) -> None:
+        self.started.set()
+        assert self.release.wait(30), "the test never released the writer"
+
+    async def __aenter__(self) -> HeldWriter:
+        assert await asyncio.to_thread(self.started.wait, 30)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release.set()
+        await self.job
+
+
+async def queued(writer: Writer, count: int) -> None:
+    """Let the submitting tasks run until `count` jobs wait for the writer."""
+    for _ in range(1000):
+        if writer.queued() == count:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{writer.queued()} jobs queued, expected {count}")
+
+
+def dollars(micros: int) -> str:
+    """Whole cents as the API's dollar text."""
+    assert micros % 10_000 == 0, micros
+    return f"{micros // 1_000_000}.{micros % 1_000_000 // 10_000:02d}"
+
+
+def key_row(db: Database, key_id: str) -> SpendKey:
+    with db.read() as session:
+        found = session.get(SpendKey, key_id)
+    assert found is not None
+    return found
+
+
+async def test_a_refused_hold_in_a_batch_commits_the_others_and_refuses_exactly_that_one(
+    runtime: Runtime, new_wallet: wallet.NewWallet
+) -> None:
+    db, metering, writer = runtime.db, runtime.metering, writer_of(runtime)
+    funded = new_wallet.wallet_id
+    fund(runtime, funded, "1.00")
+    empty = wallet.create_wallet(db, name="empty").wallet_id
+    on_empty = spend_keys.create(db, empty, {}).key  # its share is taken, then the wallet refuses
+    unlimited = spend_keys.create(db, funded, {}).key
+    used_up = spend_keys.create(db, funded, {"request_limit": {"count": 1, "cycle": "total"}}).key
+    ticket = await open_call(metering, funded, used_up)
+    await metering.settle(ticket, USAGE)
+    judged = spend_keys.create(db, funded, {}).key  # judged active, then paused (a new version)
+    spend_keys.update_key(db, funded, judged.id, {"status": "paused"})
+    used_up = key_row(db, used_up.id)
+    commits, committed_jobs = writer.commits, writer.committed_jobs
+
+    async with HeldWriter(db) as held:
+        calls = [
+            asyncio.ensure_future(open_call(metering, funded)),
+            asyncio.ensure_future(open_call(metering, empty, on_empty)),
+            asyncio.ensure_future(open_call(metering, funded, unlimited)),
+            asyncio.ensure_future(open_call(metering, funded, used_up)),
+            asyncio.ensure_future(open_call(metering, funded, judged)),
+            asyncio.ensure_future(open_call(metering, funded)),
+        ]
+        await queued(writer, len(calls))
+        held.release.set()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert (writer.commits, writer.committed_jobs) == (commits + 2, committed_jobs + 1 + len(calls))
+    taken = [outcome for outcome in outcomes if isinstance(outcome, Ticket)]
+    assert [type(outcome) for outcome in outcomes] == [
+        Ticket,
+        InsufficientBalance,
+        Ticket,
+        RateLimited,
+        Forbidden,
+        Ticket,
+    ]
+    state = ledger_state(db, funded)
+    assert state.held_micros == sum(ticket.hold_micros for ticket in taken) > 0
+    assert state.pending_holds == 3
+    refused_on_empty = ledger_state(db, empty)
+    assert (refused_on_empty.held_micros, refused_on_empty.holds, refused_on_empty.requests) == (0, 0, 1)
+    # The key whose wallet refused has its share back: nothing held, no request counted.
+    back = key_row(db, on_empty.id)
+    assert (back.held_micros, back.cycle_requests, back.total_requests) == (0, 0, 0)
+    assert key_row(db, used_up.id).total_requests == 1
+    with db.read() as session:
+        records = {
+            record.id: record
+            for record in session.exec(select(RequestRecord).where(RequestRecord.endpoint == "test")).all()
+        }
+    assert sorted((r.status, r.ran, r.error_code) for r in records.values()) == [
+        ("completed", True, None),  # the used-up key's first call
+        ("error", False, 402),
+        ("error", False, 403),
+        ("error", False, 429),
+        ("pending", True, None),
+        ("pending", True, None),
+        ("pending", True, None),
+    ]
+    for ticket in taken:
+        await metering.settle(ticket, USAGE)
+    assert ledger_state(db, funded).held_micros == 0
+    assert verify.verify(db) == []
+
+
+def _raise_the_balance_then_fail(session: Session, wallet_id: str, hold_id: str) -> None:
+    """A job that writes, then runs a statement that fails (a duplicate hold id)."""
+    from lava_mcp.store import fast
+
+    fast.run(
+        session,
+        fast.Statement("UPDATE wallet SET balance_micros = balance_micros + 1 WHERE id = :id"),
+        {"id": wallet_id},
+    )
+    fast.run(
+        session,
+        fast.Statement(
+            "INSERT INTO hold (id, wallet_id, request_id, amount_micros, settled_micros, status, expires_at,"
+            " created_at) VALUES (:id, :wallet_id, 'req_dup', 0, 0, 'pending', :now, :now)"
+        ),
+        {"id": hold_id, "wallet_id": wallet_id, "now": utc_now()},
+    )
+
+
+def _add_a_duplicate_record(session: Session, request_id: str, wallet_id: str) -> None:
+    """A job whose ORM flush fails: SQLAlchemy then rolls back the whole transaction."""
+    session.add(RequestRecord(id=request_id, wallet_id=wallet_id, service="cheapchat"))
+
+
+async def test_a_failing_job_is_rolled_back_alone_and_its_batch_commits(
+    runtime: Runtime, new_wallet: wallet.NewWallet
+) -> None:
+    db, metering, writer = runtime.db, runtime.metering, writer_of(runtime)
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    first = await open_call(metering, new_wallet.wallet_id)
+    async with HeldWriter(db) as held:
+        jobs: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(open_call(metering, new_wallet.wallet_id)),
+            db.submit(_raise_the_balance_then_fail, new_wallet.wallet_id, first.hold_id),
+            asyncio.ensure_future(open_call(metering, new_wallet.wallet_id)),
+            db.submit(_add_a_duplicate_record, first.request_id, new_wallet.wallet_id),
+            asyncio.ensure_future(metering.settle(first, USAGE)),
+        ]
+        await queued(writer, len(jobs))
+        held.release.set()
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+    assert isinstance(outcomes[0], Ticket) and isinstance(outcomes[2], Ticket)
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)  # a statement failed: its savepoint rolled back
+    assert "UNIQUE" in str(outcomes[3]) or "IntegrityError" in type(outcomes[3]).__name__  # the flush
+    assert outcomes[4].cost.total_micros == COST_MICROS
+    state = ledger_state(db, new_wallet.wallet_id)
+    assert state.balance_micros == 1_000_000 - COST_MICROS  # the failed job's +1 is gone
+    assert state.held_micros == outcomes[0].hold_micros + outcomes[2].hold_micros
+    assert verify.verify(db) == []
+
+
+CHILD = """
+import asyncio, sys
+from decimal import Decimal
+from lava_mcp.core import spend_keys
+from lava_mcp.core.metering import Metering
+from lava_mcp.errors import UpstreamError
+from lava_mcp.providers import shapes
+from lava_mcp.providers.catalog import Catalog, ModelPrice, Service
+from lava_mcp.providers.upstream import Upstream
+from lava_mcp.store.db import Database
+
+SERVICE = Service(id="chat", shape="openai", pricing="per_token", base_url="http://127.0.0.1:9",
+                  model_prefixes=("c-",), models={"c-1": ModelPrice(Decimal("1.00"), Decimal("2.00"))})
+BODY = {"model": "c-1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 50}
+
+async def main(url, wallet_id, secret):
+    db = Database(url)  # synchronous=FULL
+    key = spend_keys.authenticate(db, secret)
+    metering = Metering(db, Catalog({"chat": SERVICE}), Upstream(5.0))
+    done = 0
+    async def caller(number):
+        nonlocal done
+        while True:
+            ticket = await metering.open(wallet_id=wallet_id, service_id="chat", model=None, body=BODY,
+                                         endpoint="crash", spend_key=key if number % 2 else None)
+            if number % 4 == 3:
+                await metering.fail(ticket, UpstreamError("upstream failed"))
+            else:
+                await metering.settle(ticket, shapes.Usage(3, 6))
+            done += 1
+            if done == 300:
+                print("running", flush=True)
+    await asyncio.gather(*(caller(number) for number in range(48)))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_a_process_killed_while_batches_commit_leaves_no_half_written_batch(tmp_path: Path) -> None:
+    """SIGKILL a process with 48 callers holding, settling and voiding against a file
+    database, three times. Every call is whole: its hold, request record, charge and key
+    counters all written or none; `ledger verify` passes; expiring what was in flight
+    gives every held dollar back."""
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    db = Database(url)
+    db.upgrade()
+    created = wallet.create_wallet(db, name="crash")
+    wallet.adjust(db, created.wallet_id, "1000.00", reason="test funding")
+    secret = spend_keys.create(
+        db, created.wallet_id, {"spend_limit": {"amount": "500.00", "cycle": "monthly"}}
+    )
+    for _ in range(3):
+        with subprocess.Popen(
+            [sys.executable, "-c", CHILD, url, created.wallet_id, secret.secret],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as child:
+            try:
+                assert child.stdout is not None
+                assert child.stdout.readline() == "running\n"
+            finally:
+                os.kill(child.pid, signal.SIGKILL)
+        assert child.returncode == -signal.SIGKILL
+
+    assert verify.verify(db) == []
+    with db.read() as session:
+        records = {r.id: r for r in session.exec(select(RequestRecord)).all()}
+        holds_by_request = {h.request_id: h for h in session.exec(select(Hold)).all()}
+        charges = {
+            e.reference: e for e in session.exec(select(LedgerEntry).where(LedgerEntry.kind == "charge"))
+        }
+        key = session.get(SpendKey, secret.key.id)
+    assert key is not None
+    assert len(records) >= 900 and set(records) == set(holds_by_request)
+    statuses = {"pending": "pending", "completed": "posted", "error": "voided"}
+    for request_id, record in records.items():
+        hold = holds_by_request[request_id]
+        assert hold.status == statuses[record.status], (record, hold)
+        if record.status == "completed":
+            assert (
+                -charges[request_id].amount_micros == record.cost_micros == hold.settled_micros == COST_MICROS
+            )
+        else:
+            assert request_id not in charges
+    keyed = [h for h in holds_by_request.values() if h.spend_key_id == key.id]
+    assert key.total_requests == len(keyed)
+    assert key.total_spend_micros == COST_MICROS * sum(h.status == "posted" for h in keyed)
+    assert key.held_micros == sum(h.amount_micros for h in keyed if h.status == "pending")
+
+    with db.write() as session:
+        holds.expire_due(session, utc_now() + timedelta(days=1))
+    balance = wallet.get_balance(db, created.wallet_id)
+    assert balance.held_micros == 0
+    assert balance.balance_micros == 1_000_000_000 - COST_MICROS * len(charges)
+    assert key_row(db, key.id).held_micros == 0
+    db.dispose()
+
+
+async def test_hundreds_of_concurrent_callers_end_with_the_ledger_sound(
+    runtime: Runtime, new_wallet: wallet.NewWallet
+) -> None:
+    """400 concurrent calls: 200 on a wallet that covers 120 holds, 200 through a spend key
+    whose limit covers about 150 (on a wallet with plenty): exactly that many are admitted,
+    the rest refused with 402; every admitted call is then settled or voided, concurrently."""
+    db, metering = runtime.db, runtime.metering
+    fund(runtime, new_wallet.wallet_id, "10.00")
+    probe = await open_call(metering, new_wallet.wallet_id)  # the hold one call takes
+    await metering.fail(probe, UpstreamError("probe"))
+    hold_micros = probe.hold_micros
+    crowd = wallet.create_wallet(db, name="crowd").wallet_id
+    with db.write() as session:
+        ledger.credit(
+            session,
+            wallet_id=crowd,
+            kind="adjustment",
+            amount_micros=120 * hold_micros,
+            reference="test funding",
+        )
+    limit_micros = -(-150 * hold_micros // 10_000) * 10_000  # whole cents, as limits are set
+    keyed_admissions = limit_micros // hold_micros
+    assert 150 <= keyed_admissions < 200
+    key = spend_keys.create(db, new_wallet.wallet_id, {"spend_limit": {"amount": dollars(limit_micros)}}).key
+    outcomes = await asyncio.gather(
+        *(
+            open_call(metering, new_wallet.wallet_id, key) if number % 2 else open_call(metering, crowd)
+            for number in range(400)
+        ),
+        return_exceptions=True,
+    )
+    admitted = [outcome for outcome in outcomes if isinstance(outcome, Ticket)]
+    refused = [outcome for outcome in outcomes if not isinstance(outcome, Ticket)]
+    assert all(isinstance(outcome, LavaError) and outcome.code == 402 for outcome in refused), refused[:3]
+    assert sum(ticket.wallet_id == crowd for ticket in admitted) == 120
+    assert sum(ticket.spend_key_id == key.id for ticket in admitted) == keyed_admissions
+    assert ledger_state(db, crowd).held_micros == 120 * hold_micros
+    assert key_row(db, key.id).held_micros == keyed_admissions * hold_micros
+
+    async def finish(number: int, ticket: Ticket) -> int:
+        if number % 3 == 0:
+            await metering.fail(ticket, UpstreamError("upstream failed"))
+            return 0
+        return (await metering.settle(ticket, USAGE)).cost.total_micros
+
+    costs = await asyncio.gather(*(finish(number, ticket) for number, ticket in enumerate(admitted)))
+    charged = {wallet_id: 0 for wallet_id in (crowd, new_wallet.wallet_id)}
+    for ticket, cost in zip(admitted, costs, strict=True):
+        charged[ticket.wallet_id] += cost
+    crowd_state, keyed_state = ledger_state(db, crowd), ledger_state(db, new_wallet.wallet_id)
+    assert (crowd_state.held_micros, crowd_state.pending_holds, crowd_state.requests) == (0, 0, 200)
+    assert crowd_state.balance_micros == 120 * hold_micros - charged[crowd]
+    assert (keyed_state.held_micros, keyed_state.pending_holds, keyed_state.requests) == (0, 0, 201)
+    assert keyed_state.balance_micros == 10_000_000 - charged[new_wallet.wallet_id]
+    row = key_row(db, key.id)
+    spent = charged[new_wallet.wallet_id]
+    assert (row.held_micros, row.total_spend_micros, row.cycle_spend_micros) == (0, spent, spent)
+    assert verify.verify(db) == []
+
+
+async def test_healthz_answers_while_another_connection_holds_the_write_lock(
+    runtime: Runtime, new_wallet: wallet.NewWallet, tmp_path: Path
+) -> None:
+    """Another process's connection holds `BEGIN IMMEDIATE`: a metered call waits for the
+    lock in the writer thread, and meanwhile the event loop serves `/healthz`. (Run on the
+    event loop, the call would stall it in SQLite's busy handler until the lock came free
+    or the busy timeout ran out.)"""
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    app = build_app(runtime, migrate=False)
+    blocker = sqlite3.connect(tmp_path / "lava.db", isolation_level=None)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            calling = asyncio.ensure_future(open_call(runtime.metering, new_wallet.wallet_id))
+            await asyncio.sleep(0)  # the call runs up to its hold, which waits for the lock
+            answer = await client.get("/healthz")
+            assert answer.status_code == 200 and answer.json()["status"] == "ok"
+            assert not calling.done()  # still waiting for the lock, and the loop went on
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        ticket = await calling
+    assert ledger_state(runtime.db, new_wallet.wallet_id).held_micros == ticket.hold_micros
+    await runtime.metering.settle(ticket, USAGE)
+    assert verify.verify(runtime.db) == []
+
+
+async def test_a_call_cancelled_while_its_hold_commits_gives_the_hold_back(
+    runtime: Runtime, new_wallet: wallet.NewWallet
+) -> None:
+    """The caller leaves (a cancel) while its hold waits in the writer's queue: the hold
+    still commits, and is voided at once rather than left held until it expires."""
+    db, writer = runtime.db, writer_of(runtime)
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    async with HeldWriter(db) as held:
+        calling = asyncio.ensure_future(open_call(runtime.metering, new_wallet.wallet_id))
+        await queued(writer, 1)
+        calling.cancel()
+        held.release.set()
+        outcome = await asyncio.gather(calling, return_exceptions=True)
+    assert isinstance(outcome[0], asyncio.CancelledError)
+    state = ledger_state(db, new_wallet.wallet_id)
+    assert (state.balance_micros, state.held_micros, state.holds, state.pending_holds) == (1_000_000, 0, 1, 0)
+    with db.read() as session:
+        record = session.exec(
+            select(RequestRecord).where(RequestRecord.wallet_id == new_wallet.wallet_id)
+        ).one()
+    assert (record.status, record.ran, record.error_code) == ("error", True, 499)
+    assert verify.verify(db) == []
+
+
+async def test_at_full_the_writer_syncs_the_wal_itself_and_the_pool_stays_at_full(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """At `synchronous=FULL` the writer's connection commits at NORMAL and its sync thread
+    fsyncs the WAL before answering; every other connection stays at FULL, the writer's own
+    too once it is handed back to the pool (here: after a job whose flush aborted a batch)."""
+    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": "FULL"}))
+    db, metering = runtime.db, runtime.metering
+    db.upgrade()
+    created = wallet.create_wallet(db, name="full")
+    fund(runtime, created.wallet_id, "1.00")
+    writer = writer_of(runtime)
+    tickets = await asyncio.gather(*(open_call(metering, created.wallet_id) for _ in range(20)))
+    await asyncio.gather(*(metering.settle(ticket, USAGE) for ticket in tickets))
+    with pytest.raises(Exception, match="UNIQUE"):
+        await db.transact(_add_a_duplicate_record, tickets[0].request_id, created.wallet_id)
+    assert writer.committed_jobs >= 40
+    state = ledger_state(db, created.wallet_id)
+    assert (state.balance_micros, state.held_micros) == (1_000_000 - 20 * COST_MICROS, 0)
+    pool = db.engine.pool
+    idle = [db.engine.connect() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
+    try:
+        assert idle and all(
+            connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2 for connection in idle
+        )  # 2: FULL
+    finally:
+        for connection in idle:
+            connection.close()
+    assert verify.verify(db) == []
+    await runtime.aclose()

@@ -1,0 +1,5 @@
+"""The fuzzers use the gateway suite's app-on-loopback fixture (`tests/gateway/conftest.py`)."""
+
+from tests.gateway.conftest import gateway
+
+__all__ = ["gateway"]
