@@ -498,3 +498,45 @@ async def test_a_method_shows_its_own_name_parameters_and_docstring(clients: Cli
         "use_checkout",
         "idempotency_key",
     ]
+
+
+def test_every_documented_route_has_a_client_method_that_parses_its_response_model(gateway: Gateway) -> None:
+    """Each operation of `/openapi.json` is built by one client method, which parses the
+    answer with the model the route declares (a delete's `Success` answers True)."""
+    import re
+
+    from lava_mcp.client.endpoint import Endpoint
+    from lava_mcp.client.request import succeeded
+
+    document = httpx.get(f"{gateway.url}/openapi.json").json()
+    built: dict[tuple[str, str], str] = {}
+    with Lava(gateway.wallet_key, base_url=gateway.url) as lava:
+        for resource in vars(lava).values():
+            for name, method in vars(type(resource)).items():
+                if not isinstance(method, Endpoint):
+                    continue
+                signature = inspect.signature(method._build)
+                required = [
+                    parameter
+                    for parameter in list(signature.parameters.values())[1:]
+                    if parameter.default is inspect.Parameter.empty
+                    and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+                ]
+                request = method._build(resource, *["x"] * len(required))
+                parse = request.parse
+                model = getattr(parse, "__self__", None)
+                built[(request.method, request.path)] = (
+                    "Success" if parse is succeeded else getattr(model, "__name__", "?")
+                )
+                assert model is not None or parse is succeeded, name
+    for path, operations in document["paths"].items():
+        pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "x", path) + "$")
+        for verb, operation in operations.items():
+            answer = next(iter(operation["responses"].values()))
+            declared = answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            found = [
+                model
+                for (method, client_path), model in built.items()
+                if method == verb.upper() and pattern.match(client_path)
+            ]
+            assert found == [declared], (verb, path, found, declared)
