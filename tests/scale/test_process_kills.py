@@ -163,10 +163,9 @@ def test_a_process_killed_mid_stream_and_mid_settle_loses_nothing(
         assert (record.status, record.error_code, hold.status) == ("error", 504, "expired"), record
         assert wallet_balance(cluster.db, stalled.wallet_id) == (funded[stalled.wallet_id], 0)
 
-    # The load: each answered call charged exactly once, or — a stream whose last bytes
-    # reached its client before its settle could commit — released like any other hold
-    # of the dead process (the relay settles after the stream's end is sent); nothing else
-    # charged.
+    # The load: each answered call charged exactly once. A stream's last event and the end
+    # of its body are sent only once its settlement committed (core/relay.py), so a client
+    # that got the whole answer was charged for it, even from the process that was killed.
     with cluster.db.read() as session:
         records = {
             record.id: record
@@ -174,14 +173,8 @@ def test_a_process_killed_mid_stream_and_mid_settle_loses_nothing(
                 select(RequestRecord).where(RequestRecord.wallet_id == loaded.wallet_id)
             ).all()
         }
-        expired = {
-            hold.request_id for hold in session.exec(select(Hold).where(Hold.status == "expired")).all()
-        }
     for item in outcomes.with_status(200):
-        record = records[str(item.request_id)]
-        if record.status != "completed":
-            assert item.streamed and item.server == victim.url, item
-            assert (record.status, record.error_code) == ("error", 504) and record.id in expired, record
+        assert records[str(item.request_id)].status == "completed", item
     assert all(record.status in ("completed", "error") for record in records.values())
     balance, held = wallet_balance(cluster.db, loaded.wallet_id)
     assert held == 0 and balance == funded[loaded.wallet_id] - sum(
