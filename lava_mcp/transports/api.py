@@ -4,7 +4,7 @@ Every `/v1` management route is an `APIRoute` of `WalletRoute`, which keeps the 
 hand-written handlers had, in this order:
 
 1. the wallet key (`Authorization: Bearer lava_wk_…`), else 401 in the flat error JSON;
-2. the body read by `http.read_body` (size and time limits: 400 or 408) and parsed by
+2. the body read by `http.read_body` (size and time limits: 413 or 408) and parsed by
    `http.parse_json` (numbers keep their exact text, so `{"amount": 1e1}` is still refused
    as the exponent it is; nesting bounded; a body that is not an object is a 400), whatever
    its content type says;
