@@ -250,6 +250,22 @@ def _drop_fastapi_validation_shapes(document: dict[str, Any]) -> None:
     schemas.pop("ValidationError", None)
 
 
+def links(status: int, parameters: dict[str, str], *operation_ids: str) -> dict[int | str, dict[str, Any]]:
+    """A success response's OpenAPI links: the operations the values it returns address
+    (`parameters` maps each parameter name to a runtime expression such as
+    `$response.body#/spend_key_id`). A client follows them from a created key to its retrieve,
+    update, rotate and revoke; the stateful fuzzer (`tests/fuzz/test_rest_schemathesis.py`)
+    chains its calls by them. Merged into the route's `responses`."""
+    return {
+        status: {
+            "links": {
+                operation_id: {"operationId": operation_id, "parameters": parameters}
+                for operation_id in operation_ids
+            }
+        }
+    }
+
+
 def flat_json(body: Any, status_code: int = 200) -> JSONResponse:
     """A handler's answer: the JSON the core and `render` built, as it is."""
     return JSONResponse(body, status_code=status_code)
