@@ -61,6 +61,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+LITELLM_MASTER_KEY = "sk-bench-" + os.urandom(16).hex()
 BODY = {"model": "gpt-4o-mini", "max_tokens": 16, "messages": [{"role": "user", "content": "Say hello"}]}
 LUA = """
 wrk.method = "POST"
@@ -384,7 +385,7 @@ def main() -> None:
     auth = {
         "direct": "",
         "lava-mcp": f'wrk.headers["Authorization"] = "Bearer {key}"',
-        "LiteLLM": 'wrk.headers["Authorization"] = "Bearer sk-anything"',
+        "LiteLLM": f'wrk.headers["Authorization"] = "Bearer {LITELLM_MASTER_KEY}"',
     }
     scripts: dict[tuple[str, bool], Path] = {}
     for target in targets:
@@ -407,7 +408,17 @@ def main() -> None:
             "lava-mcp": f"http://127.0.0.1:{server_port}/v1/chat/completions",
         }
         if litellm:
-            proxy = stack.enter_context(process(env=env, log=workdir / "litellm.log", command=litellm))
+            # Its bundled price map, not a fetch from GitHub at start (no internet here; a
+            # fetch that fails retries for ~10 s first).
+            # A master key (checked in memory: no database), which LiteLLM requires to start.
+            litellm_env = {
+                **env,
+                "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                "LITELLM_MASTER_KEY": LITELLM_MASTER_KEY,
+            }
+            proxy = stack.enter_context(
+                process(env=litellm_env, log=workdir / "litellm.log", command=litellm)
+            )
             pids["LiteLLM"] = proxy.pid
             urls["LiteLLM"] = f"http://127.0.0.1:{litellm_port}/v1/chat/completions"
             wait_for_port(litellm_port, timeout_s=120)

@@ -16,7 +16,9 @@
     ├── RateLimited                 429   rate or request limit; carries retry_after_s (None: never resets)
     ├── InternalError               500   a bug or an unexpected failure; logged with the request id
     ├── UpstreamError               502   the provider failed; nothing was charged
-    └── NotReadyYet                 503   not yet decidable (e.g. a payment being reconciled): retry later
+    ├── NotReadyYet                 503   not yet decidable (e.g. a payment being reconciled): retry later
+    └── ServiceUnavailable          503   the database can't be reached now (connection lost, restart):
+                                          retry; carries retry_after_s (`store.db.unavailable` maps it)
 
 `to_dict()` is the flat JSON every non-gateway surface returns: `{"error", "code"}` plus
 any extra fields (`next_step`, `decline_code`, `retry_after_s`, ...).
@@ -144,3 +146,16 @@ class NotReadyYet(LavaError):
 
     code = 503
     kind = "api_error"
+
+
+class ServiceUnavailable(LavaError):
+    """The ledger database can't serve the request right now (a dropped connection, a
+    restart, a deadlock victim): retry after `retry_after_s`. A transaction it cut off was
+    rolled back; a hold whose commit the answer was lost for is released at its expiry."""
+
+    code = 503
+    kind = "api_error"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, next_step: str | None = None) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        super().__init__(message, next_step=next_step, extra={"retry_after_s": self.retry_after_s})

@@ -72,6 +72,9 @@ class FakeProvider:
     answer_waiting: threading.Event = field(default_factory=threading.Event)
     # Answer non-streaming chat completions with these bytes verbatim (status 200).
     raw_answer: bytes | None = None
+    # The pause and hold knobs above stall only requests whose message text contains this
+    # (None: every request), so other traffic flows while one call is stalled.
+    stall_only: str | None = None
 
     def reset(self) -> None:
         """Back to the defaults (the session's provider is shared by every test)."""
@@ -91,12 +94,18 @@ class FakeProvider:
         self.break_stream_after_words = None
         self.hold_answers = False
         self.raw_answer = None
+        self.stall_only = None
         self.answer_gate.set()
         self.answer_gate = threading.Event()
         self.answer_waiting = threading.Event()
 
-    async def _maybe_hold_answer(self) -> None:
-        if self.hold_answers:
+    def _stalls(self, body: dict[str, Any]) -> bool:
+        return self.stall_only is None or self.stall_only in "".join(
+            _text(message.get("content")) for message in body.get("messages", [])
+        )
+
+    async def _maybe_hold_answer(self, body: dict[str, Any]) -> None:
+        if self.hold_answers and self._stalls(body):
             self.answer_waiting.set()
             gate = self.answer_gate
             await asyncio.to_thread(gate.wait, 30)
@@ -105,8 +114,8 @@ class FakeProvider:
         if self.break_stream_after_words is not None and sent_words >= self.break_stream_after_words:
             raise ConnectionAbortedError("the fake provider breaks the stream off")
 
-    async def _maybe_pause(self, sent_words: int) -> None:
-        if self.pause_after_words is not None and sent_words == self.pause_after_words:
+    async def _maybe_pause(self, sent_words: int, body: dict[str, Any]) -> None:
+        if self.pause_after_words is not None and sent_words == self.pause_after_words and self._stalls(body):
             self.stream_paused.set()
             gate = self.stream_gate
             await asyncio.to_thread(gate.wait, 30)
@@ -147,7 +156,7 @@ class FakeProvider:
                 usage = self.usage_override
             base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": body["model"]}
             if not body.get("stream"):
-                await self._maybe_hold_answer()
+                await self._maybe_hold_answer(body)
                 if self.raw_answer is not None:
                     return Response(self.raw_answer, media_type="application/json")
                 return JSONResponse(
@@ -174,7 +183,7 @@ class FakeProvider:
                     }
                     yield f"data: {json.dumps(chunk)}\n\n".encode()
                     self._maybe_break(sent + 1)
-                    await self._maybe_pause(sent + 1)
+                    await self._maybe_pause(sent + 1, body)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                 final = {
@@ -222,7 +231,7 @@ class FakeProvider:
                 "stop_sequence": None,
             }
             if not body.get("stream"):
-                await self._maybe_hold_answer()
+                await self._maybe_hold_answer(body)
                 return JSONResponse(
                     {**message, "content": [{"type": "text", "text": "".join(words)}], "usage": usage}
                 )
@@ -242,7 +251,7 @@ class FakeProvider:
                         "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": word}}
                     )
                     self._maybe_break(sent + 1)
-                    await self._maybe_pause(sent + 1)
+                    await self._maybe_pause(sent + 1, body)
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                 yield event("content_block_stop", {"index": 0})

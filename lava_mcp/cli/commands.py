@@ -54,8 +54,14 @@ def serve(
     runtime = Runtime.build(config)
     runtime.db.upgrade()
     mode = config.payments_mode
-    if not runtime.db.has_wallets():
-        created = wallet.create_wallet(runtime.db, name="default", mode=config.money_mode)
+    # Servers started together on a new ledger make one wallet between them, not one each.
+    with runtime.db.exclusive("first wallet"):
+        created = (
+            None
+            if runtime.db.has_wallets()
+            else wallet.create_wallet(runtime.db, name="default", mode=config.money_mode)
+        )
+    if created is not None:
         # soft_wrap: rich never breaks the key across lines, whatever the terminal's width.
         stderr.print(
             f"Created wallet {created.wallet_id}. Its key is shown once; keep it:\n\n"

@@ -8,10 +8,12 @@
 
 It mirrors Lava's Node SDK: `spend_keys.create/list/retrieve/update/rotate/revoke`,
 `wallet.balance()`, `usage.retrieve()`, `requests.list()`; and `wallet.fund()`,
-`payment_methods`, `orgs` and `org_invitations`. Every answer is a typed pydantic model
-(`lava_mcp.client.models`; `wallet.fund`, `payment_methods`, `orgs` and `org_invitations`
-answer their JSON object: their models are not there yet); every error is raised as
-`LavaAPIError` with the HTTP status, message and the error JSON.
+`payment_methods`, `orgs`, `org_invitations` and `connected_clients` (the apps connected
+over OAuth, `/v1/oauth/clients`). Every answer is the typed pydantic model the server
+declares for its route (`lava_mcp.client.models`, re-exported from `lava_mcp.contract`:
+`lava.wallet.fund(25).status`, `lava.orgs.retrieve(org_id).members`), and a delete answers
+True; every error is raised as `LavaAPIError` with the HTTP status, message and the error
+JSON.
 
 One implementation serves both clients: each resource method (`resources.py`) only builds an
 `APIRequest` (`request.py`), and a transport sends it (`transports.py`) — `SyncTransport`
@@ -28,8 +30,24 @@ import httpx
 
 from lava_mcp.client.endpoint import TransportT
 from lava_mcp.client.errors import LavaAPIError
-from lava_mcp.client.models import RequestList, RequestRecord, SpendKey, SpendKeyList, Usage, Wallet
+from lava_mcp.client.models import (
+    ConnectedClient,
+    ConnectedClientList,
+    FundResult,
+    Invitation,
+    InvitationList,
+    Org,
+    PaymentMethod,
+    PaymentMethodList,
+    RequestList,
+    RequestRecord,
+    SpendKey,
+    SpendKeyList,
+    Usage,
+    Wallet,
+)
 from lava_mcp.client.resources import (
+    ConnectedClients,
     OrgInvitations,
     Orgs,
     PaymentMethods,
@@ -43,8 +61,16 @@ from lava_mcp.client.transports import AsyncTransport, SyncTransport
 
 __all__ = [
     "AsyncLava",
+    "ConnectedClient",
+    "ConnectedClientList",
+    "FundResult",
+    "Invitation",
+    "InvitationList",
     "Lava",
     "LavaAPIError",
+    "Org",
+    "PaymentMethod",
+    "PaymentMethodList",
     "RequestList",
     "RequestRecord",
     "SpendKey",
@@ -84,6 +110,7 @@ class _Client(Generic[TransportT, HTTPClientT]):
         self.requests = Requests(transport)
         self.orgs = Orgs(transport)
         self.org_invitations = OrgInvitations(transport)
+        self.connected_clients = ConnectedClients(transport)
 
 
 class Lava(_Client[SyncTransport, httpx.Client]):

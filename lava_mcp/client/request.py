@@ -57,14 +57,6 @@ class APIRequest(Generic[Result]):
         return self.parse(response.json())
 
 
-def json_object(body: object) -> dict[str, object]:
-    """The answer's JSON object as it came (for routes whose typed model is not yet in
-    `lava_mcp.client.models`). Raises: ValueError (not an object)."""
-    if not isinstance(body, dict):
-        raise ValueError(f"the answer is not a JSON object: {type(body).__name__}")
-    return body
-
-
 def succeeded(body: object) -> bool:
     """`{"success": true}`, the answer of a delete."""
     return isinstance(body, dict) and body.get("success") is True

@@ -2,9 +2,8 @@
 and `AsyncLava` (see `endpoint.py`): it builds the `APIRequest` of its route and says what
 its answer parses into.
 
-Typed results come from `lava_mcp.client.models`. The routes whose model is not there yet
-(`wallet.fund`, `payment_methods`, `orgs`, `org_invitations`) return the answer's JSON object as it came
-(`dict[str, object]`), as their docstrings say.
+Every result is the contract's model of its route (`lava_mcp.client.models`, the same model
+the server declares as the route's `response_model`), and a delete answers True.
 """
 
 from __future__ import annotations
@@ -13,8 +12,21 @@ from collections.abc import Mapping, Sequence
 from typing import TypedDict, Unpack
 
 from lava_mcp.client.endpoint import Resource, TransportT, endpoint
-from lava_mcp.client.models import RequestList, SpendKey, SpendKeyList, Usage, Wallet
-from lava_mcp.client.request import APIRequest, as_body, json_object, query, segment, succeeded
+from lava_mcp.client.models import (
+    ConnectedClientList,
+    FundResult,
+    Invitation,
+    InvitationList,
+    Org,
+    PaymentMethod,
+    PaymentMethodList,
+    RequestList,
+    SpendKey,
+    SpendKeyList,
+    Usage,
+    Wallet,
+)
+from lava_mcp.client.request import APIRequest, as_body, query, segment, succeeded
 
 
 class SpendKeyFields(TypedDict, total=False):
@@ -111,7 +123,7 @@ class WalletResource(Resource[TransportT]):
         payment_method_id: str | None = None,
         use_checkout: bool = False,
         idempotency_key: str | None = None,
-    ) -> APIRequest[dict[str, object]]:
+    ) -> APIRequest[FundResult]:
         """Add funds: charge a saved card (the default unless `payment_method_id` names one)
         or, with `use_checkout=True` or no card saved, get a `checkout_url` to pay on.
 
@@ -119,41 +131,42 @@ class WalletResource(Resource[TransportT]):
         answer says the range (`"status": "amount_required"`). With an `idempotency_key`, a
         retry answers the first attempt's result and moves no money twice.
 
-        Returns the answer's JSON object as it came (`status` — `completed`,
-        `checkout_required`, `requires_action`, … — `balance`, `checkout_url` …): its typed
-        model is not yet in `lava_mcp.client.models`.
+        Returns a `FundResult`: its `status` (`completed`, `processing`, `requires_action`,
+        `checkout_required`, `amount_required`) says which of `balance`, `checkout_url`,
+        `redirect_url`, `payment_methods`, `min`/`max` … it carries.
         Raises: LavaAPIError (400 bad amount, 402 declined — `body["decline_code"]`, 404
         another wallet's card, 409 the key reused for another request).
         """
         body = as_body(
             {"amount": amount, "payment_method_id": payment_method_id, "use_checkout": use_checkout}
         )
-        return APIRequest("POST", "/v1/wallet/fund", json_object, json=body, idempotency_key=idempotency_key)
+        return APIRequest(
+            "POST", "/v1/wallet/fund", FundResult.model_validate, json=body, idempotency_key=idempotency_key
+        )
 
 
 class PaymentMethods(Resource[TransportT]):
-    """`/v1/payment_methods`: the wallet's saved cards. Each answer is the JSON object as it
-    came (a card is `{"id", "brand", "last4", "exp_month", "exp_year", "default"}`): its typed
-    model is not yet in `lava_mcp.client.models`."""
+    """`/v1/payment_methods`: the wallet's saved cards, each a `PaymentMethod` (`id`, `brand`,
+    `last4`, `exp_month`, `exp_year`, `default`)."""
 
     @endpoint
-    def list(self) -> APIRequest[dict[str, object]]:
-        """`{"data": [card, …], "has_more", "next_cursor"}`, the default card first.
-        Raises: LavaAPIError."""
-        return APIRequest("GET", "/v1/payment_methods", json_object)
+    def list(self) -> APIRequest[PaymentMethodList]:
+        """The saved cards (`data`), the default card first. Raises: LavaAPIError."""
+        return APIRequest("GET", "/v1/payment_methods", PaymentMethodList.model_validate)
 
     @endpoint
-    def save(self, payment_method_id: str) -> APIRequest[dict[str, object]]:
+    def save(self, payment_method_id: str) -> APIRequest[PaymentMethod]:
         """Save a card tokenised by Stripe (`pm_…`; in the sandbox, Stripe's test tokens such
         as `pm_card_visa`); the first card saved becomes the default.
         Raises: LavaAPIError (400 not a usable card)."""
         body = {"payment_method_id": payment_method_id}
-        return APIRequest("POST", "/v1/payment_methods", json_object, json=body)
+        return APIRequest("POST", "/v1/payment_methods", PaymentMethod.model_validate, json=body)
 
     @endpoint
-    def set_default(self, payment_method_id: str) -> APIRequest[dict[str, object]]:
-        """Make a saved card the one charged by default. Raises: LavaAPIError (404)."""
-        return APIRequest("POST", f"/v1/payment_methods/{segment(payment_method_id)}/default", json_object)
+    def set_default(self, payment_method_id: str) -> APIRequest[PaymentMethod]:
+        """Make a saved card the one charged by default: that card. Raises: LavaAPIError (404)."""
+        path = f"/v1/payment_methods/{segment(payment_method_id)}/default"
+        return APIRequest("POST", path, PaymentMethod.model_validate)
 
     @endpoint
     def remove(self, payment_method_id: str) -> APIRequest[bool]:
@@ -182,34 +195,33 @@ class Requests(Resource[TransportT]):
 class Orgs(Resource[TransportT]):
     """`/v1/orgs`: an org's members, roles, invitations and the admin's funding switch. A
     wallet outside the org gets 404 on its routes; a member who is not an admin, 403 on a
-    change. Each answer is the JSON object as it came (an org is `{"org_id", "name", "plan",
-    "enabled", "members": [{"wallet_id", "role"}], "created_at"}`): its typed model is not yet
-    in `lava_mcp.client.models`."""
+    change. An org answers as an `Org` (`org_id`, `name`, `plan`, `enabled`, `members` —
+    each `wallet_id` and `role` — `created_at`), an invitation as an `Invitation`."""
 
     @endpoint
-    def create(self, name: str, *, plan: str = "individual") -> APIRequest[dict[str, object]]:
+    def create(self, name: str, *, plan: str = "individual") -> APIRequest[Org]:
         """A new org (`individual`, `team` or `enterprise`), not enabled; this wallet is its
         admin. Raises: LavaAPIError (400 name or plan, 409 already in an org)."""
-        return APIRequest("POST", "/v1/orgs", json_object, json={"name": name, "plan": plan})
+        return APIRequest("POST", "/v1/orgs", Org.model_validate, json={"name": name, "plan": plan})
 
     @endpoint
-    def retrieve(self, org_id: str) -> APIRequest[dict[str, object]]:
+    def retrieve(self, org_id: str) -> APIRequest[Org]:
         """Raises: LavaAPIError (404 unknown, or not this wallet's org)."""
-        return APIRequest("GET", f"/v1/orgs/{segment(org_id)}", json_object)
+        return APIRequest("GET", f"/v1/orgs/{segment(org_id)}", Org.model_validate)
 
     @endpoint
-    def invite(self, org_id: str, wallet_id: str, *, role: str = "member") -> APIRequest[dict[str, object]]:
+    def invite(self, org_id: str, wallet_id: str, *, role: str = "member") -> APIRequest[Invitation]:
         """Invite a wallet (`member` or `admin`): the invitation, pending until that wallet
         accepts it. Raises: LavaAPIError (403 not an admin, 404, 409 already in an org)."""
         body = {"wallet_id": wallet_id, "role": role}
-        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/members", json_object, json=body)
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/members", Invitation.model_validate, json=body)
 
     @endpoint
-    def set_role(self, org_id: str, wallet_id: str, role: str) -> APIRequest[dict[str, object]]:
+    def set_role(self, org_id: str, wallet_id: str, role: str) -> APIRequest[Org]:
         """The org with the member's new role. Raises: LavaAPIError (403, 404, 409 the last
         admin)."""
         path = f"/v1/orgs/{segment(org_id)}/members/{segment(wallet_id)}"
-        return APIRequest("PUT", path, json_object, json={"role": role})
+        return APIRequest("PUT", path, Org.model_validate, json={"role": role})
 
     @endpoint
     def remove_member(self, org_id: str, wallet_id: str) -> APIRequest[bool]:
@@ -225,40 +237,57 @@ class Orgs(Resource[TransportT]):
         return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/leave", succeeded)
 
     @endpoint
-    def invitations(self, org_id: str) -> APIRequest[dict[str, object]]:
-        """The org's pending invitations, `{"data": [...], …}` (admins only).
-        Raises: LavaAPIError (403, 404)."""
-        return APIRequest("GET", f"/v1/orgs/{segment(org_id)}/invitations", json_object)
+    def invitations(self, org_id: str) -> APIRequest[InvitationList]:
+        """The org's pending invitations (`data`; admins only). Raises: LavaAPIError (403, 404)."""
+        return APIRequest("GET", f"/v1/orgs/{segment(org_id)}/invitations", InvitationList.model_validate)
 
     @endpoint
-    def enable(self, org_id: str) -> APIRequest[dict[str, object]]:
+    def enable(self, org_id: str) -> APIRequest[Org]:
         """Let the org's members fund their wallets. Raises: LavaAPIError (403, 404)."""
-        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/enable", json_object)
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/enable", Org.model_validate)
 
     @endpoint
-    def disable(self, org_id: str) -> APIRequest[dict[str, object]]:
+    def disable(self, org_id: str) -> APIRequest[Org]:
         """Stop funding in a `team` or `enterprise` org. Raises: LavaAPIError (403, 404)."""
-        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/disable", json_object)
+        return APIRequest("POST", f"/v1/orgs/{segment(org_id)}/disable", Org.model_validate)
 
 
 class OrgInvitations(Resource[TransportT]):
     """`/v1/org_invitations`: this wallet's invitations to orgs, which only it can answer.
-    Each answer is the JSON object as it came (an invitation is `{"id", "org_id",
-    "org_name", "wallet_id", "role", "status", "invited_by", "created_at", "resolved_at"}`):
-    its typed model is not yet in `lava_mcp.client.models`."""
+    Each answers as an `Invitation` (`id`, `org_id`, `org_name`, `wallet_id`, `role`,
+    `status`, `invited_by`, `created_at`, `resolved_at`)."""
 
     @endpoint
-    def list(self) -> APIRequest[dict[str, object]]:
-        """This wallet's pending invitations, `{"data": [...], …}`. Raises: LavaAPIError."""
-        return APIRequest("GET", "/v1/org_invitations", json_object)
+    def list(self) -> APIRequest[InvitationList]:
+        """This wallet's pending invitations (`data`). Raises: LavaAPIError."""
+        return APIRequest("GET", "/v1/org_invitations", InvitationList.model_validate)
 
     @endpoint
-    def accept(self, invitation_id: str) -> APIRequest[dict[str, object]]:
+    def accept(self, invitation_id: str) -> APIRequest[Invitation]:
         """Join the org: the invitation, `accepted`. Raises: LavaAPIError (404 unknown or
         another wallet's, 409 no longer pending or already in an org)."""
-        return APIRequest("POST", f"/v1/org_invitations/{segment(invitation_id)}/accept", json_object)
+        path = f"/v1/org_invitations/{segment(invitation_id)}/accept"
+        return APIRequest("POST", path, Invitation.model_validate)
 
     @endpoint
-    def decline(self, invitation_id: str) -> APIRequest[dict[str, object]]:
+    def decline(self, invitation_id: str) -> APIRequest[Invitation]:
         """The invitation, `declined`. Raises: LavaAPIError (404, 409 no longer pending)."""
-        return APIRequest("POST", f"/v1/org_invitations/{segment(invitation_id)}/decline", json_object)
+        path = f"/v1/org_invitations/{segment(invitation_id)}/decline"
+        return APIRequest("POST", path, Invitation.model_validate)
+
+
+class ConnectedClients(Resource[TransportT]):
+    """`/v1/oauth/clients`: the chats and apps connected to this wallet through OAuth (the
+    dashboard's connected apps)."""
+
+    @endpoint
+    def list(self) -> APIRequest[ConnectedClientList]:
+        """The connected clients (`data`): each `id`, `client_id`, `client_name`, `scopes`,
+        `created_at`, `last_used_at`. Raises: LavaAPIError."""
+        return APIRequest("GET", "/v1/oauth/clients", ConnectedClientList.model_validate)
+
+    @endpoint
+    def revoke(self, connected_client_id: str) -> APIRequest[bool]:
+        """Disconnect one (its `id` in the list): its tokens fail on their next request, on
+        every surface; True when done. Raises: LavaAPIError (404 unknown or another wallet's)."""
+        return APIRequest("DELETE", f"/v1/oauth/clients/{segment(connected_client_id)}", succeeded)

@@ -155,6 +155,8 @@ def fund(
 ) -> dict[str, Any]:
     """`add_funds`, synchronous (it waits on the database and the processor)."""
     db, payments = runtime.db, runtime.payments
+    if idempotency_key is not None:  # judged even when no amount means it is never claimed
+        idempotency.check_key(idempotency_key)
     owner = payment_methods.wallet_for_payments(db, payments, wallet_id)
     amount_micros = None if amount is None else parse_funding_amount(amount)
     if amount_micros is None:

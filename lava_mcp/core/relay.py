@@ -11,6 +11,12 @@ Voiding: a stream the provider never accepted (no 2xx answer) is voided by the g
 before a relay starts. Once it answered 2xx it may bill, so whatever ends the stream
 afterwards — its end, the client leaving, the upstream breaking off — it is settled by
 the rule, shielded from cancellation. The hold is kept alive while the stream lives.
+
+Durable before complete: the stream's last event (OpenAI's `[DONE]`, Anthropic's
+`message_stop`) and the end of the body are held back until the settlement has committed.
+A client that has the whole answer has therefore been charged for it: a crash (SIGKILL)
+at any point before that commit leaves the call unfinished for its client and its hold
+pending, which the expiry sweep releases; after it, the charge is in the ledger.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class StreamRelay:
         self.exchange = exchange
         self.meter = StreamUsage(shape)
         self.client_gone = anyio.Event()
+        self._settled = False
 
     async def run(
         self,
@@ -58,21 +65,31 @@ class StreamRelay:
             async with anyio.create_task_group() as tasks:
 
                 async def pump() -> None:
+                    held: list[bytes] = []  # from the last event on: sent once settled
+                    broke_off = False
                     try:
                         async for chunk in self.response.content.iter_any():
                             self.meter.feed(chunk)
-                            if not self.client_gone.is_set():
+                            if self.client_gone.is_set():
+                                if self.meter.final:
+                                    break  # drained: the usage is in
+                            elif held or self.meter.ended:
+                                held.append(chunk)
+                            else:
                                 await self._forward(forward, chunk)
-                            elif self.meter.final:
-                                break  # drained: the usage is in
-                        if not self.client_gone.is_set():
-                            await self._forward(end)
                     except upstream.TRANSPORT_ERRORS as error:
+                        broke_off = True
                         logger.warning(
                             "request %s: the upstream stream broke off (%s)",
                             self.ticket.request_id,
                             type(error).__name__,
                         )
+                    if not self.client_gone.is_set():
+                        await self._settle()  # durable before the answer is complete
+                        for chunk in held:
+                            await self._forward(forward, chunk)
+                        if not broke_off:
+                            await self._forward(end)
                     tasks.cancel_scope.cancel()
 
                 async def watch_client() -> None:
@@ -94,11 +111,18 @@ class StreamRelay:
                 tasks.start_soon(drain_deadline)
                 tasks.start_soon(self.metering.keep_alive_while, self.ticket)
         finally:
-            with anyio.CancelScope(shield=True):
-                self.response.close()
-                await self.metering.finish_stream(
-                    self.ticket, self.meter.usage(), accepted=self.exchange.accepted
-                )
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Charge the stream by the rule, once, shielded from cancellation."""
+        if self._settled:
+            return
+        self._settled = True
+        with anyio.CancelScope(shield=True):
+            self.response.close()
+            await self.metering.finish_stream(
+                self.ticket, self.meter.usage(), accepted=self.exchange.accepted
+            )
 
     async def _forward(self, send: Callable[..., Awaitable[None]], *chunk: bytes) -> None:
         try:

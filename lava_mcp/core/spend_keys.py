@@ -18,6 +18,10 @@ again by the rules of `check_allowed` (so a pause or a narrowed scope refuses th
 a new name does not) and the hold retried at the new version. A call whose hold was taken
 runs, and is charged, under the key as it was.
 
+A key is never made to allow a model it could never call: create and update refuse (400) an
+allowed model served in the other request shape, or by a provider the key leaves out
+(`_refuse_uncallable_models`), instead of a key whose every call to it is a 403.
+
 That check is what lets the gateway judge calls by a cached key (`cached`,
 `core.key_cache`) instead of reading it per call: a key changed on any process since it
 was cached is caught by the hold's UPDATE, on the very next call.
@@ -109,7 +113,8 @@ def create(
     (the contract's `SpendKeyCreate`, or the same fields as a mapping).
 
     Raises:
-        BadRequest: an unknown field, or a malformed or out-of-range value.
+        BadRequest: an unknown field, a malformed or out-of-range value, or an allowed model
+            the key could never call (another shape's, or a provider's it does not allow).
         NotFound: an unknown wallet.
     """
     now = utc_now()
@@ -619,6 +624,8 @@ def parse_options(
         if body.status is None and partial:
             raise BadRequest("status must be 'active' or 'paused'")
         changes["status"] = body.status or "active"
+    if catalog is not None and changes.keys() & {"allowed_models", "request_shape", "allowed_providers"}:
+        _refuse_uncallable_models(changes, keep, catalog)
     return changes
 
 
@@ -702,6 +709,50 @@ def _providers(providers: list[str] | None, catalog: Catalog | None) -> list[str
                 next_step=f"providers in the catalog: {', '.join(sorted(catalog.services))}",
             )
     return providers
+
+
+def _refuse_uncallable_models(changes: Mapping[str, Any], keep: SpendKey | None, catalog: Catalog) -> None:
+    """Refuse an allowed model the key, as it will be, could never call.
+
+    The gateway serves a model only in its service's shape and a key only in its own
+    `request_shape` (`check_allowed`), and only from its `allowed_providers`: a Claude model
+    on an `openai` key, or an OpenAI model on a key limited to `anthropic`, would be refused
+    on every call. Judged on the key after the change (an update that only narrows the
+    providers or switches the shape is judged against the models the key already allows),
+    and only when one of those three fields changes, so a key stored before this rule can
+    still be renamed or paused. A model no catalog service claims is left alone (a catalog
+    file may add its service later).
+    """
+
+    def final(field: str, default: Any) -> Any:
+        if field in changes:
+            return changes[field]
+        return getattr(keep, field) if keep is not None else default
+
+    models: list[str] | None = final("allowed_models", None)
+    shape: str = final("request_shape", "openai")
+    providers: list[str] | None = final("allowed_providers", None)
+    for model in models or []:
+        try:
+            service = catalog.for_model(model)
+        except NotFound:
+            continue
+        if service.shape != shape:
+            raise BadRequest(
+                f"allowed_models: model {model[:80]!r} is served in the {service.shape} shape,"
+                f" and this key's request_shape is {shape!r}: it could never call it",
+                next_step=(
+                    f"leave it out, or make a key with request_shape {service.shape!r} for it"
+                    if service.shape in ("openai", "anthropic")
+                    else "leave it out: a data service is called with call_paid_service"
+                ),
+            )
+        if providers is not None and service.id not in providers:
+            raise BadRequest(
+                f"allowed_models: model {model[:80]!r} is served by provider {service.id!r},"
+                f" which this key's allowed_providers ({', '.join(providers) or 'none'}) leaves out",
+                next_step=f"leave it out, or add {service.id!r} to allowed_providers",
+            )
 
 
 def _expiry(value: str | None, now: datetime) -> datetime | None:

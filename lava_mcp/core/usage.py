@@ -70,22 +70,32 @@ def parse_day(value: object, field_name: str) -> date | None:
         raise BadRequest(f"{field_name} {value!r} is not a real date") from error
 
 
-def summary(db: Database, wallet_id: str, *, since: object = None, until: object = None) -> Summary:
+def summary(
+    db: Database,
+    wallet_id: str,
+    *,
+    since: object = None,
+    until: object = None,
+    names: tuple[str, str] = ("since", "until"),
+) -> Summary:
     """Daily totals of calls that ran, every day of the window listed (zero days too).
 
-    Default window: today (UTC) and the 6 days before.
+    Default window: today (UTC) and the 6 days before. `names` are the caller's own names
+    for the first and last day (REST's query says `start` and `end`; MCP and the CLI,
+    `since` and `until`), so an error names the parameter the caller actually sent.
     Raises: BadRequest for malformed dates, since > until, or a window over 366 days.
     """
-    until_day = parse_day(until, "until") or utc_now().date()
+    since_name, until_name = names
+    until_day = parse_day(until, until_name) or utc_now().date()
     try:
         # The default start and the end's next midnight step past the calendar for the
         # first and last days Python can hold (0001-01-01, 9999-12-31): bad input, not a 500.
-        since_day = parse_day(since, "since") or until_day - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
+        since_day = parse_day(since, since_name) or until_day - timedelta(days=DEFAULT_WINDOW_DAYS - 1)
         end = datetime.combine(until_day + timedelta(days=1), time.min, tzinfo=UTC)
     except OverflowError as error:
         raise BadRequest("the window must lie between the years 1 and 9999") from error
     if since_day > until_day:
-        raise BadRequest("since must not be after until")
+        raise BadRequest(f"{since_name} must not be after {until_name}")
     if (until_day - since_day).days + 1 > MAX_WINDOW_DAYS:
         raise BadRequest(f"the window may span at most {MAX_WINDOW_DAYS} days")
     start = datetime.combine(since_day, time.min, tzinfo=UTC)

@@ -29,6 +29,7 @@ class StreamUsage:
 
     shape: str
     final: bool = False  # the provider's own final usage arrived
+    ended: bool = False  # the stream's last event arrived (OpenAI `[DONE]`, Anthropic `message_stop`)
     _usage: shapes.Usage | None = field(default=None, repr=False)
     _anthropic_fields: dict[str, Any] = field(default_factory=dict, repr=False)
     _partial: bytes = field(default=b"", repr=False)
@@ -47,6 +48,7 @@ class StreamUsage:
             if data == b"[DONE]":
                 # The end: a running report (below) that reached it was the last one.
                 self.final = self.final or self._usage is not None
+                self.ended = True
             elif b'"usage"' in data:
                 event = _json(data)
                 if event.get("usage") is not None:
@@ -57,7 +59,9 @@ class StreamUsage:
                     # on every chunk: those are final only at the end of the stream.
                     self.final = event.get("choices") == []
             return
-        if b"message_start" in data[:40]:
+        if b"message_stop" in data[:40]:
+            self.ended = True
+        elif b"message_start" in data[:40]:
             message = _json(data).get("message")
             usage = message.get("usage") if isinstance(message, dict) else None
             if isinstance(usage, dict):

@@ -12,11 +12,19 @@ wait must not stall every other request. `Database.transact()` hands a write job
 writer thread, which commits concurrent jobs together (group commit, `store.writer`); on
 PostgreSQL each job is its own transaction in a worker thread. `Database.run()` runs any
 other blocking work in a worker thread.
+
+A database failure that says "try again" (a connection dropped or refused, a server
+restarting, a deadlock or serialization victim, SQLite busy past its timeout, no pooled
+connection free in time) is answered on every surface as `ServiceUnavailable` (503 with a
+retry hint), never as a 500: `unavailable` judges the error where the surfaces render
+what they did not expect. The transaction it cut off was rolled back by the server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -27,10 +35,13 @@ import anyio
 import anyio.to_thread
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlmodel import Session
 
+from lava_mcp.errors import ServiceUnavailable
 from lava_mcp.store.writer import Writer, wait_out
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -131,16 +142,32 @@ class Database:
                 session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             yield session
 
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the lock called `name` on this database for the block, against every process
+        that opens it (a PostgreSQL advisory lock): for one-time work that several servers
+        started together would otherwise all do at once — the migrations, the first wallet.
+        On SQLite, nothing: its transactions already serialise one file's writers."""
+        if self.is_sqlite:
+            yield
+            return
+        key = int.from_bytes(hashlib.sha256(f"lava-mcp:{name}".encode()).digest()[:8], "big", signed=True)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+
     def upgrade(self) -> None:
-        """Apply every Alembic migration not yet applied."""
-        with self.engine.begin() as connection:
+        """Apply every Alembic migration not yet applied (one process at a time: servers
+        started together on a new database would otherwise each create the same tables)."""
+        with self.exclusive("migrations"), self.engine.begin() as connection:
             config = alembic_config(self.url)
             config.attributes["connection"] = connection
             command.upgrade(config, "heads")
 
     def has_wallets(self) -> bool:
-        from sqlalchemy import text
-
         with self.read() as session:
             return session.execute(text("SELECT 1 FROM wallet LIMIT 1")).first() is not None
 
@@ -179,3 +206,66 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
         begin = connection.get_execution_options().get("lava_begin", "BEGIN")
         if begin:
             connection.exec_driver_sql(begin)
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
+    try:
+        import psycopg  # the `postgres` extra
+    except ImportError:
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+# Every error a database call can raise: SQLAlchemy's and the drivers' own.
+DATABASE_ERRORS = _database_errors()
+
+# PostgreSQL's "try again" SQLSTATEs: serialization failure, deadlock, lock not available,
+# and the server going away (admin shutdown, crash shutdown, cannot connect now); class 08
+# is a lost connection.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03"})
+RETRY_AFTER_S = 1
+
+
+def unavailable(error: BaseException) -> ServiceUnavailable | None:
+    """The 503 to answer for a database failure that a retry can pass, else None.
+
+    Judges SQLAlchemy's wrapped errors and the drivers' own (the hot path's statements run
+    on the driver's cursor, `store.fast`), searching the chain of causes: anything else (a
+    missing table, a constraint, a bug) stays the 500 it is.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _retryable(current):
+            return ServiceUnavailable(
+                f"the ledger database is unavailable right now; retry in {RETRY_AFTER_S} s",
+                retry_after_s=RETRY_AFTER_S,
+                next_step="retry the request (a call refused this way was not charged)",
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _retryable(error: BaseException) -> bool:
+    if isinstance(error, PoolTimeoutError):
+        return True  # no pooled connection came free in time
+    driver_error: BaseException | None = error
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        driver_error = error.orig
+    if isinstance(driver_error, sqlite3.OperationalError):
+        message = str(driver_error).lower()
+        return "locked" in message or "busy" in message
+    if driver_error is None or not type(driver_error).__module__.startswith("psycopg"):
+        return False
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate is None:
+        # No SQLSTATE: the connection itself failed (refused, closed by the server, broken).
+        kinds = {kind.__name__ for kind in type(driver_error).__mro__}
+        return bool(kinds & {"OperationalError", "InterfaceError"})
+    return str(sqlstate) in _RETRYABLE_SQLSTATES or str(sqlstate).startswith("08")

@@ -4,7 +4,7 @@ Every `/v1` management route is an `APIRoute` of `WalletRoute`, which keeps the 
 hand-written handlers had, in this order:
 
 1. the wallet key (`Authorization: Bearer lava_wk_…`), else 401 in the flat error JSON;
-2. the body read by `http.read_body` (size and time limits: 400 or 408) and parsed by
+2. the body read by `http.read_body` (size and time limits: 413 or 408) and parsed by
    `http.parse_json` (numbers keep their exact text, so `{"amount": 1e1}` is still refused
    as the exponent it is; nesting bounded; a body that is not an object is a 400), whatever
    its content type says;
@@ -248,6 +248,22 @@ def _drop_fastapi_validation_shapes(document: dict[str, Any]) -> None:
     schemas = document.get("components", {}).get("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+
+
+def links(status: int, parameters: dict[str, str], *operation_ids: str) -> dict[int | str, dict[str, Any]]:
+    """A success response's OpenAPI links: the operations the values it returns address
+    (`parameters` maps each parameter name to a runtime expression such as
+    `$response.body#/spend_key_id`). A client follows them from a created key to its retrieve,
+    update, rotate and revoke; the stateful fuzzer (`tests/fuzz/test_rest_schemathesis.py`)
+    chains its calls by them. Merged into the route's `responses`."""
+    return {
+        status: {
+            "links": {
+                operation_id: {"operationId": operation_id, "parameters": parameters}
+                for operation_id in operation_ids
+            }
+        }
+    }
 
 
 def flat_json(body: Any, status_code: int = 200) -> JSONResponse:

@@ -28,13 +28,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lava_mcp import __version__
 from lava_mcp.core.stats import MEDIA_TYPE, require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.observability import metrics as instruments
 from lava_mcp.runtime import Runtime, running
+from lava_mcp.store.db import DATABASE_ERRORS, unavailable
 from lava_mcp.transports import api, oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
@@ -130,6 +131,45 @@ async def internal_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"error": "internal error", "code": 500}, status_code=500)
 
 
+async def database_error(request: Request, error: Exception) -> Response:
+    """A database error no route handled: one that can't reach the database right now is a
+    503 with a retry hint (`store.db.unavailable`); any other a 500, logged.
+
+    Registered by exception class, so Starlette answers it where route errors are handled
+    and the connection stays open (what reaches the catch-all `Exception` handler is
+    raised on to the server after the answer, and uvicorn then closes the connection, which
+    a client's next request on it would find dropped)."""
+    if (busy := unavailable(error)) is not None:
+        logger.warning("%s %s: %s (%s)", request.method, request.url.path, busy.message, error)
+        return error_response(busy)
+    return await internal_error(request, error)
+
+
+async def answering_outages(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run `app`; a database outage that escapes it is answered 503 (if nothing was sent
+    yet) or, once the app's last-resort handler has answered it, not raised on to the server
+    (which would close the connection under the client's next request)."""
+    started = finished = False
+
+    async def tracked(message: Message) -> None:
+        nonlocal started, finished
+        if message["type"] == "http.response.start":
+            started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            finished = True
+        await send(message)
+
+    try:
+        await app(scope, receive, tracked)
+    except DATABASE_ERRORS as error:
+        busy = unavailable(error)
+        if busy is None or scope["type"] != "http" or (started and not finished):
+            raise
+        if not started:
+            logger.warning("%s %s: %s (%s)", scope.get("method"), scope.get("path"), busy.message, error)
+            await error_response(busy)(scope, receive, send)
+
+
 class LocatedRoute(Route):
     """A plain Starlette route that records itself as `scope["route"]` when it matches, as
     Starlette's router does for every route; FastAPI's router does so only for its own
@@ -196,6 +236,7 @@ def build_app(
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_error,
+            **dict.fromkeys(DATABASE_ERRORS, database_error),
             RequestValidationError: api.validation_failed,
             Exception: internal_error,
         },
@@ -208,6 +249,10 @@ def build_app(
     )
     api.install_openapi(main, base_url=base_url)
     main.state.runtime = runtime
+    # The MCP SDK's apps check the bearer token (a database read) in a middleware, outside
+    # where route errors are handled: their last-resort handler answers an outage too.
+    for mounted in (streamable, sse):
+        mounted.exception_handlers[Exception] = database_error
 
     # -- the gateway's fast path (issue 11) ------------------------------------------------
     # The three gateway routes go straight to their handlers, past Starlette's middleware
@@ -224,12 +269,12 @@ def build_app(
                 await fast(scope, receive, send)
                 return
             if path == "/mcp" or path.startswith("/mcp/"):
-                await streamable(scope, receive, send)
+                await answering_outages(streamable, scope, receive, send)
                 return
             if path == "/sse" or path.startswith("/messages/"):
-                await sse(scope, receive, send)
+                await answering_outages(sse, scope, receive, send)
                 return
-        await main(scope, receive, send)
+        await answering_outages(main, scope, receive, send)
 
     # requests and errors by route and status, the refusals of the request limits included
     served = instruments.instrumented(RequestLimits(dispatch, settings))

@@ -16,7 +16,7 @@ from lava_mcp.contract.payment_methods import PaymentMethod, PaymentMethodList, 
 from lava_mcp.contract.wallet import FundRequest, FundResult
 from lava_mcp.core import funding, payment_methods
 from lava_mcp.transports import render
-from lava_mcp.transports.api import Owner, WalletRoute, flat_json
+from lava_mcp.transports.api import Owner, WalletRoute, flat_json, links
 from lava_mcp.transports.http import runtime_of
 
 router = APIRouter(route_class=WalletRoute)
@@ -87,7 +87,10 @@ async def list_payment_methods(request: Request, owner: Owner) -> Response:
     summary="Save a card",
     description="Attach a Stripe PaymentMethod (tokenised by Stripe.js or the Checkout page) to the"
     " wallet's Stripe customer, created on first use.",
-    responses=error_responses(402, 403, 404, 502, 503),
+    responses={
+        **error_responses(402, 403, 404, 502, 503),
+        **links(201, {"id": "$response.body#/id"}, "setDefaultPaymentMethod", "removePaymentMethod"),
+    },
 )
 async def save_payment_method(request: Request, owner: Owner, body: SavePaymentMethod) -> Response:
     runtime = runtime_of(request)

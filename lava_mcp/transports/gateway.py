@@ -45,6 +45,7 @@ from lava_mcp.errors import BadRequest, InternalError, LavaError, UpstreamError
 from lava_mcp.ids import new_id
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Service
+from lava_mcp.store.db import unavailable
 from lava_mcp.store.models import SpendKey, utc_now
 from lava_mcp.transports.http import (
     MAX_JSON_DEPTH,
@@ -75,6 +76,7 @@ ERROR_TYPES_OPENAI: dict[int, tuple[str, str]] = {
     429: ("rate_limit_error", "rate_limit_exceeded"),
     500: ("api_error", "internal_error"),
     502: ("api_error", "upstream_error"),
+    503: ("api_error", "service_unavailable"),
 }
 ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     400: "invalid_request_error",
@@ -89,6 +91,7 @@ ERROR_TYPES_ANTHROPIC: dict[int, str] = {
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
+    503: "api_error",
 }
 
 
@@ -136,10 +139,14 @@ def gateway_endpoint(
                 response = await handler(request, request_id)
             except LavaError as error:
                 response = error_response(shape if isinstance(shape, str) else shape(request), error)
-            except Exception:
-                logger.exception("gateway request %s failed", request_id)
-                internal = InternalError("internal error in the gateway; nothing was charged")
-                response = error_response(shape if isinstance(shape, str) else shape(request), internal)
+            except Exception as failure:
+                if (busy := unavailable(failure)) is not None:
+                    logger.warning("gateway request %s: %s (%s)", request_id, busy.message, failure)
+                    response = error_response(shape if isinstance(shape, str) else shape(request), busy)
+                else:
+                    logger.exception("gateway request %s failed", request_id)
+                    internal = InternalError("internal error in the gateway; nothing was charged")
+                    response = error_response(shape if isinstance(shape, str) else shape(request), internal)
             response.headers[REQUEST_ID_HEADER] = request_id
             return response
 

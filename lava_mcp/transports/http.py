@@ -33,6 +33,7 @@ from lava_mcp.errors import (
     PayloadTooLarge,
     RateLimited,
     RequestTimeout,
+    ServiceUnavailable,
     Unauthorized,
 )
 from lava_mcp.runtime import Runtime
@@ -73,8 +74,9 @@ def error_response(error: LavaError) -> JSONResponse:
 
 
 def retry_after_headers(error: LavaError) -> dict[str, str] | None:
-    """`Retry-After` for a 429 that will pass later; none for a limit that never resets."""
-    if isinstance(error, RateLimited) and error.retry_after_s is not None:
+    """`Retry-After` for a 429 that will pass later (none for a limit that never resets)
+    and for a 503 of a database that can't be reached right now."""
+    if isinstance(error, (RateLimited, ServiceUnavailable)) and error.retry_after_s is not None:
         return {"retry-after": str(error.retry_after_s)}
     return None
 

@@ -32,6 +32,7 @@ from lava_mcp.errors import BadRequest, InternalError, LavaError, Unauthorized
 from lava_mcp.ids import new_id
 from lava_mcp.money import float_as_written, format_cost, format_dollars, parse_amount
 from lava_mcp.runtime import Runtime
+from lava_mcp.store.db import unavailable
 from lava_mcp.transports import render
 from lava_mcp.transports.oauth import require_scope, wallet_of
 from lava_mcp.transports.tool_schemas import NUMBER_OR_STRING, OUTPUT_SCHEMAS
@@ -148,7 +149,10 @@ def build_server(
             return result(body, meta=meta())
         except LavaError as error:
             return error_result(error)
-        except Exception:
+        except Exception as failure:
+            if (busy := unavailable(failure)) is not None:
+                logger.warning("MCP tool call %s: %s (%s)", request_id, busy.message, failure)
+                return error_result(busy)
             logger.exception("MCP tool call %s failed", request_id)
             return error_result(InternalError("internal error", extra={"request_id": request_id}))
 

@@ -18,7 +18,7 @@ from lava_mcp.contract.errors import error_responses
 from lava_mcp.contract.oauth import ConnectedClientList
 from lava_mcp.core import oauth
 from lava_mcp.transports import render
-from lava_mcp.transports.api import Owner, WalletRoute, flat_json
+from lava_mcp.transports.api import Owner, WalletRoute, flat_json, links
 from lava_mcp.transports.http import runtime_of
 from lava_mcp.transports.render import iso
 
@@ -41,6 +41,7 @@ def connected_client_json(client: oauth.ConnectedClient) -> dict[str, object]:
     response_model=ConnectedClientList,
     operation_id="listConnectedClients",
     summary="The chats and apps connected to the wallet through OAuth",
+    responses=links(200, {"id": "$response.body#/data/0/id"}, "revokeConnectedClient"),
 )
 async def list_clients(request: Request, owner: Owner) -> Response:
     clients = await anyio.to_thread.run_sync(oauth.list_connected_clients, runtime_of(request).db, owner.id)

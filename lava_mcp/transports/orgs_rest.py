@@ -21,7 +21,7 @@ from lava_mcp.contract.orgs import Invitation, InvitationList, MemberInvite, Org
 from lava_mcp.core import orgs
 from lava_mcp.store.models import Wallet
 from lava_mcp.transports import render
-from lava_mcp.transports.api import Owner, WalletRoute, flat_json
+from lava_mcp.transports.api import Owner, WalletRoute, flat_json, links
 from lava_mcp.transports.http import runtime_of
 
 router = APIRouter(route_class=WalletRoute, tags=["orgs"])
@@ -31,6 +31,18 @@ MemberId = Annotated[str, Path(description="The member's (or invited) wallet id.
 InvitationId = Annotated[str, Path(description="The invitation's id.")]
 # An org's routes answer 404 to a wallet outside it, 403 to a member who is not an admin.
 ADMIN_ERRORS = error_responses(403, 404, 409)
+# What an org's answer links to: the org's own operations, by its id; an invitation's, to
+# the invited wallet's place in the org (change its role, or revoke it).
+BY_ORG_ID = {"id": "$response.body#/org_id"}
+ORG_OPERATIONS = (
+    "getOrg",
+    "inviteMember",
+    "listOrgInvitations",
+    "enableOrg",
+    "disableOrg",
+    "leaveOrg",
+)
+BY_MEMBER = {"id": "$response.body#/org_id", "wallet_id": "$response.body#/wallet_id"}
 
 
 @router.post(
@@ -39,7 +51,7 @@ ADMIN_ERRORS = error_responses(403, 404, 409)
     response_model=Org,
     operation_id="createOrg",
     summary="Create an org; the calling wallet becomes its admin",
-    responses=error_responses(404, 409),
+    responses={**error_responses(404, 409), **links(201, BY_ORG_ID, *ORG_OPERATIONS)},
 )
 async def create_org(request: Request, owner: Owner, body: OrgCreate) -> Response:
     """Create an org; the calling wallet becomes its admin."""
@@ -56,7 +68,7 @@ async def create_org(request: Request, owner: Owner, body: OrgCreate) -> Respons
     response_model=Org,
     operation_id="getOrg",
     summary="An org",
-    responses=error_responses(404),
+    responses={**error_responses(404), **links(200, BY_ORG_ID, *ORG_OPERATIONS)},
 )
 async def get_org(request: Request, owner: Owner, id: OrgId) -> Response:
     view = await anyio.to_thread.run_sync(
@@ -71,7 +83,7 @@ async def get_org(request: Request, owner: Owner, id: OrgId) -> Response:
     response_model=Invitation,
     operation_id="inviteMember",
     summary="Invite a wallet (admins): it becomes a member when it accepts",
-    responses=ADMIN_ERRORS,
+    responses={**ADMIN_ERRORS, **links(201, BY_MEMBER, "setMemberRole", "removeMember")},
 )
 async def invite_member(request: Request, owner: Owner, id: OrgId, body: MemberInvite) -> Response:
     """An admin invites a wallet: it becomes a member only when it accepts."""
@@ -131,7 +143,15 @@ async def leave_org(request: Request, owner: Owner, id: OrgId) -> Response:
     response_model=InvitationList,
     operation_id="listOrgInvitations",
     summary="The org's pending invitations (admins)",
-    responses=error_responses(403, 404),
+    responses={
+        **error_responses(403, 404),
+        **links(
+            200,
+            {"id": "$response.body#/data/0/org_id", "wallet_id": "$response.body#/data/0/wallet_id"},
+            "setMemberRole",
+            "removeMember",
+        ),
+    },
 )
 async def list_org_invitations(request: Request, owner: Owner, id: OrgId) -> Response:
     """The org's pending invitations (admins only)."""
@@ -175,6 +195,7 @@ async def disable_org(request: Request, owner: Owner, id: OrgId) -> Response:
     response_model=InvitationList,
     operation_id="listMyInvitations",
     summary="The calling wallet's pending invitations",
+    responses=links(200, {"id": "$response.body#/data/0/id"}, "acceptInvitation", "declineInvitation"),
 )
 async def list_my_invitations(request: Request, owner: Owner) -> Response:
     """The calling wallet's pending invitations."""

@@ -88,7 +88,9 @@ async def get_wallet(request: Request, owner: Owner) -> Response:
 async def get_usage(request: Request, owner: Owner, start: Start = None, end: End = None) -> Response:
     """Daily totals, Lava's `/v1/usage` shape."""
     summary = await anyio.to_thread.run_sync(
-        lambda: usage.summary(runtime_of(request).db, owner.id, since=start, until=end)
+        lambda: usage.summary(
+            runtime_of(request).db, owner.id, since=start, until=end, names=("start", "end")
+        )
     )
     items = [
         {

@@ -18,7 +18,7 @@ from lava_mcp.core import spend_keys
 from lava_mcp.money import format_cost, format_dollars
 from lava_mcp.store.models import SpendKey, utc_now
 from lava_mcp.transports import render
-from lava_mcp.transports.api import KeyCursor, Limit, Owner, WalletRoute, flat_json
+from lava_mcp.transports.api import KeyCursor, Limit, Owner, WalletRoute, flat_json, links
 from lava_mcp.transports.http import runtime_of
 from lava_mcp.transports.render import iso
 
@@ -72,6 +72,9 @@ KeyId = Annotated[
 ]
 TAG = "spend keys"
 NO_FIELDS = contract.SpendKeyCreate()  # an empty body: every default (frozen, so shared)
+# What a key's answer links to: the key's own operations, by its id.
+BY_KEY_ID = {"key_id": "$response.body#/spend_key_id"}
+KEY_OPERATIONS = ("getSpendKey", "updateSpendKey", "rotateSpendKey", "revokeSpendKey")
 
 
 @router.post(
@@ -82,7 +85,7 @@ NO_FIELDS = contract.SpendKeyCreate()  # an empty body: every default (frozen, s
     operation_id="createSpendKey",
     summary="Create a spend key",
     description="The answer carries the secret in `key`: shown once, stored only as a hash.",
-    responses=error_responses(404),
+    responses={**error_responses(404), **links(201, BY_KEY_ID, *KEY_OPERATIONS)},
 )
 async def create_key(request: Request, owner: Owner, body: contract.SpendKeyCreate = NO_FIELDS) -> Response:
     runtime = runtime_of(request)
@@ -98,6 +101,7 @@ async def create_key(request: Request, owner: Owner, body: contract.SpendKeyCrea
     tags=[TAG],
     operation_id="listSpendKeys",
     summary="The wallet's spend keys, newest first (previews only, never secrets)",
+    responses=links(200, {"key_id": "$response.body#/data/0/spend_key_id"}, *KEY_OPERATIONS),
 )
 async def list_keys(
     request: Request,
@@ -123,7 +127,7 @@ async def list_keys(
     tags=[TAG],
     operation_id="getSpendKey",
     summary="One spend key, with its counters",
-    responses=error_responses(404),
+    responses={**error_responses(404), **links(200, BY_KEY_ID, *KEY_OPERATIONS)},
 )
 async def retrieve_key(request: Request, owner: Owner, key_id: KeyId) -> Response:
     key = await anyio.to_thread.run_sync(spend_keys.get, runtime_of(request).db, owner.id, key_id)
@@ -139,7 +143,7 @@ async def retrieve_key(request: Request, owner: Owner, key_id: KeyId) -> Respons
     description="Only the fields given change, and inside a limit only the parts given:"
     ' `{"spend_limit": {"amount": "5.00"}}` keeps the cycle. `null` removes a limit.'
     " A change applies to every call whose hold is not yet taken.",
-    responses=error_responses(404),
+    responses={**error_responses(404), **links(200, BY_KEY_ID, *KEY_OPERATIONS)},
 )
 async def update_key(
     request: Request, owner: Owner, key_id: KeyId, body: contract.SpendKeyUpdate
@@ -157,7 +161,7 @@ async def update_key(
     tags=[TAG],
     operation_id="rotateSpendKey",
     summary="A new secret for the same key; the old one fails at once",
-    responses=error_responses(404),
+    responses={**error_responses(404), **links(200, BY_KEY_ID, *KEY_OPERATIONS)},
 )
 async def rotate_key(request: Request, owner: Owner, key_id: KeyId) -> Response:
     rotated = await anyio.to_thread.run_sync(spend_keys.rotate, runtime_of(request).db, owner.id, key_id)

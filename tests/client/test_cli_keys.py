@@ -100,3 +100,21 @@ def test_wallet_option_names_another_wallet(cli_env: tuple[Database, wallet.NewW
     assert code == 0 and created["wallet_id"] == other.wallet_id
     assert run("keys", "list", "--json")[1]["data"] == []  # LAVA_WALLET_KEY's wallet has none
     assert run("keys", "show", created["spend_key_id"], "--json")[0] == 1  # not this wallet's key
+
+
+def test_an_allowed_model_the_key_could_never_call_is_refused(
+    cli_env: tuple[Database, wallet.NewWallet],
+) -> None:
+    """The CLI runs the same core rule as REST: a Claude model on an `openai` key is a 400,
+    and nothing is created or changed."""
+    code, _, output = run("keys", "create", "--name", "mixed", "--model", "claude-haiku-4-5", "--json")
+    assert code == 1 and '"code": 400' in output and "'claude-haiku-4-5'" in output and "anthropic" in output
+    code, listed, _ = run("keys", "list", "--json")
+    assert code == 0 and listed["data"] == []
+
+    code, created, _ = run("keys", "create", "--name", "gpt", "--model", "gpt-4o-mini", "--json")
+    assert code == 0
+    code, _, output = run("keys", "update", created["spend_key_id"], "--shape", "anthropic", "--json")
+    assert code == 1 and '"code": 400' in output and "'gpt-4o-mini'" in output
+    code, shown, _ = run("keys", "show", created["spend_key_id"], "--json")
+    assert code == 0 and shown["request_shape"] == "openai"

@@ -15,8 +15,8 @@ def test_the_issue_snippet_works_end_to_end(gateway: Gateway) -> None:
     with Lava(gateway.wallet_key, base_url=gateway.url) as lava:
         key = lava.spend_keys.create(
             name="Agent - Production",
-            allowed_providers=["openai", "anthropic"],
-            allowed_models=["gpt-4o-mini", "claude-haiku-4-5"],
+            allowed_providers=["openai"],
+            allowed_models=["gpt-4o-mini", "gpt-4o"],
             spend_limit={"amount": "50.00", "cycle": "monthly"},
             rate_limit={"rpm": 60},
         )
@@ -37,7 +37,7 @@ def test_the_issue_snippet_works_end_to_end(gateway: Gateway) -> None:
         assert [record.spend_key_id for record in records.data] == [key.spend_key_id]
         balance = lava.wallet.balance()
         assert balance.wallet_id == gateway.wallet_id and balance.currency == "USD"
-        assert lava.usage.retrieve().totals["total_requests"] == 1
+        assert lava.usage.retrieve().totals.total_requests == 1
 
 
 def test_update_rotate_revoke_and_list(gateway: Gateway) -> None:

@@ -20,10 +20,24 @@ import openai
 import pytest
 
 from lava_mcp import AsyncLava, Lava, LavaAPIError
-from lava_mcp.client import RequestList, SpendKey, SpendKeyList, Usage, Wallet
-from lava_mcp.core import wallet
+from lava_mcp.client import (
+    ConnectedClientList,
+    FundResult,
+    Invitation,
+    InvitationList,
+    Org,
+    PaymentMethod,
+    PaymentMethodList,
+    RequestList,
+    SpendKey,
+    SpendKeyList,
+    Usage,
+    Wallet,
+)
+from lava_mcp.core import oauth, wallet
 from tests.fake_provider import FakeProvider
 from tests.gateway.conftest import Gateway
+from tests.mcp.oauth_helpers import CLAUDE_CALLBACK, pkce_pair
 
 Result = TypeVar("Result")
 Client = Lava | AsyncLava
@@ -91,13 +105,6 @@ def metered_call(gateway: Gateway, secret: str) -> None:
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
     )
     assert completion.choices[0].message.content
-
-
-def items_of(listing: dict[str, object]) -> list[dict[str, object]]:
-    """The items of a listing answered as a JSON object (until its model exists)."""
-    data = listing["data"]
-    assert isinstance(data, list) and all(isinstance(item, dict) for item in data)
-    return data
 
 
 async def test_every_spend_key_method(lava: Client, gateway: Gateway) -> None:
@@ -195,21 +202,23 @@ async def test_wallet_usage_and_requests_after_a_metered_call(lava: Client, gate
     assert gateway.balance_micros() < 10_000_000
 
     usage = await got(lava.usage.retrieve())
-    assert isinstance(usage, Usage) and usage.totals["total_requests"] == 1
-    assert usage.totals["total_cost"] == record.cost
+    assert isinstance(usage, Usage) and usage.totals.total_requests == 1
+    assert usage.totals.total_cost == record.cost
     today = datetime.now(UTC).date()
     same_day = await got(lava.usage.retrieve(start=today.isoformat(), end=today.isoformat()))
-    assert [item["date"] for item in same_day.items] == [today.isoformat()]
+    assert [item.date for item in same_day.items] == [today.isoformat()]
     long_ago = await got(lava.usage.retrieve(end=(today - timedelta(days=30)).isoformat()))
-    assert long_ago.items and all(item["total_requests"] == 0 for item in long_ago.items)
-    assert long_ago.totals["total_requests"] == 0
+    assert long_ago.items and all(item.total_requests == 0 for item in long_ago.items)
+    assert long_ago.totals.total_requests == 0
 
 
 async def test_every_payment_method_method(lava: Client, clients: Clients) -> None:
-    assert await got(lava.payment_methods.list()) == {"data": [], "has_more": False, "next_cursor": None}
+    empty = await got(lava.payment_methods.list())
+    assert isinstance(empty, PaymentMethodList)
+    assert (empty.data, empty.has_more, empty.next_cursor) == ([], False, None)
     first = await got(lava.payment_methods.save("pm_card_visa"))
-    assert str(first["id"]).startswith("pm_sbx_")
-    assert first | {"id": "x"} == {
+    assert isinstance(first, PaymentMethod) and first.id.startswith("pm_sbx_")
+    assert first.model_dump() | {"id": "x"} == {
         "id": "x",
         "brand": "visa",
         "last4": "4242",
@@ -218,19 +227,19 @@ async def test_every_payment_method_method(lava: Client, clients: Clients) -> No
         "default": True,
     }
     second = await got(lava.payment_methods.save("pm_card_mastercard"))
-    assert second["default"] is False and second["brand"] == "mastercard"
+    assert isinstance(second, PaymentMethod) and second.default is False and second.brand == "mastercard"
 
-    chosen = await got(lava.payment_methods.set_default(str(second["id"])))
-    assert chosen["id"] == second["id"] and chosen["default"] is True
+    chosen = await got(lava.payment_methods.set_default(second.id))
+    assert isinstance(chosen, PaymentMethod) and chosen.id == second.id and chosen.default is True
     listed = await got(lava.payment_methods.list())
-    assert [(card["id"], card["default"]) for card in items_of(listed)] == [
-        (second["id"], True),
-        (first["id"], False),
-    ]
+    assert isinstance(listed, PaymentMethodList) and all(
+        isinstance(card, PaymentMethod) for card in listed.data
+    )
+    assert [(card.id, card.default) for card in listed.data] == [(second.id, True), (first.id, False)]
 
-    assert await got(lava.payment_methods.remove(str(second["id"]))) is True
+    assert await got(lava.payment_methods.remove(second.id)) is True
     with pytest.raises(LavaAPIError) as gone:
-        await got(lava.payment_methods.remove(str(second["id"])))
+        await got(lava.payment_methods.remove(second.id))
     assert gone.value.status == 404
     with pytest.raises(LavaAPIError) as bad:
         await got(lava.payment_methods.save("pm_made_up"))
@@ -243,10 +252,12 @@ async def test_fund_with_an_idempotency_key_credits_once(
 ) -> None:
     card = await got(lava.payment_methods.save("pm_card_visa"))
     top_up = f"top-up-{secrets.token_hex(4)}"
-    first = await got(lava.wallet.fund("25.00", payment_method_id=str(card["id"]), idempotency_key=top_up))
-    assert first["status"] == "completed" and first["balance"] == "35.00" and first["sandbox"] is True
-    again = await got(lava.wallet.fund("25.00", payment_method_id=str(card["id"]), idempotency_key=top_up))
-    assert again == first
+    first = await got(lava.wallet.fund("25.00", payment_method_id=card.id, idempotency_key=top_up))
+    assert isinstance(first, FundResult)
+    assert (first.status, first.amount, first.balance, first.sandbox) == ("completed", "25.00", "35.00", True)
+    assert first.payment_id is not None and first.payment_id.startswith("pay_")
+    again = await got(lava.wallet.fund("25.00", payment_method_id=card.id, idempotency_key=top_up))
+    assert isinstance(again, FundResult) and again == first
     assert gateway.balance_micros() == 35_000_000  # credited once
 
     with pytest.raises(LavaAPIError) as reused:
@@ -265,11 +276,18 @@ async def test_fund_with_an_idempotency_key_credits_once(
 
 async def test_fund_without_an_amount_or_through_checkout(lava: Client, clients: Clients) -> None:
     asked = await got(lava.wallet.fund())
-    assert asked["status"] == "amount_required" and asked["balance"] == "10.00"
-    assert (asked["min"], asked["max"]) == ("10.00", "10000.00")
+    assert isinstance(asked, FundResult)
+    assert (asked.status, asked.balance, asked.min, asked.max) == (
+        "amount_required",
+        "10.00",
+        "10.00",
+        "10000.00",
+    )
+    assert asked.payment_methods == []  # no card saved yet
     checkout = await got(lava.wallet.fund(20, use_checkout=True))
-    assert checkout["status"] == "checkout_required" and checkout["amount"] == "20.00"
-    assert str(checkout["checkout_url"]).startswith("http")
+    assert isinstance(checkout, FundResult)
+    assert checkout.status == "checkout_required" and checkout.amount == "20.00"
+    assert checkout.checkout_url is not None and checkout.checkout_url.startswith("http")
     assert all("idempotency-key" not in request.headers for request in clients.sent)
     assert (await got(lava.wallet.balance())).balance == "10.00"  # nothing charged yet
 
@@ -277,7 +295,7 @@ async def test_fund_without_an_amount_or_through_checkout(lava: Client, clients:
 async def test_a_decline_is_raised_with_the_error_jsons_extra_fields(lava: Client, gateway: Gateway) -> None:
     card = await got(lava.payment_methods.save("pm_card_chargeDeclinedInsufficientFunds"))
     with pytest.raises(LavaAPIError) as declined:
-        await got(lava.wallet.fund(20, payment_method_id=str(card["id"]), idempotency_key="declined-1"))
+        await got(lava.wallet.fund(20, payment_method_id=card.id, idempotency_key="declined-1"))
     error = declined.value
     assert error.status == 402 and error.body["code"] == 402 and error.message == error.body["error"]
     assert error.body["decline_code"] == "insufficient_funds" and error.body["sandbox"] is True
@@ -290,32 +308,43 @@ async def test_every_org_and_invitation_method(lava: Client, clients: Clients, g
     member_wallet = wallet.create_wallet(gateway.runtime.db, name="member")
     member = clients.open(wallet_key=member_wallet.wallet_key)
     org = await got(lava.orgs.create("Acme", plan="team"))
-    org_id = str(org["org_id"])
-    assert (org["name"], org["plan"], org["enabled"]) == ("Acme", "team", False)
-    assert org["members"] == [{"wallet_id": gateway.wallet_id, "role": "admin"}]
+    assert isinstance(org, Org)
+    org_id = org.org_id
+    assert (org.name, org.plan, org.enabled) == ("Acme", "team", False)
+    assert [(m.wallet_id, m.role) for m in org.members] == [(gateway.wallet_id, "admin")]
 
     # Funding in a team org waits for the admin's switch.
     card = await got(lava.payment_methods.save("pm_card_visa"))
     with pytest.raises(LavaAPIError) as gated:
-        await got(lava.wallet.fund(10, payment_method_id=str(card["id"])))
+        await got(lava.wallet.fund(10, payment_method_id=card.id))
     assert gated.value.status == 403
-    assert (await got(lava.orgs.enable(org_id)))["enabled"] is True
-    assert (await got(lava.wallet.fund(10, payment_method_id=str(card["id"]))))["status"] == "completed"
+    enabled = await got(lava.orgs.enable(org_id))
+    assert isinstance(enabled, Org) and enabled.enabled is True
+    assert (await got(lava.wallet.fund(10, payment_method_id=card.id))).status == "completed"
 
     invitation = await got(lava.orgs.invite(org_id, member_wallet.wallet_id))
-    assert (invitation["status"], invitation["role"], invitation["org_name"]) == ("pending", "member", "Acme")
-    assert [item["id"] for item in items_of(await got(lava.orgs.invitations(org_id)))] == [invitation["id"]]
+    assert isinstance(invitation, Invitation)
+    assert (invitation.status, invitation.role, invitation.org_name) == ("pending", "member", "Acme")
+    assert (invitation.org_id, invitation.wallet_id, invitation.resolved_at) == (
+        org_id,
+        member_wallet.wallet_id,
+        None,
+    )
+    pending = await got(lava.orgs.invitations(org_id))
+    assert isinstance(pending, InvitationList) and [item.id for item in pending.data] == [invitation.id]
     with pytest.raises(LavaAPIError) as outside:
         await got(member.orgs.retrieve(org_id))  # not a member until it accepts
     assert outside.value.status == 404
-    [mine] = items_of(await got(member.org_invitations.list()))
-    assert mine["id"] == invitation["id"]
-    accepted = await got(member.org_invitations.accept(str(invitation["id"])))
-    assert accepted["status"] == "accepted" and accepted["resolved_at"]
-    assert items_of(await got(member.org_invitations.list())) == []
+    mine = await got(member.org_invitations.list())
+    assert isinstance(mine, InvitationList) and [item.id for item in mine.data] == [invitation.id]
+    assert all(isinstance(item, Invitation) for item in mine.data)
+    accepted = await got(member.org_invitations.accept(invitation.id))
+    assert isinstance(accepted, Invitation) and accepted.status == "accepted" and accepted.resolved_at
+    assert (await got(member.org_invitations.list())).data == []
 
     seen = await got(member.orgs.retrieve(org_id))
-    assert {(m["wallet_id"], m["role"]) for m in items_of({"data": seen["members"]})} == {
+    assert isinstance(seen, Org)
+    assert {(m.wallet_id, m.role) for m in seen.members} == {
         (gateway.wallet_id, "admin"),
         (member_wallet.wallet_id, "member"),
     }
@@ -323,24 +352,25 @@ async def test_every_org_and_invitation_method(lava: Client, clients: Clients, g
         await got(member.orgs.disable(org_id))
     assert not_admin.value.status == 403
     promoted = await got(lava.orgs.set_role(org_id, member_wallet.wallet_id, "admin"))
-    assert {"wallet_id": member_wallet.wallet_id, "role": "admin"} in items_of({"data": promoted["members"]})
-    assert (await got(member.orgs.disable(org_id)))["enabled"] is False
+    assert isinstance(promoted, Org)
+    assert (member_wallet.wallet_id, "admin") in [(m.wallet_id, m.role) for m in promoted.members]
+    disabled = await got(member.orgs.disable(org_id))
+    assert isinstance(disabled, Org) and disabled.enabled is False
 
     assert await got(member.orgs.leave(org_id)) is True
     again = await got(lava.orgs.invite(org_id, member_wallet.wallet_id, role="admin"))
-    declined = await got(member.org_invitations.decline(str(again["id"])))
-    assert (declined["status"], declined["role"]) == ("declined", "admin")
+    declined = await got(member.org_invitations.decline(again.id))
+    assert isinstance(declined, Invitation) and (declined.status, declined.role) == ("declined", "admin")
     third = await got(lava.orgs.invite(org_id, member_wallet.wallet_id))
     assert await got(lava.orgs.remove_member(org_id, member_wallet.wallet_id)) is True  # revokes it
     with pytest.raises(LavaAPIError) as revoked:
-        await got(member.org_invitations.accept(str(third["id"])))
+        await got(member.org_invitations.accept(third.id))
     assert revoked.value.status == 409
     with pytest.raises(LavaAPIError) as last_admin:
         await got(lava.orgs.leave(org_id))
     assert last_admin.value.status == 409
-    assert (await got(lava.orgs.retrieve(org_id)))["members"] == [
-        {"wallet_id": gateway.wallet_id, "role": "admin"}
-    ]
+    final = await got(lava.orgs.retrieve(org_id))
+    assert [(m.wallet_id, m.role) for m in final.members] == [(gateway.wallet_id, "admin")]
 
 
 async def test_errors_carry_status_message_and_body(clients: Clients, lava: Client) -> None:
@@ -367,6 +397,61 @@ async def test_an_error_that_is_not_json_keeps_its_status_and_reason(
     assert (missing.value.status, missing.value.message, missing.value.body) == (404, "Not Found", {})
 
 
+def connect_app(gateway: Gateway, wallet_id: str, name: str) -> str:
+    """An app connected over OAuth by the core calls the consent page makes; its grant id."""
+    client_id = f"client-{name}"
+    oauth.save_client(
+        gateway.runtime.db, client_id, {"client_name": name, "redirect_uris": [CLAUDE_CALLBACK]}
+    )
+    _, challenge = pkce_pair()
+    params = {
+        "redirect_uri": CLAUDE_CALLBACK,
+        "code_challenge": challenge,
+        "scopes": [oauth.READ],
+        "resource": f"{gateway.url}/mcp",
+    }
+    request_id = oauth.start_authorization(gateway.runtime.db, client_id, params)
+    oauth.approve(gateway.runtime.db, request_id, wallet_id=wallet_id, scopes=[oauth.READ])
+    [grant] = [
+        c for c in oauth.list_connected_clients(gateway.runtime.db, wallet_id) if c.client_id == client_id
+    ]
+    return grant.id
+
+
+async def test_connected_clients_are_listed_and_revoked(
+    lava: Client, clients: Clients, gateway: Gateway
+) -> None:
+    other = wallet.create_wallet(gateway.runtime.db, name="other")
+    theirs = connect_app(gateway, other.wallet_id, "Their app")
+    mine = connect_app(gateway, gateway.wallet_id, "My app")
+    listed = await got(lava.connected_clients.list())
+    assert isinstance(listed, ConnectedClientList) and not listed.has_more
+    [app] = listed.data
+    assert (app.id, app.client_id, app.client_name, app.scopes) == (
+        mine,
+        "client-My app",
+        "My app",
+        [oauth.READ],
+    )
+    assert app.created_at is not None and app.last_used_at is None
+
+    with pytest.raises(LavaAPIError) as not_mine:
+        await got(lava.connected_clients.revoke(theirs))
+    assert not_mine.value.status == 404
+    assert [c.id for c in oauth.list_connected_clients(gateway.runtime.db, other.wallet_id)] == [theirs]
+
+    assert await got(lava.connected_clients.revoke(mine)) is True
+    assert (await got(lava.connected_clients.list())).data == []
+    with pytest.raises(LavaAPIError) as gone:
+        await got(lava.connected_clients.revoke(mine))
+    assert gone.value.status == 404
+    revokes = [request for request in clients.sent if request.method == "DELETE"]
+    assert {request.url.path for request in revokes} == {
+        f"/v1/oauth/clients/{theirs}",
+        f"/v1/oauth/clients/{mine}",
+    }
+
+
 async def test_another_wallets_key_and_card_are_404(clients: Clients, lava: Client, gateway: Gateway) -> None:
     other = wallet.create_wallet(gateway.runtime.db, name="other")
     theirs = clients.open(wallet_key=other.wallet_key)
@@ -377,16 +462,16 @@ async def test_another_wallets_key_and_card_are_404(clients: Clients, lava: Clie
         lambda: theirs.spend_keys.update(key.spend_key_id, name="x"),
         lambda: theirs.spend_keys.rotate(key.spend_key_id),
         lambda: theirs.spend_keys.revoke(key.spend_key_id),
-        lambda: theirs.payment_methods.set_default(str(card["id"])),
-        lambda: theirs.payment_methods.remove(str(card["id"])),
-        lambda: theirs.wallet.fund(20, payment_method_id=str(card["id"])),
+        lambda: theirs.payment_methods.set_default(card.id),
+        lambda: theirs.payment_methods.remove(card.id),
+        lambda: theirs.wallet.fund(20, payment_method_id=card.id),
     ]
     for attempt in attempts:
         with pytest.raises(LavaAPIError) as error:
             await got(attempt())
         assert error.value.status == 404
     assert (await got(lava.spend_keys.retrieve(key.spend_key_id))).name == "mine"
-    assert [item["id"] for item in items_of(await got(lava.payment_methods.list()))] == [card["id"]]
+    assert [item.id for item in (await got(lava.payment_methods.list())).data] == [card.id]
 
 
 async def test_an_id_is_one_path_segment(lava: Client, clients: Clients) -> None:
@@ -413,3 +498,45 @@ async def test_a_method_shows_its_own_name_parameters_and_docstring(clients: Cli
         "use_checkout",
         "idempotency_key",
     ]
+
+
+def test_every_documented_route_has_a_client_method_that_parses_its_response_model(gateway: Gateway) -> None:
+    """Each operation of `/openapi.json` is built by one client method, which parses the
+    answer with the model the route declares (a delete's `Success` answers True)."""
+    import re
+
+    from lava_mcp.client.endpoint import Endpoint
+    from lava_mcp.client.request import succeeded
+
+    document = httpx.get(f"{gateway.url}/openapi.json").json()
+    built: dict[tuple[str, str], str] = {}
+    with Lava(gateway.wallet_key, base_url=gateway.url) as lava:
+        for resource in vars(lava).values():
+            for name, method in vars(type(resource)).items():
+                if not isinstance(method, Endpoint):
+                    continue
+                signature = inspect.signature(method._build)
+                required = [
+                    parameter
+                    for parameter in list(signature.parameters.values())[1:]
+                    if parameter.default is inspect.Parameter.empty
+                    and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+                ]
+                request = method._build(resource, *["x"] * len(required))
+                parse = request.parse
+                model = getattr(parse, "__self__", None)
+                built[(request.method, request.path)] = (
+                    "Success" if parse is succeeded else getattr(model, "__name__", "?")
+                )
+                assert model is not None or parse is succeeded, name
+    for path, operations in document["paths"].items():
+        pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "x", path) + "$")
+        for verb, operation in operations.items():
+            answer = next(iter(operation["responses"].values()))
+            declared = answer["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            found = [
+                model
+                for (method, client_path), model in built.items()
+                if method == verb.upper() and pattern.match(client_path)
+            ]
+            assert found == [declared], (verb, path, found, declared)

@@ -73,8 +73,10 @@ def test_stream_helper_works(gateway: Gateway) -> None:
 
 
 def test_models_for_an_anthropic_key(gateway: Gateway) -> None:
-    key = anthropic_key(gateway, allowed_models=[MODEL, "gpt-4o-mini"])
-    assert [model.id for model in gateway.anthropic(key).models.list()] == [MODEL]
+    scoped = anthropic_key(gateway, allowed_models=[MODEL])
+    assert [model.id for model in gateway.anthropic(scoped).models.list()] == [MODEL]
+    everything = [model.id for model in gateway.anthropic(anthropic_key(gateway)).models.list()]
+    assert MODEL in everything and all(model.startswith("claude") for model in everything)
 
 
 def test_bearer_works_on_messages_too(gateway: Gateway) -> None:

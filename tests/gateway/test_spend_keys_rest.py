@@ -9,14 +9,14 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from lava_mcp.core import wallet
+from lava_mcp.core import spend_keys, wallet
 from lava_mcp.ids import hash_secret
 from tests.gateway.conftest import Gateway
 
 FULL = {
     "name": "Agent - Production",
     "allowed_providers": ["openai", "anthropic"],
-    "allowed_models": ["gpt-4o-mini", "claude-haiku-4-5"],
+    "allowed_models": ["gpt-4o-mini", "gpt-4o"],
     "request_shape": "openai",
     "spend_limit": {"amount": "50.00", "cycle": "monthly"},
     "request_limit": {"count": 1000, "cycle": "daily"},
@@ -229,3 +229,99 @@ def test_secrets_never_reach_the_logs_or_errors(gateway: Gateway, caplog: pytest
     for line in [record.getMessage() for record in caplog.records] + bodies + [requests_list]:
         assert secret not in line
         assert gateway.wallet_key not in line
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"allowed_models": ["gpt-4o-mini", "claude-haiku-4-5"]}, ("'claude-haiku-4-5'", "anthropic shape", "'openai'")),
+        ({"request_shape": "anthropic", "allowed_models": ["gpt-4o-mini"]}, ("'gpt-4o-mini'", "openai shape", "'anthropic'")),
+        ({"allowed_providers": ["cheapchat"], "allowed_models": ["cheap-1", "gpt-4o-mini"]}, ("'gpt-4o-mini'", "provider 'openai'", "allowed_providers (cheapchat)")),
+        ({"allowed_providers": [], "allowed_models": ["cheap-1"]}, ("'cheap-1'", "provider 'cheapchat'", "allowed_providers (none)")),
+    ],
+)  # fmt: skip
+def test_create_refuses_an_allowed_model_the_key_could_never_call(
+    gateway: Gateway, options: dict[str, Any], named: tuple[str, ...]
+) -> None:
+    """Such a key would answer 403 to every call to that model: it is refused at create."""
+    with gateway.rest() as rest:
+        response = rest.post("/v1/spend_keys", json={"name": "never", **options})
+        assert response.status_code == 400, response.text
+        answer = response.json()
+        assert answer["code"] == 400 and set(answer) == {"error", "code", "next_step"}
+        assert answer["error"].startswith("allowed_models: model ")
+        assert all(part in answer["error"] for part in named), answer["error"]
+        assert rest.get("/v1/spend_keys").json()["data"] == []
+
+
+def test_a_key_whose_every_allowed_model_it_can_call_is_created(gateway: Gateway) -> None:
+    claude = gateway.create_key(
+        request_shape="anthropic", allowed_providers=["anthropic"], allowed_models=["claude-haiku-4-5"]
+    )
+    assert (claude["request_shape"], claude["allowed_models"]) == ("anthropic", ["claude-haiku-4-5"])
+    # A model no catalog service claims is left alone (a catalog file may add it later).
+    unknown = gateway.create_key(allowed_models=["gpt-4o-mini", "made-up-model"])
+    assert unknown["allowed_models"] == ["gpt-4o-mini", "made-up-model"]
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"allowed_models": ["gpt-4o-mini", "claude-haiku-4-5"]}, ("'claude-haiku-4-5'", "'openai'")),
+        ({"request_shape": "anthropic"}, ("'gpt-4o-mini'", "'anthropic'")),
+        ({"allowed_providers": ["cheapchat"]}, ("'gpt-4o-mini'", "provider 'openai'", "(cheapchat)")),
+        ({"name": "renamed", "allowed_providers": ["anthropic"], "request_shape": "anthropic"}, ("'gpt-4o-mini'",)),
+    ],
+)  # fmt: skip
+def test_update_refuses_an_allowed_model_the_key_could_never_call_and_changes_nothing(
+    gateway: Gateway, change: dict[str, Any], named: tuple[str, ...]
+) -> None:
+    """Judged on the key as the update would leave it: a new shape or narrower providers
+    against the models it already allows, new models against its shape and providers."""
+    created = gateway.create_key(name="scoped", allowed_models=["gpt-4o-mini"])
+    key_id = created["spend_key_id"]
+    with gateway.rest() as rest:
+        before = rest.get(f"/v1/spend_keys/{key_id}").json()
+        response = rest.put(f"/v1/spend_keys/{key_id}", json=change)
+        assert response.status_code == 400, response.text
+        answer = response.json()
+        assert answer["code"] == 400 and answer["error"].startswith("allowed_models: model ")
+        assert all(part in answer["error"] for part in named), answer["error"]
+        assert rest.get(f"/v1/spend_keys/{key_id}").json() == before
+    assert spend_keys.get(gateway.runtime.db, gateway.wallet_id, key_id).version == 1
+    served = gateway.openai(created["key"]).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert served.choices[0].message.content  # the key still works as it was
+
+
+def test_an_update_that_moves_shape_and_models_together_is_accepted(gateway: Gateway) -> None:
+    key_id = gateway.create_key(allowed_models=["gpt-4o-mini"])["spend_key_id"]
+    with gateway.rest() as rest:
+        response = rest.put(
+            f"/v1/spend_keys/{key_id}",
+            json={"request_shape": "anthropic", "allowed_models": ["claude-haiku-4-5"]},
+        )
+        assert response.status_code == 200, response.text
+        assert (response.json()["request_shape"], response.json()["allowed_models"]) == (
+            "anthropic",
+            ["claude-haiku-4-5"],
+        )
+
+
+def test_a_key_stored_before_the_rule_can_still_be_renamed_and_paused(gateway: Gateway) -> None:
+    """Only a change of the models, shape or providers is judged: a key the old code let
+    through stays manageable (and its allowed models can be fixed)."""
+    key_id = gateway.create_key(allowed_models=["gpt-4o-mini"])["spend_key_id"]
+    with gateway.runtime.db.write() as session:
+        session.execute(
+            text("UPDATE spend_key SET allowed_models = :models WHERE id = :id"),
+            {"models": '["gpt-4o-mini", "claude-haiku-4-5"]', "id": key_id},
+        )
+    with gateway.rest() as rest:
+        renamed = rest.put(f"/v1/spend_keys/{key_id}", json={"name": "old", "status": "paused"})
+        assert renamed.status_code == 200, renamed.text
+        assert renamed.json()["allowed_models"] == ["gpt-4o-mini", "claude-haiku-4-5"]
+        assert rest.put(f"/v1/spend_keys/{key_id}", json={"request_shape": "openai"}).status_code == 400
+        fixed = rest.put(f"/v1/spend_keys/{key_id}", json={"allowed_models": ["gpt-4o-mini"]})
+        assert fixed.status_code == 200 and fixed.json()["allowed_models"] == ["gpt-4o-mini"]

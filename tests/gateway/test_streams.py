@@ -247,3 +247,58 @@ def test_a_stream_whose_connection_drops_before_an_answer_is_sent_once_and_voide
     assert (saved.status, saved.cost_micros, saved.charge_basis) == ("error", 0, None)
     assert gateway.balance_micros() == before
     assert gateway.verify() == []
+
+
+@pytest.mark.parametrize("shape", sorted(PATHS))
+def test_a_stream_is_settled_before_its_last_event_reaches_the_client(
+    gateway: Gateway, fake: FakeProvider, shape: str
+) -> None:
+    """Durable before complete: with the ledger's write lock taken by another connection, the
+    settlement can't commit, and neither `[DONE]` / `message_stop` nor the body's end reach
+    the client; once it commits, the client that sees the last event finds the call charged."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    key = gateway.create_key(request_shape=shape)["key"]
+    last_event = "data: [DONE]" if shape == "openai" else "event: message_stop"
+    fake.pause_after_words = 2
+    database = make_url(gateway.runtime.settings.database_url).database
+    assert database is not None
+    blocker = sqlite3.connect(database, isolation_level=None)
+    seen_last = threading.Event()
+    status_when_seen: list[str] = []
+    with (
+        httpx.Client(timeout=60) as client,
+        client.stream(
+            "POST", f"{gateway.url}{PATHS[shape]}", json=stream_body(shape), headers={"x-api-key": key}
+        ) as response,
+    ):
+        request_id = response.headers["x-lava-request-id"]
+        lines = response.iter_lines()
+        seen = ""
+        while "from" not in seen:
+            seen += next(lines)
+        assert fake.stream_paused.wait(10)
+        blocker.execute("BEGIN IMMEDIATE")  # the settlement can't commit until this ends
+
+        def read_on() -> None:
+            for line in lines:
+                if line.strip() == last_event:
+                    status_when_seen.append(record(gateway, request_id).status)
+                    seen_last.set()
+
+        reader = threading.Thread(target=read_on)
+        fake.stream_gate.set()
+        reader.start()
+        try:
+            # Everything the provider sent has reached the gateway, but not its last event.
+            assert not seen_last.wait(1.5)
+            assert record(gateway, request_id).status == "pending"
+        finally:
+            blocker.execute("COMMIT")
+            blocker.close()
+        assert seen_last.wait(30)
+        reader.join(30)
+    assert status_when_seen == ["completed"]
+    assert record(gateway, request_id).cost_micros > 0

@@ -166,3 +166,20 @@ async def test_sql_looking_text_is_stored_and_shown_as_text(
         assert fake.received[0].body["messages"][0]["content"] == SQL + UNICODE
         assert len(ok(await client.call_tool("list_requests", {}))["requests"]) == 1
     assert ledger_state(runtime.db, new_wallet.wallet_id).entries == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"since": "2026-11-20", "until": "2026-11-10"}, "since must not be after until"),
+        ({"since": "yesterday"}, "since must be an ISO date like 2026-11-23"),
+        ({"until": "2026-02-30"}, "until '2026-02-30' is not a real date"),
+    ],
+)
+async def test_usage_summary_errors_name_its_own_arguments(
+    runtime: Runtime, new_wallet, arguments: dict[str, Any], message: str
+) -> None:
+    """The tool's arguments are `since` and `until` (REST's `/v1/usage` says start and end)."""
+    async with connect(runtime, new_wallet) as client:
+        body = error(await client.call_tool("usage_summary", arguments), 400)
+    assert body["error"] == message

@@ -155,3 +155,46 @@ def test_the_readme_examples_of_funding_are_the_documented_shapes(document: dict
         "checkout_required",
         "amount_required",
     }
+
+
+def test_links_lead_from_an_answer_to_the_operations_its_ids_address(document: dict[str, Any]) -> None:
+    """Every OpenAPI link names an operation that exists, fills exactly that operation's
+    path parameters, and points into a field the answer's schema declares (clients and the
+    stateful fuzzer follow them: a created key → retrieve, update, rotate, revoke)."""
+    schemas = document["components"]["schemas"]
+    by_id = {operation["operationId"]: (path, operation) for path, _, operation in operations(document)}
+
+    def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in schema:
+            schema = schemas[schema["$ref"].rsplit("/", 1)[-1]]
+        return schema
+
+    followed = set()
+    for path, method, operation in operations(document):
+        for status, answer in operation["responses"].items():
+            for name, link in answer.get("links", {}).items():
+                assert status.startswith("2"), (path, method, status)
+                target_path, target = by_id[link["operationId"]]
+                assert name == link["operationId"]
+                path_parameters = {p["name"] for p in target.get("parameters", []) if p["in"] == "path"}
+                assert set(link["parameters"]) == path_parameters, (path, method, name)
+                assert all(f"{{{parameter}}}" in target_path for parameter in path_parameters), target_path
+                for expression in link["parameters"].values():
+                    assert expression.startswith("$response.body#/"), expression
+                    schema = resolve(answer["content"]["application/json"]["schema"])
+                    for segment in expression.removeprefix("$response.body#/").split("/"):
+                        schema = resolve(
+                            schema["items"] if segment.isdigit() else schema["properties"][segment]
+                        )
+                    assert schema.get("type") == "string", (path, method, name, expression)
+                followed.add((operation["operationId"], link["operationId"]))
+    key_operations = {"getSpendKey", "updateSpendKey", "rotateSpendKey", "revokeSpendKey"}
+    assert {("createSpendKey", target) for target in key_operations} <= followed
+    assert {("rotateSpendKey", target) for target in key_operations} <= followed
+    assert {
+        ("createOrg", "getOrg"),
+        ("createOrg", "inviteMember"),
+        ("inviteMember", "removeMember"),
+    } <= followed
+    assert ("listConnectedClients", "revokeConnectedClient") in followed
+    assert {("listMyInvitations", "acceptInvitation"), ("listMyInvitations", "declineInvitation")} <= followed

@@ -116,6 +116,26 @@ def test_a_bad_query_parameter_is_a_flat_400_naming_it(
         assert_flat_400(rest.get(path, params=params), field)
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"start": "2026-11-20", "end": "2026-11-10"}, "start must not be after end"),
+        ({"start": "yesterday"}, "start must be an ISO date like 2026-11-23"),
+        ({"end": "2026-02-30"}, "end '2026-02-30' is not a real date"),
+    ],
+)
+def test_usage_errors_name_the_query_parameters_start_and_end(
+    gateway: Gateway, params: dict[str, str], message: str
+) -> None:
+    """`/v1/usage` takes `start` and `end`: its errors never speak of the core's (and MCP's)
+    `since` and `until`."""
+    with gateway.rest() as rest:
+        assert (
+            assert_flat_400(rest.get("/v1/usage", params=params), "start" if "start" in params else "end")
+            == message
+        )
+
+
 def test_a_page_limit_in_range_is_honoured(gateway: Gateway) -> None:
     for _ in range(3):
         gateway.create_key()
