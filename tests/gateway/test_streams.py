@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import NullPool, create_engine, text
 from sqlmodel import select
 
 from lava_mcp.store.models import Hold, RequestRecord
@@ -249,23 +251,52 @@ def test_a_stream_whose_connection_drops_before_an_answer_is_sent_once_and_voide
     assert gateway.verify() == []
 
 
+class LedgerBlocker:
+    """Another connection that keeps a settlement from committing until `release`: SQLite's
+    write lock (`BEGIN IMMEDIATE` on the file), or on PostgreSQL the gateway wallet's row
+    (`FOR UPDATE`: a settlement updates that row)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.engine = create_engine(gateway.runtime.settings.database_url, poolclass=NullPool)
+        self.connection: Any = None
+
+    def lock(self) -> None:
+        if self.engine.dialect.name == "sqlite":
+            self.connection = self.engine.raw_connection()
+            self.connection.driver_connection.isolation_level = None
+            self.connection.driver_connection.execute("BEGIN IMMEDIATE")
+        else:
+            self.connection = self.engine.connect()
+            self.connection.begin()
+            locked = self.connection.execute(
+                text("SELECT id FROM wallet WHERE id = :id FOR UPDATE"), {"id": self.gateway.wallet_id}
+            )
+            assert locked.one()
+
+    def release(self) -> None:
+        if self.connection is None:
+            return
+        if self.engine.dialect.name == "sqlite":
+            self.connection.driver_connection.execute("COMMIT")
+        else:
+            self.connection.commit()
+        self.connection.close()
+        self.engine.dispose()
+
+
 @pytest.mark.parametrize("shape", sorted(PATHS))
 def test_a_stream_is_settled_before_its_last_event_reaches_the_client(
     gateway: Gateway, fake: FakeProvider, shape: str
 ) -> None:
-    """Durable before complete: with the ledger's write lock taken by another connection, the
-    settlement can't commit, and neither `[DONE]` / `message_stop` nor the body's end reach
-    the client; once it commits, the client that sees the last event finds the call charged."""
-    import sqlite3
-
-    from sqlalchemy.engine import make_url
-
+    """Durable before complete: with the ledger locked by another connection (SQLite's write
+    lock; on PostgreSQL the wallet's row, which the settlement updates), the settlement can't
+    commit, and neither `[DONE]` / `message_stop` nor the body's end reach the client; once
+    it commits, the client that sees the last event finds the call charged."""
     key = gateway.create_key(request_shape=shape)["key"]
     last_event = "data: [DONE]" if shape == "openai" else "event: message_stop"
     fake.pause_after_words = 2
-    database = make_url(gateway.runtime.settings.database_url).database
-    assert database is not None
-    blocker = sqlite3.connect(database, isolation_level=None)
+    blocker = LedgerBlocker(gateway)
     seen_last = threading.Event()
     status_when_seen: list[str] = []
     with (
@@ -280,7 +311,7 @@ def test_a_stream_is_settled_before_its_last_event_reaches_the_client(
         while "from" not in seen:
             seen += next(lines)
         assert fake.stream_paused.wait(10)
-        blocker.execute("BEGIN IMMEDIATE")  # the settlement can't commit until this ends
+        blocker.lock()  # the settlement can't commit until this ends
 
         def read_on() -> None:
             for line in lines:
@@ -296,8 +327,7 @@ def test_a_stream_is_settled_before_its_last_event_reaches_the_client(
             assert not seen_last.wait(1.5)
             assert record(gateway, request_id).status == "pending"
         finally:
-            blocker.execute("COMMIT")
-            blocker.close()
+            blocker.release()
         assert seen_last.wait(30)
         reader.join(30)
     assert status_when_seen == ["completed"]
