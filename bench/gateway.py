@@ -348,8 +348,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy the lava-mcp server during the 32-connection JSON run"
+        "--profile", action="store_true", help="py-spy the lava-mcp server during a JSON run"
     )
+    parser.add_argument("--profile-connections", type=int, choices=[1, 32], default=32)
     args, _ = parser.parse_known_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -398,7 +399,7 @@ def main() -> None:
     print("\n".join(machine(sys.argv[1:])))
     print(f"ledger:   SQLite, synchronous={args.synchronous}, WAL; every lava-mcp call holds and settles\n")
     rows: list[Row] = []
-    profile = workdir / "profile-32-json.txt"
+    profile = workdir / f"profile-{args.profile_connections}-json.txt"
     with ExitStack() as stack:
         fake = stack.enter_context(process("fake", str(fake_port), env=env, log=workdir / "fake.log"))
         server = stack.enter_context(process("serve", str(server_port), env=env, log=workdir / "server.log"))
@@ -432,7 +433,7 @@ def main() -> None:
             for connections in (1, 32):
                 for stream in (False, True):
                     profiler = None
-                    if args.profile and target == "lava-mcp" and connections == 32 and not stream:
+                    if args.profile and target == "lava-mcp" and connections == args.profile_connections and not stream:
                         profiler = subprocess.Popen(
                             ["py-spy", "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-f", "raw",
                              "-o", str(profile), "--nonblocking"],
@@ -465,7 +466,7 @@ def main() -> None:
     print(f"\nlava-mcp requests recorded: {counts}; ledger verify: {'ok' if not problems else problems[:3]}")
     print(f"logs: {workdir}")
     if args.profile and profile.exists():
-        print("\nprofile of the lava-mcp server, 32 connections, JSON (py-spy):")
+        print(f"\nprofile of the lava-mcp server, {args.profile_connections} connections, JSON (py-spy):")
         print("\n".join(profile_summary(profile)))
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
@@ -52,7 +51,7 @@ from lava_mcp.observability import metrics
 from lava_mcp.providers import prices, shapes, upstream
 from lava_mcp.providers.catalog import Catalog, Service
 from lava_mcp.store import fast
-from lava_mcp.store.db import Database
+from lava_mcp.store.db import Database, retryable
 from lava_mcp.store.models import SpendKey, utc_now
 from lava_mcp.store.writer import wait_out
 
@@ -414,7 +413,7 @@ class Metering:
                 try:
                     return await self.db.transact(function, *args)
                 except Exception as error:
-                    if not _transient(error):
+                    if not retryable(error):
                         raise
                     driver_error = error.orig if isinstance(error, DBAPIError) else error
                     metrics.settle_retried(operation)
@@ -611,35 +610,3 @@ def _believable(usage: shapes.Usage, bound: shapes.Usage) -> bool:
     if usage.output_tokens > ABSURD_FACTOR * max(bound.output_tokens, 1):
         return False
     return usage.all_input_tokens > 0 or bound.input_tokens == 0
-
-
-# PostgreSQL's "try again" SQLSTATEs: serialization failure, deadlock, and the server
-# going away (admin shutdown, crash shutdown, cannot connect now); class 08 is a lost
-# connection.
-_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03"})
-
-
-def _transient(error: Exception) -> bool:
-    """A database error that says "try again": SQLite busy or locked; a PostgreSQL
-    serialization failure, deadlock or restart; a lost connection. Anything else (a
-    missing table, a full disk, a constraint, a bug) is not retried: it would never pass.
-
-    Both SQLAlchemy's wrapped errors and the drivers' own are judged: the hot path's
-    statements (`store.fast`) run on the driver's cursor and raise the driver's errors.
-    """
-    driver_error: BaseException | None = error
-    if isinstance(error, DBAPIError):
-        if error.connection_invalidated:
-            return True
-        driver_error = error.orig
-    if isinstance(driver_error, sqlite3.OperationalError):
-        message = str(driver_error).lower()
-        return "locked" in message or "busy" in message
-    if driver_error is None or not type(driver_error).__module__.startswith("psycopg"):
-        return False
-    sqlstate = getattr(driver_error, "sqlstate", None)
-    if sqlstate is None:
-        # No SQLSTATE: the connection itself failed (closed by the server, broken).
-        kinds = {kind.__name__ for kind in type(driver_error).__mro__}
-        return bool(kinds & {"OperationalError", "InterfaceError"})
-    return str(sqlstate) in _TRANSIENT_SQLSTATES or str(sqlstate).startswith("08")

@@ -240,7 +240,7 @@ def unavailable(error: BaseException) -> ServiceUnavailable | None:
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if _retryable(current):
+        if retryable(current):
             return ServiceUnavailable(
                 f"the ledger database is unavailable right now; retry in {RETRY_AFTER_S} s",
                 retry_after_s=RETRY_AFTER_S,
@@ -250,7 +250,15 @@ def unavailable(error: BaseException) -> ServiceUnavailable | None:
     return None
 
 
-def _retryable(error: BaseException) -> bool:
+def retryable(error: BaseException) -> bool:
+    """A database error that says "try again" (this error itself, not its causes): SQLite
+    busy or locked; a PostgreSQL serialization failure, deadlock, lock not available or
+    restart; a lost connection; no pooled connection free in time. Anything else (a missing
+    table, a full disk, a constraint, a bug) would never pass by retrying.
+
+    Both SQLAlchemy's wrapped errors and the drivers' own are judged: the hot path's
+    statements (`store.fast`) run on the driver's cursor and raise the driver's errors.
+    """
     if isinstance(error, PoolTimeoutError):
         return True  # no pooled connection came free in time
     driver_error: BaseException | None = error
