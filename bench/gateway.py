@@ -347,9 +347,7 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
-    parser.add_argument(
-        "--profile", action="store_true", help="py-spy the lava-mcp server during a JSON run"
-    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the lava-mcp server during a JSON run")
     parser.add_argument("--profile-connections", type=int, choices=[1, 32], default=32)
     args, _ = parser.parse_known_args()
     if not shutil.which("wrk"):
@@ -433,7 +431,12 @@ def main() -> None:
             for connections in (1, 32):
                 for stream in (False, True):
                     profiler = None
-                    if args.profile and target == "lava-mcp" and connections == args.profile_connections and not stream:
+                    if (
+                        args.profile
+                        and target == "lava-mcp"
+                        and connections == args.profile_connections
+                        and not stream
+                    ):
                         profiler = subprocess.Popen(
                             ["py-spy", "record", "-p", str(server.pid), "-d", str(int(args.seconds)), "-f", "raw",
                              "-o", str(profile), "--nonblocking"],
