@@ -44,7 +44,15 @@ from sqlmodel import Session
 
 from lava_mcp.core import holds, spend_keys
 from lava_mcp.core.rate_limits import RateLimiter
-from lava_mcp.errors import BadRequest, Forbidden, LavaError, PaymentRequired, RateLimited, UpstreamError
+from lava_mcp.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    LavaError,
+    PaymentRequired,
+    RateLimited,
+    UpstreamError,
+)
 from lava_mcp.ids import new_id
 from lava_mcp.money import format_cost
 from lava_mcp.observability import metrics
@@ -302,10 +310,7 @@ class Metering:
                 spend_keys.check_allowed(
                     spend_key, service_id=service.id, model=model_name, now=utc_now(), shape=request_shape
                 )
-                if spend_key.rate_rpm and self.rate_limiter is not None:
-                    await self.rate_limiter.acquire(
-                        spend_key.id, rpm=spend_key.rate_rpm, burst=spend_key.rate_burst
-                    )
+                await self._rate_limit(spend_key)
             if max_cost_micros is not None and bound.total_micros > max_cost_micros:
                 raise PaymentRequired(
                     f"this call could cost up to {format_cost(bound.total_micros)} USD, more than max_cost",
@@ -314,14 +319,32 @@ class Metering:
         except _REFUSALS as error:
             await self.db.transact(self._record_refusal, ticket, endpoint, error)
             raise
-        admitted = await self._take_hold(ticket, endpoint, spend_key)
+        for _ in range(spend_keys.MAX_REJUDGEMENTS + 1):
+            admitted = await self._take_hold(ticket, endpoint, spend_key)
+            if not isinstance(admitted, spend_keys.RateLimitMoved):
+                break
+            # A (cached) key whose rate limit changed elsewhere: the call passes the key's
+            # current rate limit too, or is refused by it, before its hold is taken.
+            spend_key = admitted.current
+            try:
+                await self._rate_limit(spend_key)
+            except RateLimited as error:
+                await self.db.transact(self._record_refusal, ticket, endpoint, error)
+                raise
+        else:
+            raise Conflict("this spend key kept changing while the call was being admitted; nothing was done")
         if isinstance(admitted, LavaError):
             raise admitted  # refused by the hold's own conditional UPDATEs, and recorded
         return admitted
 
+    async def _rate_limit(self, spend_key: SpendKey) -> None:
+        """The key's rate-limit step (Raises: RateLimited)."""
+        if spend_key.rate_rpm and self.rate_limiter is not None:
+            await self.rate_limiter.acquire(spend_key.id, rpm=spend_key.rate_rpm, burst=spend_key.rate_burst)
+
     async def _take_hold(
         self, ticket: Ticket, endpoint: str, spend_key: SpendKey | None
-    ) -> Ticket | LavaError:
+    ) -> Ticket | LavaError | spend_keys.RateLimitMoved:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
         job = self.db.submit(self._open_job, ticket, endpoint, spend_key)
@@ -467,7 +490,7 @@ class Metering:
 
     def _open_job(
         self, session: Session, ticket: Ticket, endpoint: str, spend_key: SpendKey | None
-    ) -> Ticket | LavaError:
+    ) -> Ticket | LavaError | spend_keys.RateLimitMoved:
         """Take the hold (key, then wallet) and record the request as pending; or, refused,
         undo the key's share and record the refusal (returned, for the caller to raise)."""
         now = utc_now()
@@ -499,6 +522,10 @@ class Metering:
             fast.run(session, _AFTER_HOLD, {})
             self._record_refusal(session, ticket, endpoint, refusal)
             return refusal
+        except spend_keys.RateLimitMoved as moved:  # nothing held: judged again by the caller
+            fast.run(session, _UNDO_HOLD, {})
+            fast.run(session, _AFTER_HOLD, {})
+            return moved
         fast.run(session, _AFTER_HOLD, {})
         fast.run(
             session,

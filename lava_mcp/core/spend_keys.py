@@ -412,6 +412,15 @@ def check_allowed(
         )
 
 
+class RateLimitMoved(Exception):
+    """The key's rate limit changed after the call passed the old one (`reserve`): nothing
+    was held; the caller judges the call by `current`'s rate limit and takes the hold again."""
+
+    def __init__(self, current: SpendKey) -> None:
+        super().__init__("the spend key's rate limit changed while the call was being admitted")
+        self.current = current
+
+
 def reserve(
     session: Session,
     key: SpendKey,
@@ -434,7 +443,8 @@ def reserve(
 
     Raises: SpendLimitReached (402) naming the limit, what is left and what the call
     needs; RateLimited (429, request limit) naming the reset; Unauthorized (rotated or
-    revoked meanwhile); Forbidden (paused, expired or narrowed meanwhile).
+    revoked meanwhile); Forbidden (paused, expired or narrowed meanwhile); RateLimitMoved
+    (its rate limit changed meanwhile: nothing held, the caller judges the call again).
     """
     judged = key
     for _ in range(MAX_REJUDGEMENTS + 1):
@@ -470,6 +480,10 @@ def reserve(
         if current.version == judged.version:
             _refuse_over_limit(current, hold_micros=hold_micros, max_tokens=max_tokens, now=now)
         _judge_again(current, service_id=service_id, model=model, shape=shape, now=now)
+        if (current.rate_rpm, current.rate_burst) != (judged.rate_rpm, judged.rate_burst):
+            # The rate limit the call passed is not the key's any more (changed on another
+            # process): the caller takes the rate-limit step again, by the key as it is.
+            raise RateLimitMoved(current)
         judged = current
     raise Conflict("this spend key kept changing while the call was being admitted; nothing was done")
 

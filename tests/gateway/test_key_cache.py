@@ -114,6 +114,33 @@ def test_a_key_changed_by_another_process_is_refused_on_the_next_call(
 
 
 @pytest.mark.parametrize("how", ["process", "runtime"])
+def test_a_rate_limit_lowered_by_another_process_judges_the_next_call(
+    gateway: Gateway, fake: FakeProvider, other_runtime: Runtime, how: str
+) -> None:
+    """The call after a rate limit was lowered elsewhere is judged by the new limit, not by
+    the cached key's old one: the hold notices the key moved, and the call takes the
+    rate-limit step again (eight of ten tokens in use, refilled at one a second: a burst of
+    one refuses the next call for a minute; the old burst of ten would let it pass)."""
+    key = gateway.create_key(rate_limit={"rpm": 60, "burst": 10})
+    for _ in range(8):
+        assert post(gateway, key["key"]) == 200
+    assert in_cache(gateway, key["key"])
+    received = len(fake.received)
+    lowered = {"rate_limit": {"rpm": 1, "burst": 1}}
+    if how == "process":
+        run_change_script(gateway.runtime.db.url, gateway.wallet_id, key["spend_key_id"], "update", lowered)
+    else:
+        spend_keys.update_key(other_runtime.db, gateway.wallet_id, key["spend_key_id"], lowered)
+    assert post(gateway, key["key"]) == 429
+    assert post(gateway, key["key"]) == 429
+    assert len(fake.received) == received  # nothing reached the provider
+    with gateway.runtime.db.read() as session:
+        row = session.get(SpendKey, key["spend_key_id"])
+        assert row is not None and (row.total_requests, row.held_micros, row.rate_rpm) == (8, 0, 1)
+    assert gateway.verify() == []
+
+
+@pytest.mark.parametrize("how", ["process", "runtime"])
 def test_a_key_resumed_or_widened_by_another_process_serves_the_next_call(
     gateway: Gateway, other_runtime: Runtime, how: str
 ) -> None:
