@@ -1,5 +1,5 @@
 """The client tests use the gateway's served app and its helpers."""
 
-from tests.gateway.conftest import Gateway, gateway
+from tests.gateway.conftest import Gateway, gateway, limiter
 
-__all__ = ["Gateway", "gateway"]
+__all__ = ["Gateway", "gateway", "limiter"]

@@ -1,5 +1,5 @@
 """The fuzzers use the gateway suite's app-on-loopback fixture (`tests/gateway/conftest.py`)."""
 
-from tests.gateway.conftest import gateway
+from tests.gateway.conftest import gateway, limiter
 
-__all__ = ["gateway"]
+__all__ = ["gateway", "limiter"]
