@@ -310,12 +310,13 @@ class Metering:
                 spend_keys.check_allowed(
                     spend_key, service_id=service.id, model=model_name, now=utc_now(), shape=request_shape
                 )
-                await self._rate_limit(spend_key)
             if max_cost_micros is not None and bound.total_micros > max_cost_micros:
                 raise PaymentRequired(
                     f"this call could cost up to {format_cost(bound.total_micros)} USD, more than max_cost",
                     next_step="raise max_cost or lower max_tokens",
                 )
+            if spend_key is not None:  # last: a call refused for another reason takes no token
+                await self._rate_limit(spend_key)
         except _REFUSALS as error:
             await self.db.transact(self._record_refusal, ticket, endpoint, error)
             raise

@@ -85,7 +85,7 @@ class StreamRelay:
                             type(error).__name__,
                         )
                     if not self.client_gone.is_set():
-                        await self._settle()  # durable before the answer is complete
+                        await self.settle()  # durable before the answer is complete
                         for chunk in held:
                             await self._forward(forward, chunk)
                         if not broke_off:
@@ -111,10 +111,11 @@ class StreamRelay:
                 tasks.start_soon(drain_deadline)
                 tasks.start_soon(self.metering.keep_alive_while, self.ticket)
         finally:
-            await self._settle()
+            await self.settle()
 
-    async def _settle(self) -> None:
-        """Charge the stream by the rule, once, shielded from cancellation."""
+    async def settle(self) -> None:
+        """Charge the stream by the rule, once, shielded from cancellation (`run` does; so
+        does a caller that could not start relaying it)."""
         if self._settled:
             return
         self._settled = True

@@ -383,6 +383,10 @@ class MeteredStream(Response):
             )
         except OSError:
             self.relay.client_gone.set()
+        except BaseException:
+            # The provider answered 2xx and may bill: charged by the rule, never left to expire.
+            await self.relay.settle()
+            raise
         await self.relay.run(forward, end, disconnected)
 
 
