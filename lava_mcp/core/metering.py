@@ -518,15 +518,12 @@ class Metering:
                 spend_key_id=ticket.spend_key_id,
                 mode=None if ticket.service.is_free else self.money_mode,
             )
-        except _REFUSALS as refusal:
+        except (*_REFUSALS, spend_keys.RateLimitMoved) as refusal:
             fast.run(session, _UNDO_HOLD, {})
             fast.run(session, _AFTER_HOLD, {})
-            self._record_refusal(session, ticket, endpoint, refusal)
+            if not isinstance(refusal, spend_keys.RateLimitMoved):  # (that one is judged again)
+                self._record_refusal(session, ticket, endpoint, refusal)
             return refusal
-        except spend_keys.RateLimitMoved as moved:  # nothing held: judged again by the caller
-            fast.run(session, _UNDO_HOLD, {})
-            fast.run(session, _AFTER_HOLD, {})
-            return moved
         fast.run(session, _AFTER_HOLD, {})
         fast.run(
             session,
