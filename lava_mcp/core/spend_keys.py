@@ -57,6 +57,7 @@ from lava_mcp.errors import (
     BadRequest,
     Conflict,
     Forbidden,
+    LavaError,
     NotFound,
     RateLimited,
     SpendLimitReached,
@@ -289,6 +290,28 @@ def cached(db: Database, secret: str | None) -> SpendKey | None:
     if key.status == "revoked":
         raise Unauthorized("this spend key was revoked")
     return key
+
+
+async def judge_cached(
+    db: Database, key: SpendKey, secret: str | None, *, service_id: str, model: str, shape: str
+) -> SpendKey:
+    """The key a call from the cache is judged by: the cached `key` when it allows the call;
+    otherwise the key as the database has it now (and cached again). A cached key's refusal
+    is never trusted — the key may have been resumed or widened since — while its consent
+    needs no read: the hold checks its version and secret (`reserve`).
+
+    Raises: Unauthorized as `authenticate` does (on the fresh read).
+    """
+    try:
+        check_allowed(key, service_id=service_id, model=model, now=utc_now(), shape=shape)
+    except LavaError:
+        return await db.run(read_and_remember, db, secret)
+    return key
+
+
+def read_and_remember(db: Database, secret: str | None) -> SpendKey:
+    """`authenticate` with the key cached for the calls after (Raises: as `authenticate`)."""
+    return authenticate(db, secret, remember=True)
 
 
 def _refuse_malformed(secret: str | None) -> None:

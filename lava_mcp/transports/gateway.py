@@ -46,7 +46,7 @@ from lava_mcp.ids import new_id
 from lava_mcp.providers import upstream
 from lava_mcp.providers.catalog import Service
 from lava_mcp.store.db import unavailable
-from lava_mcp.store.models import SpendKey, utc_now
+from lava_mcp.store.models import SpendKey
 from lava_mcp.transports.http import (
     MAX_JSON_DEPTH,
     _depth_over,
@@ -167,14 +167,13 @@ def spend_key_secret(request: Request) -> str | None:
 
 async def authenticate(request: Request, *, fresh: bool = False) -> SpendKey:
     """The request's spend key: from `key_cache` when it's there (the hold validates it),
-    else read (and cached); `fresh`: always read (for what no hold will check, or to judge
-    again what the cached key refused).
+    else read (and cached); `fresh`: always read (for what no hold will check).
 
     Raises: Unauthorized for a missing, unknown or revoked key, or a wallet key.
     """
     if fresh:
         database = runtime_of(request).db
-        return await database.run(_read_and_cache, database, spend_key_secret(request))
+        return await database.run(spend_keys.read_and_remember, database, spend_key_secret(request))
     return (await _spend_key(request))[0]
 
 
@@ -185,11 +184,7 @@ async def _spend_key(request: Request) -> tuple[SpendKey, bool]:
     key = spend_keys.cached(database, secret)
     if key is not None:
         return key, True
-    return await database.run(_read_and_cache, database, secret), False
-
-
-def _read_and_cache(database: Any, secret: str | None) -> SpendKey:
-    return spend_keys.authenticate(database, secret, remember=True)
+    return await database.run(spend_keys.read_and_remember, database, secret), False
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -242,14 +237,14 @@ async def _model_call(request: Request, request_id: str, shape: Shape) -> Respon
     metering = runtime_of(request).metering
     service = service_for(metering, shape, body)
     if from_cache:
-        try:
-            spend_keys.check_allowed(
-                key, service_id=service.id, model=body["model"], now=utc_now(), shape=shape
-            )
-        except LavaError:
-            # A cached key's refusal is never trusted (it may have been widened since):
-            # judge the call by the key as it is.
-            key = await authenticate(request, fresh=True)
+        key = await spend_keys.judge_cached(
+            runtime_of(request).db,
+            key,
+            spend_key_secret(request),
+            service_id=service.id,
+            model=body["model"],
+            shape=shape,
+        )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("stream must be true or false")
