@@ -348,7 +348,8 @@ class Metering:
     ) -> Ticket | LavaError | spend_keys.RateLimitMoved:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
-        job = self.db.submit(self._open_job, ticket, endpoint, spend_key)
+        # Committed, not yet durable: the settle's durable commit makes it so (`Database.submit`).
+        job = self.db.submit(self._open_job, ticket, endpoint, spend_key, durable=False)
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:

@@ -45,6 +45,7 @@ from lava_mcp.errors import ServiceUnavailable
 from lava_mcp.store.writer import Writer, wait_out
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 T = TypeVar("T")
 
 
@@ -80,16 +81,21 @@ class Database:
             self.writer = Writer(self.engine, self._write_lock, sync_wal=sync_wal)
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A write transaction: commits on success, rolls back on any exception."""
+    def write(self, *, durable: bool = True) -> Iterator[Session]:
+        """A write transaction: commits on success, rolls back on any exception.
+
+        `durable=False` on PostgreSQL commits asynchronously (`synchronous_commit = off`:
+        see `submit`); on SQLite the connection's own `synchronous` setting decides."""
         with (
             self._write_lock or nullcontext(),
             Session(self._write_engine, expire_on_commit=False) as session,
             session.begin(),
         ):
+            if not durable and not self.is_sqlite:
+                session.execute(_ASYNC_COMMIT)
             yield session
 
-    def submit(self, function: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    def submit(self, function: Callable[..., T], *args: Any, durable: bool = True) -> asyncio.Future[T]:
         """Start `function(session, *args)` in a write transaction; the future resolves,
         with its result or its exception, once that transaction is over (committed, or for
         an exception rolled back).
@@ -98,16 +104,24 @@ class Database:
         SAVEPOINT of its own (`store.writer`: an exception rolls back this job only); on
         PostgreSQL it is a transaction of its own in a worker thread. Either way the job
         must not open another write transaction.
+
+        `durable=False`: resolve once the transaction is committed — visible to every
+        connection, kept through a crash of this process — without waiting for it to reach
+        the disk (SQLite: the WAL's fsync, `store.writer`; PostgreSQL: the WAL flush,
+        `synchronous_commit = off`). A power loss before the next durable commit may take
+        it back; that next durable commit makes it durable too, since both databases append
+        every commit to one log in order. For work that nothing answered to a client rests
+        on until a later durable commit does: a call's hold, whose settle is durable.
         """
         if self.writer is not None:
-            return self.writer.submit(function, args)
+            return self.writer.submit(function, args, durable=durable)
         return asyncio.ensure_future(
-            anyio.to_thread.run_sync(self._transact_alone, function, *args, abandon_on_cancel=False)
+            anyio.to_thread.run_sync(self._transact_alone, function, durable, *args, abandon_on_cancel=False)
         )
 
     async def transact(self, function: Callable[..., T], *args: Any) -> T:
-        """`submit` and wait for the result. Cancelled meanwhile, it still waits for the
-        transaction to end (its work can't be taken back), then raises the cancellation."""
+        """`submit` (durable) and wait for the result. Cancelled meanwhile, it still waits for
+        the transaction to end (its work can't be taken back), then raises the cancellation."""
         future = self.submit(function, *args)
         try:
             return await asyncio.shield(future)
@@ -116,8 +130,8 @@ class Database:
                 await wait_out(future)
             raise
 
-    def _transact_alone(self, function: Callable[..., T], *args: Any) -> T:
-        with self.write() as session:
+    def _transact_alone(self, function: Callable[..., T], durable: bool, *args: Any) -> T:
+        with self.write(durable=durable) as session:
             return function(session, *args)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

@@ -13,7 +13,8 @@ The rules:
 - A job is `function(session, *args)`, run in the batch's transaction inside a SAVEPOINT of
   its own. A job that raises (a refused hold) is rolled back alone and its caller gets the
   exception; the other jobs of the batch commit.
-- A caller is answered only once its batch's COMMIT has returned: what it is told is durable.
+- A caller is answered only once its batch's COMMIT has returned, and a job submitted as
+  durable (the default) only once that commit is on disk too (see below).
 - A batch is one transaction, so a crash mid-batch leaves nothing of it.
 - A batch whose BEGIN or COMMIT fails (the lock not granted within the busy timeout, a full
   disk) answers every caller in it with that error; each caller's own rule decides whether
@@ -37,6 +38,23 @@ the same checkpoint syncs, no fsync per commit) and hands the batch to a sync th
 fsyncs the WAL file and only then answers the batch's callers. So each caller is answered
 exactly when it would be at FULL — once its transaction is in the WAL on disk — while the
 writer already runs the next batch; one fsync covers every batch committed before it began.
+
+A job submitted with `durable=False` is answered as soon as its batch's COMMIT returns,
+without waiting for that fsync: it is committed (every connection sees it, and a SIGKILL
+of this process loses nothing, since the WAL append is in the kernel's page cache) but a
+power loss before the next fsync may take it back. Metering submits holds this way: the
+WAL is one append-only file, so the fsync its call's settle waits for makes the hold
+durable too, and a hold lost to a power cut belongs to a call whose answer never completed
+(the sweep would have released it at $0 anyway). See `Database.submit`.
+
+Checkpoints off the writer's path (at FULL): SQLite copies the WAL back into the database
+file (a checkpoint: thousands of pages and two fsyncs, several milliseconds) inside the
+COMMIT that crosses `wal_autocheckpoint` pages, so one batch in a hundred would keep its
+callers and every queued job waiting for it. The writer's connection has the automatic
+checkpoint off; every `CHECKPOINT_COMMITS` commits it wakes a checkpoint thread, which runs
+a PASSIVE checkpoint on a connection of its own — concurrently with the writer's next
+batches, as WAL mode allows (it copies only frames no reader still needs, and never waits
+for a lock). Other connections (reads, other processes) keep their automatic checkpoints.
 """
 
 from __future__ import annotations
@@ -46,6 +64,7 @@ import contextlib
 import logging
 import os
 import queue
+import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +78,10 @@ logger = logging.getLogger("lava_mcp.store.writer")
 
 # At most this many jobs share one commit (each caller's wait stays bounded under a flood).
 MAX_BATCH_JOBS = 256
+# The checkpoint thread runs after this many of the writer's commits (at FULL: see above).
+# A commit of one call appends ~6 pages, a batch of many more, so this keeps the WAL near
+# SQLite's own default of 1,000 pages between checkpoints.
+CHECKPOINT_COMMITS = 128
 
 
 @dataclass(slots=True)
@@ -67,6 +90,7 @@ class _Job:
     args: tuple[Any, ...]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    durable: bool
 
 
 # (job, succeeded, its result or its exception)
@@ -85,6 +109,11 @@ class Writer:
         self._wal: Path | None = None  # the WAL file, as SQLite names it (set with the session)
         self._synced: queue.SimpleQueue[list[_Outcome] | None] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_due = threading.Event()
+        self._checkpoint_stop = False
+        self._checkpointed_at = 0  # self.commits when the checkpoint thread was last woken
+        self.checkpoints = 0  # PASSIVE checkpoints run by the checkpoint thread (tests)
         self._write_lock = write_lock
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -99,13 +128,16 @@ class Writer:
         """Jobs waiting for a batch (not yet taken by the writer)."""
         return self._jobs.qsize()
 
-    def submit(self, function: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        """Queue `function(session, *args)` for the next batch; the future resolves after its COMMIT."""
+    def submit(
+        self, function: Callable[..., Any], args: tuple[Any, ...], *, durable: bool = True
+    ) -> asyncio.Future[Any]:
+        """Queue `function(session, *args)` for the next batch; the future resolves after its
+        COMMIT, and for a `durable` job once that commit is on disk (at FULL: the fsync)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._thread is None:
             self._start()
-        self._jobs.put(_Job(function, args, loop, future))
+        self._jobs.put(_Job(function, args, loop, future, durable))
         return future
 
     def stop(self) -> None:
@@ -113,6 +145,7 @@ class Writer:
         with self._starting:  # (no new threads meanwhile: each sentinel reaches its own thread)
             thread, self._thread = self._thread, None
             syncer, self._syncer = self._syncer, None
+            checkpointer, self._checkpointer = self._checkpointer, None
             if thread is None:
                 return
             self._jobs.put(None)
@@ -120,6 +153,11 @@ class Writer:
             if syncer is not None:
                 self._synced.put(None)
                 syncer.join()
+            if checkpointer is not None:
+                self._checkpoint_stop = True
+                self._checkpoint_due.set()
+                checkpointer.join()
+                self._checkpoint_stop = False
 
     def _start(self) -> None:
         with self._starting:
@@ -128,6 +166,11 @@ class Writer:
                     syncer = threading.Thread(target=self._sync, name="lava-sqlite-sync", daemon=True)
                     syncer.start()
                     self._syncer = syncer
+                    checkpointer = threading.Thread(
+                        target=self._checkpoint, name="lava-sqlite-checkpoint", daemon=True
+                    )
+                    checkpointer.start()
+                    self._checkpointer = checkpointer
                 thread = threading.Thread(target=self._serve, name="lava-sqlite-writer", daemon=True)
                 thread.start()
                 self._thread = thread
@@ -161,6 +204,33 @@ class Writer:
                     _answer(outcomes)
             if stopping:
                 return
+
+    def _checkpoint(self) -> None:
+        """Run a PASSIVE checkpoint each time the writer says one is due (see above)."""
+        connection: sqlite3.Connection | None = None
+        try:
+            while True:
+                self._checkpoint_due.wait()
+                self._checkpoint_due.clear()
+                if self._checkpoint_stop:
+                    return
+                wal = self._wal
+                if wal is None:
+                    continue
+                try:
+                    if connection is None:
+                        main_file = str(wal)[: -len("-wal")]
+                        connection = sqlite3.connect(main_file, isolation_level=None, check_same_thread=False)
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 1
+                except sqlite3.Error:  # the next one tries again; SQLite's WAL stays correct
+                    logger.exception("could not checkpoint %s", wal)
+                    if connection is not None:
+                        connection.close()
+                    connection = None
+        finally:
+            if connection is not None:
+                connection.close()
 
     def _serve(self) -> None:
         try:
@@ -218,10 +288,18 @@ class Writer:
                     return
                 self.commits += 1
                 self.committed_jobs += len(jobs)
-            if self._sync_wal:
-                self._synced.put(outcomes)  # answered once the WAL is on disk
-            else:
+            if self._sync_wal and self.commits - self._checkpointed_at >= CHECKPOINT_COMMITS:
+                self._checkpointed_at = self.commits
+                self._checkpoint_due.set()
+            if not self._sync_wal:
                 _answer(outcomes)
+                return
+            committed = [outcome for outcome in outcomes if not outcome[0].durable]
+            if committed:
+                _answer(committed)  # committed is all they asked for
+            if len(committed) < len(outcomes):
+                # The durable ones are answered once the WAL is on disk.
+                self._synced.put([outcome for outcome in outcomes if outcome[0].durable])
             return
 
     def _run_jobs(
@@ -259,6 +337,7 @@ class Writer:
             self._driver = session.connection().connection.driver_connection
             if self._sync_wal:
                 self._driver.execute("PRAGMA synchronous=NORMAL")  # the sync thread fsyncs
+                self._driver.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does
                 # The file SQLite opened (an absolute path, whatever the working directory).
                 main_file = self._driver.execute("PRAGMA database_list").fetchone()[2]
                 self._wal = Path(f"{main_file}-wal")
@@ -276,6 +355,7 @@ class Writer:
                 try:
                     driver.rollback()  # whatever is left of a batch
                     driver.execute("PRAGMA synchronous=FULL")
+                    driver.execute("PRAGMA wal_autocheckpoint=1000")
                 except Exception:
                     session.connection().invalidate()
             session.close()  # rolls back whatever is left on the driver

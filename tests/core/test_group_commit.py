@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from lava_mcp.config import Settings
@@ -472,3 +473,116 @@ async def test_at_full_the_writer_syncs_the_wal_itself_and_the_pool_stays_at_ful
             connection.close()
     assert verify.verify(db) == []
     await runtime.aclose()
+
+
+class GatedFsync:
+    """Holds the sync thread inside its fsync until released (`store.writer._fsync`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from lava_mcp.store import writer as writer_module
+
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        real = writer_module._fsync
+
+        def gated(wal: Path) -> None:
+            self.entered.set()
+            self.release.wait(60)
+            real(wal)
+
+        monkeypatch.setattr(writer_module, "_fsync", gated)
+
+
+@pytest.mark.sqlite_only  # SQLite's WAL fsync
+async def test_at_full_a_hold_is_answered_at_commit_and_a_settle_once_the_wal_is_on_disk(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold is committed before the upstream call but its caller does not wait for the
+    fsync (`Database.submit(durable=False)`): the WAL is one append-only file, so the fsync
+    its settle waits for makes it durable too. A settle is answered only once on disk."""
+    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": "FULL"}))
+    db, metering = runtime.db, runtime.metering
+    db.upgrade()
+    created = wallet.create_wallet(db, name="gated")
+    fund(runtime, created.wallet_id, "1.00")
+    gate = GatedFsync(monkeypatch)
+    # Any fsync would stick in the gate: the hold is answered without waiting for one.
+    opening = asyncio.ensure_future(open_call(metering, created.wallet_id))
+    await asyncio.wait({opening}, timeout=30)
+    if not opening.done():
+        gate.release.set()
+        await opening
+        raise AssertionError("the hold waited for the fsync")
+    ticket = opening.result()
+    with db.read() as session:  # committed: every other connection sees it
+        hold = session.get(Hold, ticket.hold_id)
+        assert hold is not None and hold.status == "pending"
+    settling = asyncio.ensure_future(metering.settle(ticket, USAGE))
+    assert await asyncio.to_thread(gate.entered.wait, 30)
+    for _ in range(50):  # the settle commits, then waits for its fsync
+        await asyncio.sleep(0.01)
+    assert not settling.done()
+    with db.read() as session:
+        record = session.get(RequestRecord, ticket.request_id)
+        assert record is not None and record.status == "completed"  # committed, not yet answered
+    gate.release.set()
+    settlement = await asyncio.wait_for(settling, 30)
+    assert settlement.cost.total_micros == COST_MICROS
+    assert verify.verify(db) == []
+    await runtime.aclose()
+
+
+def _commit_mode(session: Session) -> str:
+    return str(session.execute(text("SHOW synchronous_commit")).scalar())
+
+
+async def test_on_postgresql_a_job_submitted_not_durable_commits_asynchronously(postgres_url: str) -> None:
+    """PostgreSQL: `durable=False` is `synchronous_commit = off` for that transaction only."""
+    db = Database(postgres_url)
+    try:
+        assert await db.submit(_commit_mode, durable=False) == "off"
+        assert await db.submit(_commit_mode) == "on"
+        assert await db.transact(_commit_mode) == "on"
+    finally:
+        db.dispose()
+
+
+def _fill(session: Session, rows: int) -> None:
+    session.execute(text("CREATE TABLE IF NOT EXISTS filler (n INTEGER, payload BLOB)"))
+    for _ in range(rows):
+        session.execute(text("INSERT INTO filler VALUES (1, randomblob(3000))"))
+
+
+def _autocheckpoint(session: Session) -> int:
+    return int(session.execute(text("PRAGMA wal_autocheckpoint")).scalar())
+
+
+@pytest.mark.sqlite_only  # SQLite's WAL checkpoints
+async def test_at_full_checkpoints_run_in_their_own_thread_not_in_a_commit(tmp_path: Path) -> None:
+    """The writer's connection never checkpoints inside a COMMIT (its automatic checkpoint
+    is off); the checkpoint thread copies the WAL back every CHECKPOINT_COMMITS commits,
+    and the connection goes back to the pool with the automatic checkpoint on."""
+    from lava_mcp.store import writer as writer_module
+
+    db = Database(f"sqlite:///{tmp_path / 'checkpoints.db'}", sqlite_synchronous="FULL")
+    writer = db.writer
+    assert writer is not None
+    assert await db.transact(_autocheckpoint) == 0
+    for _ in range(writer_module.CHECKPOINT_COMMITS * 2 + 1):
+        await db.transact(_fill, 2)
+    for _ in range(3000):  # the checkpoint thread runs beside the writer
+        if writer.checkpoints >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.checkpoints >= 2
+    db.writer.stop()
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+        assert connection.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+        rows = connection.exec_driver_sql("SELECT count(*) FROM filler").scalar()
+        assert rows == (writer_module.CHECKPOINT_COMMITS * 2 + 1) * 2
+    db.dispose()
+    # Everything was copied back: the database file alone holds every row.
+    alone = sqlite3.connect(tmp_path / "checkpoints.db")
+    assert alone.execute("SELECT count(*) FROM filler").fetchone()[0] == rows
+    alone.close()
