@@ -349,7 +349,7 @@ class Metering:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
         # Committed, not yet durable: the settle's durable commit makes it so (`Database.submit`).
-        job = self.db.submit(self._open_job, ticket, endpoint, spend_key, durable=False)
+        job = self.db.submit(self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=True)
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -436,7 +436,7 @@ class Metering:
         with anyio.CancelScope(shield=True):
             while True:
                 try:
-                    return await self.db.transact(function, *args)
+                    return await self.db.transact(function, *args, now_if_idle=True)
                 except Exception as error:
                     if not retryable(error):
                         raise

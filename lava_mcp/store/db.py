@@ -78,7 +78,13 @@ class Database:
             on_file = parsed.database not in (None, "", ":memory:")
             # At FULL the writer fsyncs the WAL itself, off its own path (`store.writer`).
             sync_wal = on_file and sqlite_synchronous.upper() == "FULL"
-            self.writer = Writer(self.engine, self._write_lock, sync_wal=sync_wal)
+            self.writer = Writer(
+                self.engine,
+                self._write_lock,
+                on_file=on_file,
+                sync_wal=sync_wal,
+                busy_timeout_ms=int(busy_timeout_s * 1000),
+            )
 
     @contextmanager
     def write(self, *, durable: bool = True) -> Iterator[Session]:
@@ -95,7 +101,9 @@ class Database:
                 session.execute(_ASYNC_COMMIT)
             yield session
 
-    def submit(self, function: Callable[..., T], *args: Any, durable: bool = True) -> asyncio.Future[T]:
+    def submit(
+        self, function: Callable[..., T], *args: Any, durable: bool = True, now_if_idle: bool = False
+    ) -> asyncio.Future[T]:
         """Start `function(session, *args)` in a write transaction; the future resolves,
         with its result or its exception, once that transaction is over (committed, or for
         an exception rolled back).
@@ -112,17 +120,21 @@ class Database:
         it back; that next durable commit makes it durable too, since both databases append
         every commit to one log in order. For work that nothing answered to a client rests
         on until a later durable commit does: a call's hold, whose settle is durable.
+
+        `now_if_idle` (SQLite): a short job that never blocks may run at once on the calling
+        thread when the writer is idle and SQLite's write lock is free this instant (never
+        waiting for it), instead of a hand-off to the writer thread (`Writer.submit`).
         """
         if self.writer is not None:
-            return self.writer.submit(function, args, durable=durable)
+            return self.writer.submit(function, args, durable=durable, now_if_idle=now_if_idle)
         return asyncio.ensure_future(
             anyio.to_thread.run_sync(self._transact_alone, function, durable, *args, abandon_on_cancel=False)
         )
 
-    async def transact(self, function: Callable[..., T], *args: Any) -> T:
+    async def transact(self, function: Callable[..., T], *args: Any, now_if_idle: bool = False) -> T:
         """`submit` (durable) and wait for the result. Cancelled meanwhile, it still waits for
         the transaction to end (its work can't be taken back), then raises the cancellation."""
-        future = self.submit(function, *args)
+        future = self.submit(function, *args, now_if_idle=now_if_idle)
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:

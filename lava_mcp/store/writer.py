@@ -47,7 +47,7 @@ WAL is one append-only file, so the fsync its call's settle waits for makes the 
 durable too, and a hold lost to a power cut belongs to a call whose answer never completed
 (the sweep would have released it at $0 anyway). See `Database.submit`.
 
-Checkpoints off the writer's path (at FULL): SQLite copies the WAL back into the database
+Checkpoints off the writer's path (for a database on file): SQLite copies the WAL back into the database
 file (a checkpoint: thousands of pages and two fsyncs, several milliseconds) inside the
 COMMIT that crosses `wal_autocheckpoint` pages, so one batch in a hundred would keep its
 callers and every queued job waiting for it. The writer's connection has the automatic
@@ -100,12 +100,28 @@ _Outcome = tuple[_Job, bool, Any]
 class Writer:
     """The writer thread of one SQLite database (started on the first job)."""
 
-    def __init__(self, engine: Engine, write_lock: threading.Lock, *, sync_wal: bool = False) -> None:
-        """`sync_wal`: fsync the WAL after each batch in the sync thread (FULL durability,
-        see above); False leaves syncing to SQLite's own `synchronous` setting."""
+    def __init__(
+        self,
+        engine: Engine,
+        write_lock: threading.Lock,
+        *,
+        on_file: bool = True,
+        sync_wal: bool = False,
+        busy_timeout_ms: int = 30_000,
+    ) -> None:
+        """`on_file`: the database is a file (not `:memory:`): checkpoints run in their own
+        thread, and `now_if_idle` jobs may run on the caller's thread.
+        `sync_wal`: fsync the WAL after each batch in the sync thread (FULL durability,
+        see above); False leaves syncing to SQLite's own `synchronous` setting.
+        `busy_timeout_ms`: the connections' busy timeout (restored after a `now_if_idle` try)."""
+        self._busy_timeout_ms = busy_timeout_ms
+        # Jobs submitted and not yet answered (`now_if_idle` runs a job at once only alone).
+        self._unanswered = 0
+        self._counting = threading.Lock()
         # The batch's transaction is begun by the writer on the driver, not by SQLAlchemy.
         self._engine = engine.execution_options(lava_begin="")
-        self._sync_wal = sync_wal
+        self._on_file = on_file
+        self._sync_wal = sync_wal and on_file
         self._wal: Path | None = None  # the WAL file, as SQLite names it (set with the session)
         self._synced: queue.SimpleQueue[list[_Outcome] | None] = queue.SimpleQueue()
         self._syncer: threading.Thread | None = None
@@ -129,15 +145,45 @@ class Writer:
         return self._jobs.qsize()
 
     def submit(
-        self, function: Callable[..., Any], args: tuple[Any, ...], *, durable: bool = True
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        *,
+        durable: bool = True,
+        now_if_idle: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue `function(session, *args)` for the next batch; the future resolves after its
-        COMMIT, and for a `durable` job once that commit is on disk (at FULL: the fsync)."""
+        COMMIT, and for a `durable` job once that commit is on disk (at FULL: the fsync).
+
+        `now_if_idle`: when no other job is in flight (submitted and not yet answered: it
+        would share their next commit instead), the writer is idle (the write lock free) and
+        no other connection holds SQLite's write lock at this instant, run the job at once on
+        the calling thread, in a transaction of its own, instead of waking the writer (the
+        fsync still runs in the sync thread). For short jobs that never block: a lone call
+        then pays no thread hand-off, and the event loop never waits on a lock."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._thread is None:
             self._start()
-        self._jobs.put(_Job(function, args, loop, future, durable))
+        job = _Job(function, args, loop, future, durable)
+        with self._counting:
+            alone = self._unanswered == 0
+            self._unanswered += 1
+        if (
+            now_if_idle
+            and alone  # (with other jobs in flight, this one waits to share their next commit)
+            and self._on_file
+            and self._jobs.empty()
+            and self._write_lock.acquire(blocking=False)
+        ):
+            try:
+                ran = self._commit_locked([job], wait=False)
+            finally:
+                self._write_lock.release()
+            if ran is None:  # another connection holds SQLite's write lock: the writer waits
+                self._jobs.put(job)
+            return future
+        self._jobs.put(job)
         return future
 
     def stop(self) -> None:
@@ -166,6 +212,7 @@ class Writer:
                     syncer = threading.Thread(target=self._sync, name="lava-sqlite-sync", daemon=True)
                     syncer.start()
                     self._syncer = syncer
+                if self._on_file:
                     checkpointer = threading.Thread(
                         target=self._checkpoint, name="lava-sqlite-checkpoint", daemon=True
                     )
@@ -198,10 +245,10 @@ class Writer:
             except OSError as error:  # not durable: no caller may be told it is
                 logger.exception("could not fsync %s", wal)
                 for outcomes in batches:
-                    _answer([(job, False, error) for job, _, _ in outcomes])
+                    self._answer([(job, False, error) for job, _, _ in outcomes])
             else:
                 for outcomes in batches:
-                    _answer(outcomes)
+                    self._answer(outcomes)
             if stopping:
                 return
 
@@ -254,7 +301,7 @@ class Writer:
                 except BaseException as error:  # never leave a caller waiting on a dead thread
                     logger.exception("the SQLite writer failed a batch of %d jobs", len(batch))
                     self._discard_session()
-                    _answer([(job, False, error) for job in batch])
+                    self._answer([(job, False, error) for job in batch])
                 if stopping:
                     return
         finally:
@@ -264,43 +311,59 @@ class Writer:
         jobs = batch
         while jobs:
             with self._write_lock:
-                session, driver = self._open_session()
-                cursor = driver.cursor()
+                left = self._commit_locked(jobs, wait=True)
+            jobs = left or []
+
+    def _commit_locked(self, jobs: list[_Job], *, wait: bool) -> list[_Job] | None:
+        """Run `jobs` in one transaction and answer them (the caller holds the write lock).
+        Returns the jobs to run again in a new transaction (one job aborted this one) or [];
+        without `wait`, None when another connection holds SQLite's write lock (nothing was
+        done and nobody answered)."""
+        session, driver = self._open_session()
+        cursor = driver.cursor()
+        try:
+            if wait:
+                cursor.execute("BEGIN IMMEDIATE")
+            else:
+                cursor.execute("PRAGMA busy_timeout=0")
                 try:
                     cursor.execute("BEGIN IMMEDIATE")
-                except Exception as error:  # the lock was not granted: every caller decides
-                    self._discard_session()  # (a fresh one next time, whatever went wrong)
-                    _answer([(job, False, error) for job in jobs])
-                    return
-                outcomes, aborted = self._run_jobs(session, driver, cursor, jobs)
-                if aborted is not None:
-                    # The transaction is gone, nothing of it committed and nobody answered:
-                    # answer the job that broke it and run the others again.
-                    self._discard_session()
-                    _answer([aborted])
-                    jobs = [job for job in jobs if job is not aborted[0]]
-                    continue
-                try:
-                    cursor.execute("COMMIT")
-                except Exception as error:
-                    self._discard_session()
-                    _answer([(job, False, error) for job in jobs])
-                    return
-                self.commits += 1
-                self.committed_jobs += len(jobs)
-            if self._sync_wal and self.commits - self._checkpointed_at >= CHECKPOINT_COMMITS:
-                self._checkpointed_at = self.commits
-                self._checkpoint_due.set()
-            if not self._sync_wal:
-                _answer(outcomes)
-                return
-            committed = [outcome for outcome in outcomes if not outcome[0].durable]
-            if committed:
-                _answer(committed)  # committed is all they asked for
-            if len(committed) < len(outcomes):
-                # The durable ones are answered once the WAL is on disk.
-                self._synced.put([outcome for outcome in outcomes if outcome[0].durable])
-            return
+                finally:
+                    cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        except Exception as error:  # the lock was not granted: every caller decides
+            if not wait:
+                return None  # (the writer tries again, waiting for the lock)
+            self._discard_session()  # (a fresh one next time, whatever went wrong)
+            self._answer([(job, False, error) for job in jobs])
+            return []
+        outcomes, aborted = self._run_jobs(session, driver, cursor, jobs)
+        if aborted is not None:
+            # The transaction is gone, nothing of it committed and nobody answered:
+            # answer the job that broke it and run the others again.
+            self._discard_session()
+            self._answer([aborted])
+            return [job for job in jobs if job is not aborted[0]]
+        try:
+            cursor.execute("COMMIT")
+        except Exception as error:
+            self._discard_session()
+            self._answer([(job, False, error) for job in jobs])
+            return []
+        self.commits += 1
+        self.committed_jobs += len(jobs)
+        if self._on_file and self.commits - self._checkpointed_at >= CHECKPOINT_COMMITS:
+            self._checkpointed_at = self.commits
+            self._checkpoint_due.set()
+        if not self._sync_wal:
+            self._answer(outcomes)
+            return []
+        committed = [outcome for outcome in outcomes if not outcome[0].durable]
+        if committed:
+            self._answer(committed)  # committed is all they asked for
+        if len(committed) < len(outcomes):
+            # The durable ones are answered once the WAL is on disk.
+            self._synced.put([outcome for outcome in outcomes if outcome[0].durable])
+        return []
 
     def _run_jobs(
         self, session: Session, driver: Any, cursor: Any, jobs: list[_Job]
@@ -328,6 +391,22 @@ class Writer:
                 session.expunge_all()
         return outcomes, None
 
+    def _answer(self, outcomes: list[_Outcome]) -> None:
+        """Resolve each caller's future on its own event loop (one wake-up per loop; at once
+        on the loop this thread runs)."""
+        with self._counting:
+            self._unanswered -= len(outcomes)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        here = asyncio._get_running_loop()
+        for loop, answers in by_loop.items():
+            if loop is here:
+                _resolve(answers)
+                continue
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these
+                loop.call_soon_threadsafe(_resolve, answers)
+
     def _open_session(self) -> tuple[Session, Any]:
         if self._session is None:
             session = Session(self._engine, expire_on_commit=False)
@@ -337,6 +416,7 @@ class Writer:
             self._driver = session.connection().connection.driver_connection
             if self._sync_wal:
                 self._driver.execute("PRAGMA synchronous=NORMAL")  # the sync thread fsyncs
+            if self._on_file:
                 self._driver.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does
                 # The file SQLite opened (an absolute path, whatever the working directory).
                 main_file = self._driver.execute("PRAGMA database_list").fetchone()[2]
@@ -350,11 +430,12 @@ class Writer:
         if session is None:
             return
         try:
-            if self._sync_wal:
-                # The pooled connection goes back to FULL, or is not reused at all.
+            if self._on_file:
+                # The pooled connection goes back to its settings, or is not reused at all.
                 try:
                     driver.rollback()  # whatever is left of a batch
-                    driver.execute("PRAGMA synchronous=FULL")
+                    if self._sync_wal:
+                        driver.execute("PRAGMA synchronous=FULL")
                     driver.execute("PRAGMA wal_autocheckpoint=1000")
                 except Exception:
                     session.connection().invalidate()
@@ -374,16 +455,6 @@ def _fsync(wal: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _answer(outcomes: list[_Outcome]) -> None:
-    """Resolve each caller's future on its own event loop (one wake-up per loop)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-    for outcome in outcomes:
-        by_loop.setdefault(outcome[0].loop, []).append(outcome)
-    for loop, answers in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these
-            loop.call_soon_threadsafe(_resolve, answers)
 
 
 def _resolve(outcomes: list[_Outcome]) -> None:

@@ -388,13 +388,17 @@ async def test_hundreds_of_concurrent_callers_end_with_the_ledger_sound(
 
 
 @pytest.mark.sqlite_only  # holds SQLite's write lock through the file
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
 async def test_healthz_answers_while_another_connection_holds_the_write_lock(
-    runtime: Runtime, new_wallet: wallet.NewWallet, tmp_path: Path
+    settings: Settings, tmp_path: Path, synchronous: str
 ) -> None:
     """Another process's connection holds `BEGIN IMMEDIATE`: a metered call waits for the
     lock in the writer thread, and meanwhile the event loop serves `/healthz`. (Run on the
     event loop, the call would stall it in SQLite's busy handler until the lock came free
-    or the busy timeout ran out.)"""
+    or the busy timeout ran out: a lone call tries the lock on the loop, never waiting.)"""
+    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": synchronous}))
+    runtime.db.upgrade()
+    new_wallet = wallet.create_wallet(runtime.db, name="blocked")
     fund(runtime, new_wallet.wallet_id, "1.00")
     app = build_app(runtime, migrate=False)
     blocker = sqlite3.connect(tmp_path / "lava.db", isolation_level=None)
@@ -415,6 +419,7 @@ async def test_healthz_answers_while_another_connection_holds_the_write_lock(
     assert ledger_state(runtime.db, new_wallet.wallet_id).held_micros == ticket.hold_micros
     await runtime.metering.settle(ticket, USAGE)
     assert verify.verify(runtime.db) == []
+    await runtime.aclose()
 
 
 @pytest.mark.sqlite_only  # waits in SQLite's writer queue
@@ -558,13 +563,14 @@ def _autocheckpoint(session: Session) -> int:
 
 
 @pytest.mark.sqlite_only  # SQLite's WAL checkpoints
-async def test_at_full_checkpoints_run_in_their_own_thread_not_in_a_commit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_checkpoints_run_in_their_own_thread_not_in_a_commit(tmp_path: Path, synchronous: str) -> None:
     """The writer's connection never checkpoints inside a COMMIT (its automatic checkpoint
     is off); the checkpoint thread copies the WAL back every CHECKPOINT_COMMITS commits,
     and the connection goes back to the pool with the automatic checkpoint on."""
     from lava_mcp.store import writer as writer_module
 
-    db = Database(f"sqlite:///{tmp_path / 'checkpoints.db'}", sqlite_synchronous="FULL")
+    db = Database(f"sqlite:///{tmp_path / 'checkpoints.db'}", sqlite_synchronous=synchronous)
     writer = db.writer
     assert writer is not None
     assert await db.transact(_autocheckpoint) == 0
@@ -586,3 +592,95 @@ async def test_at_full_checkpoints_run_in_their_own_thread_not_in_a_commit(tmp_p
     alone = sqlite3.connect(tmp_path / "checkpoints.db")
     assert alone.execute("SELECT count(*) FROM filler").fetchone()[0] == rows
     alone.close()
+
+
+def _where(session: Session, marker: str) -> str:
+    session.execute(text("CREATE TABLE IF NOT EXISTS marks (marker TEXT UNIQUE, thread TEXT)"))
+    session.execute(
+        text("INSERT INTO marks VALUES (:marker, :thread)"),
+        {"marker": marker, "thread": threading.current_thread().name},
+    )
+    return threading.current_thread().name
+
+
+def _refuse(session: Session, marker: str) -> None:
+    _where(session, marker)
+    raise InsufficientBalance()
+
+
+def _marks(db: Database) -> dict[str, str]:
+    with db.read() as session:
+        return {marker: thread for marker, thread in session.execute(text("SELECT marker, thread FROM marks"))}
+
+
+@pytest.mark.sqlite_only  # SQLite's writer thread
+@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+async def test_a_lone_job_runs_at_once_on_the_loop_and_concurrent_ones_share_the_writer(
+    tmp_path: Path, synchronous: str
+) -> None:
+    """`now_if_idle`: a job submitted while nothing else is in flight commits at once on
+    the calling thread (no hand-off); one submitted beside others, or while the writer is
+    busy, waits for the writer's next batch; a job that raises is rolled back alone."""
+    db = Database(f"sqlite:///{tmp_path / 'inline.db'}", sqlite_synchronous=synchronous)
+    writer = db.writer
+    assert writer is not None
+    loop_thread = threading.current_thread().name
+    assert await db.transact(_where, "lone", now_if_idle=True) == loop_thread
+    assert await db.transact(_where, "queued") == "lava-sqlite-writer"  # not asked to run at once
+    async with HeldWriter(db):  # the writer is in a batch: a lone job waits for it too
+        busy = db.submit(_where, "busy", now_if_idle=True)
+        await queued(writer, 1)
+    assert await busy == "lava-sqlite-writer"
+    with pytest.raises(InsufficientBalance):
+        await db.transact(_refuse, "refused", now_if_idle=True)
+    with pytest.raises(Exception, match="UNIQUE"):  # a statement error: this job alone
+        await db.transact(_where, "lone", now_if_idle=True)
+    assert await db.transact(_where, "after", now_if_idle=True) == loop_thread
+    marks = _marks(db)
+    assert "refused" not in marks and marks["lone"] == loop_thread and marks["after"] == loop_thread
+    assert len(marks) == 1 + 1 + 1 + 1
+    db.dispose()
+
+
+@pytest.mark.sqlite_only  # SQLite's WAL fsync
+async def test_a_job_submitted_while_another_awaits_its_fsync_shares_the_writers_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable job committed at once is in flight until its fsync: a job submitted
+    meanwhile does not run at once beside it but waits for the writer (group commit)."""
+    db = Database(f"sqlite:///{tmp_path / 'inflight.db'}", sqlite_synchronous="FULL")
+    gate = GatedFsync(monkeypatch)
+    first = db.submit(_where, "first", now_if_idle=True)
+    assert await asyncio.to_thread(gate.entered.wait, 30)
+    second = db.submit(_where, "second", now_if_idle=True)
+    gate.release.set()
+    assert await first == threading.current_thread().name
+    assert await second == "lava-sqlite-writer"
+    db.dispose()
+
+
+@pytest.mark.sqlite_only  # holds SQLite's write lock through the file
+async def test_a_lone_job_never_waits_on_the_loop_for_another_connections_lock(tmp_path: Path) -> None:
+    """Another connection holds SQLite's write lock: a `now_if_idle` job does not wait for it
+    on the event loop (the busy timeout is off for that try) but goes to the writer thread,
+    which waits; the connection's busy timeout is as configured afterwards."""
+    db = Database(f"sqlite:///{tmp_path / 'blocked.db'}", sqlite_synchronous="FULL", busy_timeout_s=20)
+    await db.transact(_where, "first", now_if_idle=True)
+    blocker = sqlite3.connect(tmp_path / "blocked.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        waiting = db.submit(_where, "blocked", now_if_idle=True)
+        assert not waiting.done()  # submit returned at once, the job waits in the writer
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert not waiting.done()
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
+    assert await waiting == "lava-sqlite-writer"
+    assert await db.transact(_busy_timeout, now_if_idle=True) == 20_000
+    db.dispose()
+
+
+def _busy_timeout(session: Session) -> int:
+    return int(session.execute(text("PRAGMA busy_timeout")).scalar())
