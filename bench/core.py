@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from lava_mcp.core import holds, spend_keys, verify, wallet
 from lava_mcp.core.metering import Metering
@@ -191,7 +192,6 @@ def timed(seconds: float, cycle: Callable[[], None]) -> tuple[int, float]:
 
 
 async def bench_stdio(directory: Path, calls: int) -> tuple[float, float, float]:
-    from mcp.client import Client
     from mcp.client.stdio import StdioServerParameters
 
     url = f"sqlite:///{directory / 'stdio.db'}"
@@ -206,6 +206,26 @@ async def bench_stdio(directory: Path, calls: int) -> tuple[float, float, float]
         env={"LAVA_WALLET_KEY": created.wallet_key, "LAVA_DATABASE_URL": url, "LAVA_PAYMENTS": "sandbox"},
         cwd=directory,
     )
+    return await time_get_balance(parameters, calls)
+
+
+async def bench_stdio_floor(directory: Path, calls: int, transport: str) -> tuple[float, float, float]:
+    """The same loop against `bench/stdio_floor.py`: the SDK's pipeline alone."""
+    from mcp.client.stdio import StdioServerParameters
+
+    parameters = StdioServerParameters(
+        command=sys.executable,
+        args=[str(Path(__file__).with_name("stdio_floor.py")), "--transport", transport],
+        cwd=directory,
+    )
+    return await time_get_balance(parameters, calls)
+
+
+async def time_get_balance(parameters: Any, calls: int) -> tuple[float, float, float]:
+    """p50, p99 and mean (ms) of `calls` sequential get_balance calls through the SDK's
+    stdio client, after 50 to warm up."""
+    from mcp.client import Client
+
     latencies_ms: list[float] = []
     async with Client(parameters) as client:
         for _ in range(50):  # warm up
@@ -278,6 +298,11 @@ def main() -> None:
             print()
             p50_ms, p99_ms, mean_ms = asyncio.run(bench_stdio(directory, arguments.calls))
             print(f"MCP get_balance over stdio ({arguments.calls} sequential calls to `lava-mcp stdio`)")
+            print(f"  p50 {p50_ms:.2f} ms   p99 {p99_ms:.2f} ms   mean {mean_ms:.2f} ms")
+            p50_ms, p99_ms, mean_ms = asyncio.run(bench_stdio_floor(directory, arguments.calls, "sdk"))
+            print(
+                "  floor: the same loop to a constant tool on the SDK's own stdio server (bench/stdio_floor.py)"
+            )
             print(f"  p50 {p50_ms:.2f} ms   p99 {p99_ms:.2f} ms   mean {mean_ms:.2f} ms")
 
 
