@@ -3,11 +3,15 @@ with one tool that returns a constant, nothing else. The tool is named `get_bala
 publishes lava-mcp's `get_balance` output schema, so the client does the same work (it
 validates every answer's structured content against the tool's schema).
 
-    uv run python bench/stdio_floor.py
+    uv run python bench/stdio_floor.py [--transport sdk|lava]
 
 `bench/core.py` spawns this as the server and drives it with the same client loop it
 drives `lava-mcp stdio` with, so the difference between the two figures is what lava-mcp
 adds above the SDK's own pipeline (client, JSON-RPC session, stdio transport, server).
+
+`--transport sdk` (the default) serves stdin/stdout with the SDK's `run_stdio_async()`, as
+any MCP server written with it would; `--transport lava` serves them with lava-mcp's own
+stdio streams (`lava_mcp.transports.stdio_streams`), to show what the transport alone costs.
 """
 
 from __future__ import annotations
@@ -43,14 +47,20 @@ def build() -> MCPServer:
 
 
 async def serve(transport: str) -> None:
-    await build().run_stdio_async()
+    server = build()
+    if transport == "sdk":
+        await server.run_stdio_async()
+        return
+    from lava_mcp.transports.stdio_streams import run_stdio
+
+    await run_stdio(server)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--transport", choices=("sdk",), default="sdk")
+    parser.add_argument("--transport", choices=("sdk", "lava"), default="sdk")
     anyio.run(serve, parser.parse_args().transport)
 
 
