@@ -4,7 +4,8 @@ SQLAlchemy's execution machinery costs about 0.15 ms a statement on a small mach
 than SQLite takes to run one. The few statements every metered call runs (take the hold,
 record the request, post the hold, write the charge) go straight to the DBAPI cursor of
 the connection the session already holds, so they commit or roll back with everything
-else in that transaction. One SQL text serves SQLite and PostgreSQL: `:name` parameters
+else in that transaction. A read that answers a tool call on its own (`read_one`) runs on a
+pooled connection outside any session. One SQL text serves SQLite and PostgreSQL: `:name` parameters
 (rewritten once to psycopg's `%(name)s`), and datetimes bound the way the ORM stores them.
 """
 
@@ -14,6 +15,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -60,6 +62,26 @@ def run(session: Session, statement: Statement, parameters: dict[str, Any]) -> A
     else:
         cursor.execute(statement.pyformat, parameters)
     return cursor
+
+
+def read_one(engine: Engine, statement: Statement, parameters: dict[str, Any]) -> Any:
+    """The first row of a read-only `statement` (None when there is none), on a pooled
+    connection outside any session: one statement is one snapshot on either database
+    (SQLite runs it in a read transaction of its own; psycopg's transaction ends when the
+    pool rolls the connection back on return)."""
+    connection = engine.raw_connection()
+    try:
+        driver = connection.driver_connection
+        assert driver is not None
+        is_sqlite = engine.dialect.name == "sqlite"
+        cursor = driver.cursor()
+        try:
+            cursor.execute(statement.sqlite if is_sqlite else statement.pyformat, parameters)
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool
 
 
 def _sqlite_time(value: datetime) -> str:

@@ -167,10 +167,8 @@ def build_server(
         money). When it has a "notice", pass it on to the user."""
 
         async def work(wallet_id: str) -> dict[str, Any]:
-            balance = await funding.balance(runtime, wallet_id)
-            # `Database.run`: inline on SQLite (a WAL read, shorter than a hop to a worker
-            # thread and back), in a thread on PostgreSQL.
-            return await runtime.db.run(render.balance_tool_json, runtime.db, balance)
+            # One worker-thread hop, one raw statement (`render.balance_tool_json`).
+            return await funding.read_balance(runtime, wallet_id, render.balance_tool_json)
 
         return await run(work)
 
