@@ -40,11 +40,11 @@ the worker threads database work uses: a slow or hanging processor stalls nothin
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -76,9 +76,8 @@ from lava_mcp.payments.base import (
 from lava_mcp.payments.sandbox import SandboxPayments
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.db import Database
+from lava_mcp.store.fast import WouldWait
 from lava_mcp.store.models import Payment, PaymentMethod, Wallet, utc_now
-
-T = TypeVar("T")
 
 logger = logging.getLogger("lava_mcp.funding")
 
@@ -100,25 +99,38 @@ PENDING_STATUSES = ("checkout_pending", "requires_action")
 
 
 async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
-    """The wallet's balance, after crediting what the processor reports paid
-    (`read_balance`). Raises: NotFound for an unknown wallet."""
-    return await read_balance(runtime, wallet_id, wallet.get_balance)
-
-
-async def read_balance(runtime: Runtime, wallet_id: str, read: Callable[[Database, str], T]) -> T:
-    """`read(db, wallet_id)` in a worker thread, after crediting what the processor reports paid.
+    """The wallet's balance, after crediting what the processor reports paid.
 
     A local install has no public webhook URL, so reading the balance is one of the moments
     pending Checkouts and card payments are reconciled: in the processor lane, waited for
     at most `ProcessorLane.read_wait_s` (half a second: a slow processor never stalls the
     read; the work goes on and a later read sees it). Errors reaching the processor are logged, not raised.
-    Raises: whatever `read` raises (NotFound for an unknown wallet).
+    Raises: NotFound for an unknown wallet.
     """
+    await _reconcile_before_reading(runtime, wallet_id)
+    return await runtime.db.run(wallet.get_balance, runtime.db, wallet_id)
+
+
+async def balance_and_invited(runtime: Runtime, wallet_id: str) -> tuple[wallet.Balance, bool]:
+    """`balance`, and whether an org invitation awaits the wallet's answer, from one
+    statement (`wallet.get_balance_and_invited`): what `get_balance` answers on every call.
+    On a SQLite file the event loop reads it itself (a WAL read waits for no writer; see
+    `store.fast.LoopReads`), unless SQLite says the read would wait: then, as on
+    PostgreSQL, in a worker thread.
+    Raises: NotFound for an unknown wallet.
+    """
+    await _reconcile_before_reading(runtime, wallet_id)
+    if runtime.loop_reads is not None:
+        with contextlib.suppress(WouldWait):
+            return wallet.balance_and_invited_now(runtime.loop_reads, wallet_id)
+    return await runtime.db.run(wallet.get_balance_and_invited, runtime.db, wallet_id)
+
+
+async def _reconcile_before_reading(runtime: Runtime, wallet_id: str) -> None:
     lane = runtime.processor_lane
     job = f"reconcile:{wallet_id}"
     if runtime.payments.mode != "sandbox":
         await lane.run_once(job, lambda: reconcile_pending(runtime, wallet_id), wait_s=lane.read_wait_s)
-    return await runtime.db.run(read, runtime.db, wallet_id)
 
 
 async def add_funds(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlmodel import select
 
@@ -110,12 +111,25 @@ _BALANCE_AND_INVITED = fast.Statement(
 
 def get_balance_and_invited(db: Database, wallet_id: str) -> tuple[Balance, bool]:
     """The balance, and whether an org invitation awaits the wallet's answer: one raw
-    statement (`get_balance` answers from it on every call; the ORM's two reads cost
-    twenty times as much).
+    statement (what `get_balance` answers on every call; the ORM's two reads cost twenty
+    times as much). Blocking: run it in a worker thread.
 
     Raises: NotFound for an unknown wallet.
     """
-    row = fast.read_one(db.engine, _BALANCE_AND_INVITED, {"wallet_id": wallet_id})
+    return _balance_and_invited(
+        fast.read_one(db.engine, _BALANCE_AND_INVITED, {"wallet_id": wallet_id}), wallet_id
+    )
+
+
+def balance_and_invited_now(reads: fast.LoopReads, wallet_id: str) -> tuple[Balance, bool]:
+    """`get_balance_and_invited`, read by the event loop itself (`store.fast.LoopReads`).
+
+    Raises: NotFound for an unknown wallet; fast.WouldWait when SQLite would wait for a lock.
+    """
+    return _balance_and_invited(reads.read_one(_BALANCE_AND_INVITED, {"wallet_id": wallet_id}), wallet_id)
+
+
+def _balance_and_invited(row: Any, wallet_id: str) -> tuple[Balance, bool]:
     if row is None:
         raise NotFound(f"unknown wallet {wallet_id!r}")
     balance_micros, held_micros, mode, shortfall_micros, invited = row

@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from lava_mcp.core import funding, oauth, services, usage
+from lava_mcp.core import funding, oauth, orgs, services, usage
 from lava_mcp.errors import BadRequest, InternalError, LavaError, Unauthorized
 from lava_mcp.ids import new_id
 from lava_mcp.money import float_as_written, format_cost, format_dollars, parse_amount
@@ -167,8 +167,11 @@ def build_server(
         money). When it has a "notice", pass it on to the user."""
 
         async def work(wallet_id: str) -> dict[str, Any]:
-            # One worker-thread hop, one raw statement (`render.balance_tool_json`).
-            return await funding.read_balance(runtime, wallet_id, render.balance_tool_json)
+            # One raw statement, read on the event loop on SQLite (`funding.balance_and_invited`);
+            # the invitations themselves only when some await an answer (rarely).
+            balance, invited = await funding.balance_and_invited(runtime, wallet_id)
+            pending = await in_thread(orgs.pending_invitations, runtime.db, wallet_id) if invited else []
+            return render.balance_tool_json(balance, pending)
 
         return await run(work)
 

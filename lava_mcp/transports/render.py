@@ -6,9 +6,8 @@ from typing import Any
 
 from lava_mcp.core import orgs
 from lava_mcp.core.usage import Page, Summary
-from lava_mcp.core.wallet import Balance, get_balance_and_invited
+from lava_mcp.core.wallet import Balance
 from lava_mcp.money import format_cost, format_dollars
-from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord
 
 
@@ -34,19 +33,13 @@ def balance_json(balance: Balance) -> dict[str, Any]:
     return body
 
 
-def balance_tool_json(db: Database, wallet_id: str) -> dict[str, Any]:
+def balance_tool_json(balance: Balance, invitations: list[orgs.InvitationView]) -> dict[str, Any]:
     """The `get_balance` tool's JSON: the balance, and any org invitations awaiting an answer
     (`"org_invitations": [{"id", "org_id", "org_name", "role"}]`, only when there are some),
-    so a chat can tell its user that an org asked them to join. One raw read answers when
-    none are pending (nearly always); the invitations are read only when some are.
-
-    Raises: NotFound for an unknown wallet.
-    """
-    balance, invited = get_balance_and_invited(db, wallet_id)
+    so a chat can tell its user that an org asked them to join."""
     body = balance_json(balance)
-    pending = orgs.pending_invitations(db, wallet_id) if invited else []
-    if pending:
-        body["org_invitations"] = [invitation.hint_json() for invitation in pending]
+    if invitations:
+        body["org_invitations"] = [invitation.hint_json() for invitation in invitations]
     return body
 
 
