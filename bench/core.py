@@ -15,7 +15,9 @@ the MCP `get_balance` round trip over stdio.
 (2) `holds.reserve()` then `holds.post()` in two `Database.write()` transactions on the
     calling thread (the ledger's own cost, without the request record or the writer thread).
 (3) `get_balance` over stdio: spawns the installed `lava-mcp stdio`, warms up, then times
-    `--calls` sequential calls through the SDK's client and prints p50/p99.
+    `--calls` sequential calls through the SDK's client and prints p50/p99; then the same
+    loop against `bench/stdio_floor.py` (a constant answer, same SDK, same output schema)
+    on the SDK's stdio transport and on lava-mcp's: the floor under lava-mcp's figure.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from lava_mcp.core import holds, spend_keys, verify, wallet
 from lava_mcp.core.metering import Metering
@@ -191,7 +194,6 @@ def timed(seconds: float, cycle: Callable[[], None]) -> tuple[int, float]:
 
 
 async def bench_stdio(directory: Path, calls: int) -> tuple[float, float, float]:
-    from mcp.client import Client
     from mcp.client.stdio import StdioServerParameters
 
     url = f"sqlite:///{directory / 'stdio.db'}"
@@ -206,6 +208,27 @@ async def bench_stdio(directory: Path, calls: int) -> tuple[float, float, float]
         env={"LAVA_WALLET_KEY": created.wallet_key, "LAVA_DATABASE_URL": url, "LAVA_PAYMENTS": "sandbox"},
         cwd=directory,
     )
+    return await time_get_balance(parameters, calls)
+
+
+async def bench_stdio_floor(directory: Path, calls: int, transport: str) -> tuple[float, float, float]:
+    """The same loop against `bench/stdio_floor.py`: the SDK's pipeline alone, on the
+    SDK's stdio transport ("sdk") or lava-mcp's ("lava")."""
+    from mcp.client.stdio import StdioServerParameters
+
+    parameters = StdioServerParameters(
+        command=sys.executable,
+        args=[str(Path(__file__).with_name("stdio_floor.py")), "--transport", transport],
+        cwd=directory,
+    )
+    return await time_get_balance(parameters, calls)
+
+
+async def time_get_balance(parameters: Any, calls: int) -> tuple[float, float, float]:
+    """p50, p99 and mean (ms) of `calls` sequential get_balance calls through the SDK's
+    stdio client, after 50 to warm up."""
+    from mcp.client import Client
+
     latencies_ms: list[float] = []
     async with Client(parameters) as client:
         for _ in range(50):  # warm up
@@ -279,6 +302,15 @@ def main() -> None:
             p50_ms, p99_ms, mean_ms = asyncio.run(bench_stdio(directory, arguments.calls))
             print(f"MCP get_balance over stdio ({arguments.calls} sequential calls to `lava-mcp stdio`)")
             print(f"  p50 {p50_ms:.2f} ms   p99 {p99_ms:.2f} ms   mean {mean_ms:.2f} ms")
+            for transport, label in (
+                ("sdk", "the SDK's own stdio transport"),
+                ("lava", "lava-mcp's stdio transport (transports.stdio_streams)"),
+            ):
+                p50_ms, p99_ms, mean_ms = asyncio.run(
+                    bench_stdio_floor(directory, arguments.calls, transport)
+                )
+                print(f"  floor: a constant get_balance on {label} (bench/stdio_floor.py)")
+                print(f"  p50 {p50_ms:.2f} ms   p99 {p99_ms:.2f} ms   mean {mean_ms:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from lava_mcp.payments.base import Payments
 from lava_mcp.providers.catalog import Catalog, load_catalog
 from lava_mcp.providers.upstream import Upstream
 from lava_mcp.store.db import Database
+from lava_mcp.store.fast import LoopReads
 
 logger = logging.getLogger("lava_mcp")
 
@@ -40,6 +41,8 @@ class Runtime:
     rate_limiter: RateLimiter = field(default_factory=InProcessRateLimiter)
     # Processor calls run in their own lane of worker threads (see `payments.ProcessorLane`).
     processor_lane: ProcessorLane = field(default_factory=ProcessorLane)
+    # On a SQLite file: reads the event loop may run itself (`store.fast.LoopReads`).
+    loop_reads: LoopReads | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -60,11 +63,22 @@ class Runtime:
             money_mode=settings.money_mode,
         )
         payments = build_payments(settings)
-        return cls(settings, db, catalog, upstream_client, metering, payments, rate_limiter=rate_limiter)
+        return cls(
+            settings,
+            db,
+            catalog,
+            upstream_client,
+            metering,
+            payments,
+            rate_limiter=rate_limiter,
+            loop_reads=LoopReads.for_url(settings.database_url),
+        )
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
         await self.rate_limiter.aclose()
+        if self.loop_reads is not None:
+            self.loop_reads.close()
         self.db.dispose()
 
 

@@ -40,6 +40,7 @@ the worker threads database work uses: a slow or hanging processor stalls nothin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -75,6 +76,7 @@ from lava_mcp.payments.base import (
 from lava_mcp.payments.sandbox import SandboxPayments
 from lava_mcp.runtime import Runtime
 from lava_mcp.store.db import Database
+from lava_mcp.store.fast import WouldWait
 from lava_mcp.store.models import Payment, PaymentMethod, Wallet, utc_now
 
 logger = logging.getLogger("lava_mcp.funding")
@@ -105,11 +107,30 @@ async def balance(runtime: Runtime, wallet_id: str) -> wallet.Balance:
     read; the work goes on and a later read sees it). Errors reaching the processor are logged, not raised.
     Raises: NotFound for an unknown wallet.
     """
+    await _reconcile_before_reading(runtime, wallet_id)
+    return await runtime.db.run(wallet.get_balance, runtime.db, wallet_id)
+
+
+async def balance_and_invited(runtime: Runtime, wallet_id: str) -> tuple[wallet.Balance, bool]:
+    """`balance`, and whether an org invitation awaits the wallet's answer, from one
+    statement (`wallet.get_balance_and_invited`): what `get_balance` answers on every call.
+    On a SQLite file the event loop reads it itself (a WAL read waits for no writer; see
+    `store.fast.LoopReads`), unless SQLite says the read would wait: then, as on
+    PostgreSQL, in a worker thread.
+    Raises: NotFound for an unknown wallet.
+    """
+    await _reconcile_before_reading(runtime, wallet_id)
+    if runtime.loop_reads is not None:
+        with contextlib.suppress(WouldWait):
+            return wallet.balance_and_invited_now(runtime.loop_reads, wallet_id)
+    return await runtime.db.run(wallet.get_balance_and_invited, runtime.db, wallet_id)
+
+
+async def _reconcile_before_reading(runtime: Runtime, wallet_id: str) -> None:
     lane = runtime.processor_lane
     job = f"reconcile:{wallet_id}"
     if runtime.payments.mode != "sandbox":
         await lane.run_once(job, lambda: reconcile_pending(runtime, wallet_id), wait_s=lane.read_wait_s)
-    return await anyio.to_thread.run_sync(wallet.get_balance, runtime.db, wallet_id)
 
 
 async def add_funds(

@@ -11,7 +11,9 @@ another process holds (`lava-mcp stdio` and `serve` share the default database),
 wait must not stall every other request. `Database.transact()` hands a write job to the
 writer thread, which commits concurrent jobs together (group commit, `store.writer`); on
 PostgreSQL each job is its own transaction in a worker thread. `Database.run()` runs any
-other blocking work in a worker thread.
+other blocking work in a worker thread. The one exception is a read that cannot wait:
+`store.fast.LoopReads` runs single-statement reads on the event loop, on a connection
+whose busy timeout is 0, and a read SQLite would make wait goes to a worker thread instead.
 
 A database failure that says "try again" (a connection dropped or refused, a server
 restarting, a deadlock or serialization victim, SQLite busy past its timeout, no pooled

@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from lava_mcp.core import funding, oauth, services, usage
+from lava_mcp.core import funding, oauth, orgs, services, usage
 from lava_mcp.errors import BadRequest, InternalError, LavaError, Unauthorized
 from lava_mcp.ids import new_id
 from lava_mcp.money import float_as_written, format_cost, format_dollars, parse_amount
@@ -167,10 +167,11 @@ def build_server(
         money). When it has a "notice", pass it on to the user."""
 
         async def work(wallet_id: str) -> dict[str, Any]:
-            balance = await funding.balance(runtime, wallet_id)
-            # `Database.run`: inline on SQLite (a WAL read, shorter than a hop to a worker
-            # thread and back), in a thread on PostgreSQL.
-            return await runtime.db.run(render.balance_tool_json, runtime.db, balance)
+            # One raw statement, read on the event loop on SQLite (`funding.balance_and_invited`);
+            # the invitations themselves only when some await an answer (rarely).
+            balance, invited = await funding.balance_and_invited(runtime, wallet_id)
+            pending = await in_thread(orgs.pending_invitations, runtime.db, wallet_id) if invited else []
+            return render.balance_tool_json(balance, pending)
 
         return await run(work)
 

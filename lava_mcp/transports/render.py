@@ -8,7 +8,6 @@ from lava_mcp.core import orgs
 from lava_mcp.core.usage import Page, Summary
 from lava_mcp.core.wallet import Balance
 from lava_mcp.money import format_cost, format_dollars
-from lava_mcp.store.db import Database
 from lava_mcp.store.models import RequestRecord
 
 
@@ -34,14 +33,13 @@ def balance_json(balance: Balance) -> dict[str, Any]:
     return body
 
 
-def balance_tool_json(db: Database, balance: Balance) -> dict[str, Any]:
+def balance_tool_json(balance: Balance, invitations: list[orgs.InvitationView]) -> dict[str, Any]:
     """The `get_balance` tool's JSON: the balance, and any org invitations awaiting an answer
     (`"org_invitations": [{"id", "org_id", "org_name", "role"}]`, only when there are some),
     so a chat can tell its user that an org asked them to join."""
     body = balance_json(balance)
-    pending = orgs.pending_invitations(db, balance.wallet_id)
-    if pending:
-        body["org_invitations"] = [invitation.hint_json() for invitation in pending]
+    if invitations:
+        body["org_invitations"] = [invitation.hint_json() for invitation in invitations]
     return body
 
 

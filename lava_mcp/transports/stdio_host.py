@@ -433,6 +433,7 @@ def prepare(settings: Settings) -> Plan:
 async def run(plan: Plan) -> None:
     """Serve MCP on stdin/stdout until the client closes it (and the pages, when hosting)."""
     from lava_mcp.transports.mcp_server import build_server
+    from lava_mcp.transports.stdio_streams import run_stdio
 
     if plan.runtime is None or plan.identity is None:
         from lava_mcp.transports.thin_client import run_thin_client
@@ -443,7 +444,7 @@ async def run(plan: Plan) -> None:
     server = build_server(runtime, default_wallet_id=identity.wallet_id, notice=identity.notice)
     if plan.listener is None:
         async with running(runtime, migrate=False):
-            await server.run_stdio_async()
+            await run_stdio(server)
         return
     import uvicorn
 
@@ -457,6 +458,6 @@ async def run(plan: Plan) -> None:
         # The app's lifespan starts the runtime's background work and closes it at the end.
         tasks.start_soon(pages.serve, [plan.listener])
         try:
-            await server.run_stdio_async()
+            await run_stdio(server)
         finally:
             pages.should_exit = True
