@@ -4,9 +4,9 @@ lava-mcp server and (optionally) through a LiteLLM proxy, in the same run, on lo
     uv run python bench/gateway.py [--seconds 10] [--synchronous FULL] [--profile]
     LITELLM=/path/to/litellm uv run python bench/gateway.py     # adds LiteLLM's row
 
-Starts the fake OpenAI provider (tests/fake_provider.py) and one lava-mcp server (the
-whole app: gateway, REST, MCP; uvicorn with uvloop + httptools when installed, as
-`lava-mcp serve` runs) in their own processes, with a fresh SQLite ledger, a funded wallet
+Starts the fake OpenAI provider (tests/fake_provider.py) and one `lava-mcp serve` (the
+whole app: gateway, REST, MCP; uvicorn with uvloop + httptools when installed) in their
+own processes, with a fresh SQLite ledger (migrated beforehand), a funded wallet
 and one spend key with a monthly spend limit: every call holds (committed before the
 upstream call) and settles (committed before the answer completes). For 1 and 32
 connections, JSON and streaming chat completions, it runs `wrk` (Debian's package; POST
@@ -14,13 +14,19 @@ bodies from a Lua script) straight at the fake, then through each gateway, and p
 issue's table:
 
     target | 1 conn req/s | 1 conn p50 added | 1 conn p99 added | 32 conns req/s |
-    streaming 1 / 32 conns | CPU per request | RSS (peak)
+    streaming 1 / 32 conns | CPU per request | RSS under load (peak)
 
 "added" is the gateway's latency minus the direct latency of the same run; CPU per
 request is the server process's CPU time (user + system, children included, from
-/proc) over the requests wrk completed, as a range over the four runs; RSS is the
-server's peak resident set (VmHWM). With LiteLLM, a last row gives lava-mcp / LiteLLM
-per column (higher is better for req/s; for the others lower is).
+/proc) over the requests wrk completed, as a range over the four runs. Two resident
+sets, both of the server's process and its children, from /proc/PID/status:
+- RSS under load: the largest VmRSS sampled every 100 ms during the four timed runs
+  (issue 11's "RSS under load"); the output also gives VmRSS once they are over.
+- peak: VmHWM, the most the process was ever resident, start-up and warm-up included
+  (modules compiled from source when there is no bytecode cache, as under
+  PYTHONDONTWRITEBYTECODE=1, take transient memory of their own).
+With LiteLLM, a last row gives lava-mcp / LiteLLM per column (higher is better for req/s;
+for the others lower is).
 
 LiteLLM (not a dependency of this project; install it in its own virtualenv, e.g.
 `uv venv /tmp/litellm && uv pip install -p /tmp/litellm 'litellm[proxy]'`): set `LITELLM`
@@ -35,14 +41,13 @@ At the end it checks that every lava-mcp request was settled and `ledger verify`
 prints where its CPU time goes (self time and inclusive time per function).
 
 The machine may be shared: figures are noisy; the CPU per request is the steadiest.
-Subcommands used internally: `fake PORT`, `serve PORT`.
+Subcommand used internally: `fake PORT`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import re
@@ -52,6 +57,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -100,20 +106,6 @@ def run_fake(port: int) -> None:
     from tests.fake_provider import FakeProvider
 
     uvicorn.run(FakeProvider().app(), host="127.0.0.1", port=port, **uvicorn_options())
-
-
-def run_server(port: int) -> None:
-    import uvicorn
-
-    from lava_mcp.config import Settings
-    from lava_mcp.runtime import Runtime
-    from lava_mcp.transports.app import build_app
-
-    runtime = Runtime.build(Settings())
-    app = build_app(runtime, migrate=False)
-    # Per-request INFO lines (httpx logs each upstream call) are not part of the gateway's cost.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    uvicorn.run(app, host="127.0.0.1", port=port, **uvicorn_options())
 
 
 @dataclass
@@ -169,17 +161,46 @@ def cpu_s(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set (VmHWM) of `pid` and its descendants, in MB."""
+def status_mb(pids: list[int], field: str) -> float:
+    """The sum of one /proc/PID/status field (VmRSS, VmHWM) over `pids`, in MB."""
     total_kb = 0
-    for member in process_tree(pid):
+    for member in pids:
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
             continue
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        match = re.search(rf"^{field}:\s+(\d+) kB", status, re.M)
         total_kb += int(match.group(1)) if match else 0
     return total_kb / 1024
+
+
+class RssSampler:
+    """The largest resident set (VmRSS) of `pid` and its descendants, sampled every 100 ms
+    while running (the process tree looked up again every second)."""
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        self.pid, self.interval_s, self.max_mb = pid, interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        samples = 0
+        members = process_tree(self.pid)
+        while True:
+            self.max_mb = max(self.max_mb, status_mb(members, "VmRSS"))
+            if self._stop.wait(self.interval_s):
+                return
+            samples += 1
+            if samples % 10 == 0:
+                members = process_tree(self.pid)
 
 
 def wrk(url: str, lua: Path, *, connections: int, seconds: float, pid: int | None = None) -> WrkResult:
@@ -241,7 +262,7 @@ def machine(argv: list[str]) -> list[str]:
         f"date:     {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load[0]:.1f}",
         f"machine:  {os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}",
-        f"server:   one process, uvicorn {loop}",
+        f"server:   one `lava-mcp serve` process, uvicorn {loop}",
         f"load gen: {version or 'wrk'}, 1 thread per connection up to 2; fake provider in its own process",
     ]
 
@@ -276,14 +297,20 @@ def litellm_command(port: int, fake_port: int, workdir: Path) -> list[str] | Non
 class Row:
     name: str
     runs: dict[tuple[int, bool], WrkResult]
-    rss_mb: float | None
+    rss_load_mb: float  # the largest VmRSS sampled during the timed runs
+    rss_end_mb: float  # VmRSS once they were over
+    rss_peak_mb: float  # VmHWM: the most it was ever resident, start-up included
+
+    @property
+    def rss(self) -> str:
+        return f"{self.rss_load_mb:.0f} MB ({self.rss_peak_mb:.0f} MB)" if self.rss_peak_mb else "—"
 
 
 def table(rows: list[Row], direct: Row) -> list[str]:
     """The issue's table (Markdown), with lava-mcp / LiteLLM per column when both ran."""
     header = (
         "| target | 1 conn req/s | 1 conn p50 added | 1 conn p99 added | 32 conns req/s"
-        " | streaming 1 / 32 conns | CPU per request | RSS (peak) |"
+        " | streaming 1 / 32 conns | CPU per request | RSS under load (peak) |"
     )
     lines = [header, "|" + "---|" * 8]
     figures: dict[str, list[float]] = {}
@@ -295,21 +322,21 @@ def table(rows: list[Row], direct: Row) -> list[str]:
         p99 = one.p99_ms - direct.runs[(1, False)].p99_ms
         cpu = [run.cpu_per_request_ms for run in row.runs.values()]
         figures[row.name] = [one.requests_per_s, p50, p99, many.requests_per_s, stream_one.requests_per_s,
-                             stream_many.requests_per_s, max(cpu), row.rss_mb or 0.0]  # fmt: skip
+                             stream_many.requests_per_s, max(cpu), row.rss_load_mb, row.rss_peak_mb]  # fmt: skip
         lines.append(
             f"| {row.name} | {one.requests_per_s:,.0f} | "
             + ("—" if is_direct else f"{p50:+.2f} ms")
             + " | "
             + ("—" if is_direct else f"{p99:+.2f} ms")
             + f" | {many.requests_per_s:,.0f} | {stream_one.requests_per_s:,.0f} / {stream_many.requests_per_s:,.0f}"
-            f" | {min(cpu):.2f}–{max(cpu):.2f} ms | " + (f"{row.rss_mb:.0f} MB" if row.rss_mb else "—") + " |"
+            f" | {min(cpu):.2f}–{max(cpu):.2f} ms | {row.rss} |"
         )
     if "lava-mcp" in figures and "LiteLLM" in figures:
         ours, theirs = figures["lava-mcp"], figures["LiteLLM"]
         ratios = [a / b if b else float("nan") for a, b in zip(ours, theirs, strict=True)]
         lines.append(
             f"| lava-mcp / LiteLLM | {ratios[0]:.2f}× | {ratios[1]:.2f}× | {ratios[2]:.2f}× | {ratios[3]:.2f}×"
-            f" | {ratios[4]:.2f}× / {ratios[5]:.2f}× | {ratios[6]:.2f}× | {ratios[7]:.2f}× |"
+            f" | {ratios[4]:.2f}× / {ratios[5]:.2f}× | {ratios[6]:.2f}× | {ratios[7]:.2f}× ({ratios[8]:.2f}×) |"
         )
     return lines
 
@@ -400,7 +427,8 @@ def main() -> None:
     profile = workdir / f"profile-{args.profile_connections}-json.txt"
     with ExitStack() as stack:
         fake = stack.enter_context(process("fake", str(fake_port), env=env, log=workdir / "fake.log"))
-        server = stack.enter_context(process("serve", str(server_port), env=env, log=workdir / "server.log"))
+        serve = [sys.executable, "-m", "lava_mcp", "serve", "--host", "127.0.0.1", "--port", str(server_port)]
+        server = stack.enter_context(process(env=env, log=workdir / "server.log", command=serve))
         pids = {"direct": fake.pid, "lava-mcp": server.pid}
         urls = {
             "direct": f"http://127.0.0.1:{fake_port}/v1/chat/completions",
@@ -428,6 +456,7 @@ def main() -> None:
                 wrk(urls[target], scripts[(target, stream)], connections=4, seconds=2)
         for target in targets:
             runs: dict[tuple[int, bool], WrkResult] = {}
+            sampler = RssSampler(pids[target]).start()  # during the timed runs only
             for connections in (1, 32):
                 for stream in (False, True):
                     profiler = None
@@ -455,7 +484,16 @@ def main() -> None:
                         + (f"  [{result.errors}]" if result.errors else ""),
                         flush=True,
                     )
-            rows.append(Row(target, runs, peak_rss_mb(pids[target])))
+            sampler.stop()
+            members = process_tree(pids[target])
+            row = Row(target, runs, sampler.max_mb, status_mb(members, "VmRSS"), status_mb(members, "VmHWM"))
+            rows.append(row)
+            print(
+                f"  {target:<9} RSS under load {row.rss_load_mb:.0f} MB (largest VmRSS, sampled every 100 ms"
+                f" during the runs), {row.rss_end_mb:.0f} MB after them; peak {row.rss_peak_mb:.0f} MB"
+                " (VmHWM, start-up included)",
+                flush=True,
+            )
     print()
     print("\n".join(table(rows, rows[0])))
     with database.read() as session:
@@ -476,7 +514,5 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "fake":
         run_fake(int(sys.argv[2]))
-    elif len(sys.argv) == 3 and sys.argv[1] == "serve":
-        run_server(int(sys.argv[2]))
     else:
         main()

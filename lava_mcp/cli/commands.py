@@ -39,6 +39,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Default LAVA_PORT (8787).")] = None,
 ) -> None:
     """One HTTP server: MCP at /mcp and /sse, gateway and REST at /v1/…, dashboard at /."""
+    from lava_mcp.providers import prices
+
+    prices.load_table()  # before the rest of the server is loaded (see its docstring)
     import uvicorn
 
     from lava_mcp.transports.app import build_app

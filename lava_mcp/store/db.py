@@ -24,19 +24,20 @@ what they did not expect. The transaction it cut off was rolled back by the serv
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import functools
 import hashlib
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -45,6 +46,9 @@ from sqlmodel import Session
 
 from lava_mcp.errors import ServiceUnavailable
 from lava_mcp.store.writer import Writer, wait_out
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
@@ -189,8 +193,18 @@ class Database:
 
     def upgrade(self) -> None:
         """Apply every Alembic migration not yet applied (one process at a time: servers
-        started together on a new database would otherwise each create the same tables)."""
+        started together on a new database would otherwise each create the same tables).
+
+        A database already at the head revisions is left as it is without loading Alembic,
+        which (with Mako and Pygments) a server would otherwise carry for its whole life
+        (~11 MB resident) after the one look at `alembic_version` it needed.
+        """
         with self.exclusive("migrations"), self.engine.begin() as connection:
+            heads = head_revisions()
+            if heads is not None and applied_revisions(connection) == heads:
+                return
+            from alembic import command
+
             config = alembic_config(self.url)
             config.attributes["connection"] = connection
             command.upgrade(config, "heads")
@@ -210,10 +224,70 @@ class Database:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
+
+
+@functools.cache
+def head_revisions(versions: Path = MIGRATIONS_DIR / "versions") -> frozenset[str] | None:
+    """The migrations' head revisions, read from the revision files' `revision` and
+    `down_revision` literals without importing Alembic or the files (Alembic's own rule for
+    which files are revisions: every `*.py` in `versions/` but `__init__` and editor
+    backups). None when a file says anything this reading can't judge (no literal
+    revision, a `depends_on`, a syntax error): then Alembic itself decides."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted(versions.glob("*.py")):
+        if path.name.startswith(("__init__", ".#")):
+            continue
+        try:
+            found = _module_literals(path.read_text(), ("revision", "down_revision", "depends_on"))
+        except (SyntaxError, ValueError):
+            return None
+        revision, down_revision = found.get("revision"), found.get("down_revision")
+        if isinstance(down_revision, str):
+            down_revision = (down_revision,)
+        if (
+            not isinstance(revision, str)
+            or found.get("depends_on") is not None
+            or not isinstance(down_revision, (tuple, list, type(None)))
+            or not all(isinstance(parent, str) for parent in down_revision or ())
+        ):
+            return None
+        revisions.add(revision)
+        parents.update(down_revision or ())
+    return frozenset(revisions - parents) if revisions else None
+
+
+def _module_literals(source: str, names: tuple[str, ...]) -> dict[str, Any]:
+    """The values a module's top-level statements assign to `names` (literals only).
+
+    Raises: SyntaxError for a file that isn't Python; ValueError for a value that isn't a
+    literal."""
+    values: dict[str, Any] = {}
+    for statement in ast.parse(source).body:
+        if isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets: list[ast.expr] = [statement.target]
+            value = statement.value
+        elif isinstance(statement, ast.Assign):
+            targets, value = statement.targets, statement.value
+        else:
+            continue
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in names:
+                values[target.id] = ast.literal_eval(value)
+    return values
+
+
+def applied_revisions(connection: Any) -> frozenset[str]:
+    """The revisions `alembic_version` records as applied (none on a new database)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return frozenset()
+    return frozenset(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
 
 
 def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) -> None:
@@ -236,19 +310,18 @@ def _configure_sqlite(engine: Engine, synchronous: str, busy_timeout_ms: int) ->
             connection.exec_driver_sql(begin)
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
-    errors: list[type[Exception]] = [SQLAlchemyError, sqlite3.Error]
-    try:
-        import psycopg  # the `postgres` extra
-    except ImportError:
-        pass
-    else:
-        errors.append(psycopg.Error)
-    return tuple(errors)
+def database_errors() -> tuple[type[Exception], ...]:
+    """Every error a database call can raise: SQLAlchemy's and the drivers' own.
 
+    psycopg's (the `postgres` extra) count once psycopg is loaded, as it is by the engine of
+    a PostgreSQL URL: before that no psycopg error can exist, and a process on SQLite never
+    loads psycopg (~7 MB resident with its bundled libpq).
+    """
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (SQLAlchemyError, sqlite3.Error)
+    return (SQLAlchemyError, sqlite3.Error, psycopg.Error)
 
-# Every error a database call can raise: SQLAlchemy's and the drivers' own.
-DATABASE_ERRORS = _database_errors()
 
 # PostgreSQL's "try again" SQLSTATEs: serialization failure, deadlock, lock not available,
 # and the server going away (admin shutdown, crash shutdown, cannot connect now); class 08

@@ -35,7 +35,7 @@ from lava_mcp.core.stats import MEDIA_TYPE, require_metrics_access, snapshot
 from lava_mcp.errors import LavaError, Unauthorized
 from lava_mcp.observability import metrics as instruments
 from lava_mcp.runtime import Runtime, running
-from lava_mcp.store.db import DATABASE_ERRORS, unavailable
+from lava_mcp.store.db import database_errors, unavailable
 from lava_mcp.transports import api, oauth, oauth_rest, rest
 from lava_mcp.transports.client_metadata import ClientMetadataFetcher
 from lava_mcp.transports.http import bearer_token, error_response
@@ -161,7 +161,7 @@ async def answering_outages(app: ASGIApp, scope: Scope, receive: Receive, send: 
 
     try:
         await app(scope, receive, tracked)
-    except DATABASE_ERRORS as error:
+    except database_errors() as error:
         busy = unavailable(error)
         if busy is None or scope["type"] != "http" or (started and not finished):
             raise
@@ -236,7 +236,7 @@ def build_app(
         lifespan=lifespan,
         exception_handlers={
             HTTPException: http_error,
-            **dict.fromkeys(DATABASE_ERRORS, database_error),
+            **dict.fromkeys(database_errors(), database_error),
             RequestValidationError: api.validation_failed,
             Exception: internal_error,
         },

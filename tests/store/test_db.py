@@ -132,3 +132,80 @@ def test_the_migrated_schema_is_the_models_schema(
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
     database.dispose()
+
+
+def test_the_heads_read_from_the_revision_files_are_alembics() -> None:
+    """`upgrade` skips Alembic when the ledger is at these heads: they must be Alembic's."""
+    from alembic.script import ScriptDirectory
+
+    from lava_mcp.store.db import alembic_config, head_revisions
+
+    assert head_revisions() == frozenset(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def test_head_revisions_leave_to_alembic_what_they_cannot_read(tmp_path: Path) -> None:
+    from lava_mcp.store.db import head_revisions
+
+    def versions(name: str, *files: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for number, source in enumerate(files):
+            (folder / f"{number:04}_x.py").write_text(source)
+        (folder / "__init__.py").write_text("revision = 'not a revision file'\n")
+        return folder
+
+    base = 'revision = "a"\ndown_revision = None\n'
+    merged = versions(
+        "merged",
+        base,
+        'revision: str = "b"\ndown_revision: str | None = "a"\n',
+        'revision = "c"\ndown_revision = "a"\n',
+        'revision = "d"\ndown_revision = ("b", "c")\n',
+        'revision = "e"\ndown_revision = "a"\n',
+    )
+    assert head_revisions(merged) == {"d", "e"}
+    assert (
+        head_revisions(versions("depends", base, 'revision = "b"\ndown_revision = "a"\ndepends_on = "x"\n'))
+        is None
+    )
+    assert head_revisions(versions("computed", base, 'revision = "b" + "c"\ndown_revision = "a"\n')) is None
+    assert head_revisions(versions("unnamed", base, 'down_revision = "a"\n')) is None
+    assert head_revisions(versions("broken", base, "revision = (\n")) is None
+    assert head_revisions(versions("empty")) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrade_migrates_a_ledger_behind_the_head(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The shortcut past Alembic is for a ledger at the head only: one a revision behind is
+    migrated (here 0007, which drops two columns of `hold`)."""
+    from alembic import command
+
+    from lava_mcp.store.db import alembic_config, applied_revisions, head_revisions
+
+    url = (
+        f"sqlite:///{tmp_path / 'lava.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    database = Database(url)
+    try:
+        database.upgrade()
+        with database.engine.begin() as connection:
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0006_merge")
+        with database.engine.connect() as connection:
+            assert applied_revisions(connection) == {"0006_merge"}
+        assert "spend_cycle_start" in {
+            column["name"] for column in inspect(database.engine).get_columns("hold")
+        }
+        database.upgrade()
+        with database.engine.connect() as connection:
+            assert applied_revisions(connection) == head_revisions()
+        assert "spend_cycle_start" not in {
+            column["name"] for column in inspect(database.engine).get_columns("hold")
+        }
+    finally:
+        database.dispose()
