@@ -180,6 +180,8 @@ class Metering:
         self.resolved_listeners: list[Callable[[str], None]] = []
         # Called with the request id when a call's client left and its upstream is drained.
         self.draining_listeners: list[Callable[[str], None]] = []
+        # The request ids of the calls opened and not yet resolved (settled, failed, voided).
+        self._open_calls: set[str] = set()
 
     async def call(
         self,
@@ -288,13 +290,40 @@ class Metering:
         Raises: BadRequest/NotFound (nothing recorded); InsufficientBalance,
         SpendLimitReached, Forbidden, RateLimited (recorded as a refused request).
         """
+        request_id = request_id or new_id("req")
+        self._open_calls.add(request_id)
+        try:
+            return await self._open(
+                request_id, wallet_id, service_id, model, body, endpoint, max_cost_micros, spend_key, request_shape
+            )
+        except BaseException:
+            self._open_calls.discard(request_id)
+            raise
+
+    def _alone(self) -> bool:
+        """Whether this process has no metered call open but one: its writes may then
+        commit at once instead of waiting to share a commit (`Database.submit`)."""
+        return len(self._open_calls) <= 1
+
+    async def _open(
+        self,
+        request_id: str,
+        wallet_id: str,
+        service_id: object,
+        model: object,
+        body: object,
+        endpoint: str,
+        max_cost_micros: int | None,
+        spend_key: SpendKey | None,
+        request_shape: str | None,
+    ) -> Ticket:
         service = self.catalog.get(service_id)
         model_name = _model_name(service, model, body)
         prices.require_price(service, model_name)
         prepared = self._prepare(service, model_name, body)
         bound = prices.bound_cost(service, model_name, prepared)
         ticket = Ticket(
-            request_id=request_id or new_id("req"),
+            request_id=request_id,
             wallet_id=wallet_id,
             service=service,
             model=model_name,
@@ -349,7 +378,7 @@ class Metering:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
         # Committed, not yet durable: the settle's durable commit makes it so (`Database.submit`).
-        job = self.db.submit(self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=True)
+        job = self.db.submit(self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=self._alone())
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -436,7 +465,7 @@ class Metering:
         with anyio.CancelScope(shield=True):
             while True:
                 try:
-                    return await self.db.transact(function, *args, now_if_idle=True)
+                    return await self.db.transact(function, *args, now_if_idle=self._alone())
                 except Exception as error:
                     if not retryable(error):
                         raise
@@ -455,6 +484,7 @@ class Metering:
         raise AssertionError("a shielded scope is never cancelled")
 
     def _resolved(self, ticket: Ticket) -> None:
+        self._open_calls.discard(ticket.request_id)
         for listener in self.resolved_listeners:
             listener(ticket.request_id)
 

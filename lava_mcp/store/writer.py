@@ -392,8 +392,9 @@ class Writer:
         return outcomes, None
 
     def _answer(self, outcomes: list[_Outcome]) -> None:
-        """Resolve each caller's future on its own event loop (one wake-up per loop; at once
-        on the loop this thread runs)."""
+        """Resolve each caller's future on its own event loop (one wake-up per loop; on the
+        loop this thread runs, at its next turn: a caller whose jobs all run at once still
+        lets the loop's other tasks run between them)."""
         with self._counting:
             self._unanswered -= len(outcomes)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
@@ -402,7 +403,7 @@ class Writer:
         here = asyncio._get_running_loop()
         for loop, answers in by_loop.items():
             if loop is here:
-                _resolve(answers)
+                loop.call_soon(_resolve, answers)
                 continue
             with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for these
                 loop.call_soon_threadsafe(_resolve, answers)

@@ -684,3 +684,68 @@ async def test_a_lone_job_never_waits_on_the_loop_for_another_connections_lock(t
 
 def _busy_timeout(session: Session) -> int:
     return int(session.execute(text("PRAGMA busy_timeout")).scalar())
+
+
+@pytest.mark.sqlite_only  # SQLite's writer thread
+async def test_a_call_alone_writes_at_once_and_calls_open_together_share_the_writer(
+    runtime: Runtime, new_wallet: wallet.NewWallet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metering asks for a write at once only while its call is the only one open: with
+    another call open, its hold and settle go to the writer thread to share a commit."""
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    metering = runtime.metering
+    threads: list[str] = []
+    open_job, settle_job = metering._open_job, metering._settle_job
+
+    def spied_open(*args: Any) -> Any:
+        threads.append("hold " + threading.current_thread().name)
+        return open_job(*args)
+
+    def spied_settle(*args: Any) -> Any:
+        threads.append("settle " + threading.current_thread().name)
+        return settle_job(*args)
+
+    monkeypatch.setattr(metering, "_open_job", spied_open)
+    monkeypatch.setattr(metering, "_settle_job", spied_settle)
+    here = threading.current_thread().name
+    first = await open_call(metering, new_wallet.wallet_id)  # alone
+    second = await open_call(metering, new_wallet.wallet_id)  # beside the first
+    await metering.settle(first, USAGE)  # beside the second
+    await metering.settle(second, USAGE)  # alone again
+    assert threads == [
+        f"hold {here}",
+        "hold lava-sqlite-writer",
+        "settle lava-sqlite-writer",
+        f"settle {here}",
+    ]
+    refused = open_call(metering, "wal_missing")
+    with pytest.raises(LavaError):
+        await refused
+    await metering.settle(await open_call(metering, new_wallet.wallet_id), USAGE)  # alone: nothing left open
+    assert threads[-2:] == [f"hold {here}", f"settle {here}"]
+    assert verify.verify(runtime.db) == []
+
+
+@pytest.mark.sqlite_only  # SQLite's writer thread
+async def test_calls_whose_writes_run_at_once_still_let_the_event_loop_run_between_them(
+    runtime: Runtime, new_wallet: wallet.NewWallet
+) -> None:
+    """A write run at once on the loop is answered at the loop's next turn, so a caller
+    looping over calls never starves the loop's other tasks."""
+    fund(runtime, new_wallet.wallet_id, "1.00")
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    await asyncio.sleep(0)
+    before = turns
+    for _ in range(10):
+        ticket = await open_call(runtime.metering, new_wallet.wallet_id)
+        await runtime.metering.settle(ticket, USAGE)
+    counter.cancel()
+    assert turns - before >= 20  # at least one turn for each hold and each settle
