@@ -231,7 +231,9 @@ def wrk(url: str, lua: Path, *, connections: int, seconds: float, pid: int | Non
     return WrkResult(rate, count, p50, p99, errors, used)
 
 
-def sequential_latency(url: str, body: dict[str, Any], authorization: str, seconds: float) -> tuple[float, float]:
+def sequential_latency(
+    url: str, body: dict[str, Any], authorization: str, seconds: float
+) -> tuple[float, float]:
     """p50 and p99 in ms of one connection's back-to-back requests, timed by a raw-socket
     client (a prebuilt request, TCP_NODELAY, the answer read to its last byte: the end of a
     Content-Length body or the chunked stream's last chunk). wrk's own percentiles are not

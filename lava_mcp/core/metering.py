@@ -27,7 +27,9 @@ Every write is a job for `Database.transact` (`store.writer`): on SQLite the hol
 and voids of concurrent calls share one commit (group commit) in the writer thread, each in
 a savepoint of its own, so a refused hold never rolls back the others; on PostgreSQL each is
 its own transaction in a worker thread. A caller goes on only once its job is committed: a
-hold before the upstream call, a settle before the answer is complete.
+hold before the upstream call (committed, its fsync left to the settle's: `Database.submit`),
+a settle durable before the answer is complete. A call alone in the process asks for its
+writes to run at once on the event loop's thread (`now_if_idle`), skipping the hand-off.
 """
 
 from __future__ import annotations
@@ -294,7 +296,15 @@ class Metering:
         self._open_calls.add(request_id)
         try:
             return await self._open(
-                request_id, wallet_id, service_id, model, body, endpoint, max_cost_micros, spend_key, request_shape
+                request_id,
+                wallet_id,
+                service_id,
+                model,
+                body,
+                endpoint,
+                max_cost_micros,
+                spend_key,
+                request_shape,
             )
         except BaseException:
             self._open_calls.discard(request_id)
@@ -378,7 +388,9 @@ class Metering:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
         # Committed, not yet durable: the settle's durable commit makes it so (`Database.submit`).
-        job = self.db.submit(self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=self._alone())
+        job = self.db.submit(
+            self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=self._alone()
+        )
         try:
             return await asyncio.shield(job)
         except asyncio.CancelledError:

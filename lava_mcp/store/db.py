@@ -6,14 +6,16 @@ SQLITE_BUSY halfway) and, inside one process, is serialised by a lock so that th
 queue in Python instead of in SQLite's sleeping busy handler. On PostgreSQL every
 check-and-debit is one conditional UPDATE, so READ COMMITTED is enough.
 
-Async code never runs SQLite work on the event loop: a write may wait for the write lock
-another process holds (`lava-mcp stdio` and `serve` share the default database), and that
-wait must not stall every other request. `Database.transact()` hands a write job to the
-writer thread, which commits concurrent jobs together (group commit, `store.writer`); on
+Async code never waits on SQLite's locks on the event loop: a write may wait for the write
+lock another process holds (`lava-mcp stdio` and `serve` share the default database), and
+that wait must not stall every other request. `Database.transact()` hands a write job to
+the writer thread, which commits concurrent jobs together (group commit, `store.writer`); on
 PostgreSQL each job is its own transaction in a worker thread. `Database.run()` runs any
-other blocking work in a worker thread. The one exception is a read that cannot wait:
-`store.fast.LoopReads` runs single-statement reads on the event loop, on a connection
-whose busy timeout is 0, and a read SQLite would make wait goes to a worker thread instead.
+other blocking work in a worker thread. SQLite work runs on the event loop only where it
+cannot wait: a short write job submitted `now_if_idle` when nothing else is in flight and
+the lock is free that instant (`Writer.submit`, busy timeout 0 for its BEGIN), and
+`store.fast.LoopReads`' single-statement reads, on a connection whose busy timeout is 0;
+either goes to a thread instead when SQLite would make it wait.
 
 A database failure that says "try again" (a connection dropped or refused, a server
 restarting, a deadlock or serialization victim, SQLite busy past its timeout, no pooled

@@ -94,8 +94,8 @@ class WouldWait(Exception):
 class LoopReads:
     """Single-statement reads the event loop runs itself, on a SQLite file in WAL mode.
 
-    The rule is that no SQLite work runs on the event loop, because a write may wait for
-    the write lock another process holds (`store.db`). A read in WAL mode takes no lock a
+    The rule is that the event loop never waits on SQLite's locks, because a write may
+    wait for the write lock another process holds (`store.db`). A read in WAL mode takes no lock a
     writer holds: it reads the last commit from the database file and the WAL, whatever a
     writer is doing. It can only be made to wait by something unusual — another connection
     in exclusive locking mode, another process recovering the WAL after a crash, a file

@@ -610,7 +610,9 @@ def _refuse(session: Session, marker: str) -> None:
 
 def _marks(db: Database) -> dict[str, str]:
     with db.read() as session:
-        return {marker: thread for marker, thread in session.execute(text("SELECT marker, thread FROM marks"))}
+        return {
+            marker: thread for marker, thread in session.execute(text("SELECT marker, thread FROM marks"))
+        }
 
 
 @pytest.mark.sqlite_only  # SQLite's writer thread
