@@ -27,7 +27,7 @@ Every write is a job for `Database.transact` (`store.writer`): on SQLite the hol
 and voids of concurrent calls share one commit (group commit) in the writer thread, each in
 a savepoint of its own, so a refused hold never rolls back the others; on PostgreSQL each is
 its own transaction in a worker thread. A caller goes on only once its job is committed: a
-hold before the upstream call (committed, its fsync left to the settle's: `Database.submit`),
+hold before the upstream call (on SQLite its fsync is left to the settle's: `Database.submit`),
 a settle durable before the answer is complete. A call alone in the process asks for its
 writes to run at once on the event loop's thread (`now_if_idle`), skipping the hand-off.
 """
@@ -387,7 +387,8 @@ class Metering:
     ) -> Ticket | LavaError | spend_keys.RateLimitMoved:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
-        # Committed, not yet durable: the settle's durable commit makes it so (`Database.submit`).
+        # On SQLite committed, not yet durable: the settle's durable commit makes it so
+        # (`Database.submit`).
         job = self.db.submit(
             self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=self._alone()
         )
@@ -433,14 +434,20 @@ class Metering:
         """Post the hold at what the charging rule says `usage` costs and complete the
         record; retried until the database takes it."""
         charge = self.charge(ticket, usage)
-        settlement = await self._write("settle", self._settle_job, ticket, charge)
+        try:
+            settlement = await self._write("settle", self._settle_job, ticket, charge)
+        finally:
+            self._open_calls.discard(ticket.request_id)  # (open no more, whatever happened)
         metrics.spent(ticket.service.id, settlement.cost.total_micros)
         self._resolved(ticket)
         return settlement
 
     async def fail(self, ticket: Ticket, error: LavaError) -> None:
         """Void the hold and record the failure: nothing is charged."""
-        await self._write("void", self._fail_job, ticket, error.message, error.code)
+        try:
+            await self._write("void", self._fail_job, ticket, error.message, error.code)
+        finally:
+            self._open_calls.discard(ticket.request_id)
         self._resolved(ticket)
 
     async def finish_stream(self, ticket: Ticket, usage: shapes.Usage | None, *, accepted: bool) -> None:

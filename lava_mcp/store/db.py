@@ -53,7 +53,6 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_ASYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 T = TypeVar("T")
 
 
@@ -95,18 +94,13 @@ class Database:
             )
 
     @contextmanager
-    def write(self, *, durable: bool = True) -> Iterator[Session]:
-        """A write transaction: commits on success, rolls back on any exception.
-
-        `durable=False` on PostgreSQL commits asynchronously (`synchronous_commit = off`:
-        see `submit`); on SQLite the connection's own `synchronous` setting decides."""
+    def write(self) -> Iterator[Session]:
+        """A write transaction: commits on success, rolls back on any exception."""
         with (
             self._write_lock or nullcontext(),
             Session(self._write_engine, expire_on_commit=False) as session,
             session.begin(),
         ):
-            if not durable and not self.is_sqlite:
-                session.execute(_ASYNC_COMMIT)
             yield session
 
     def submit(
@@ -121,13 +115,16 @@ class Database:
         PostgreSQL it is a transaction of its own in a worker thread. Either way the job
         must not open another write transaction.
 
-        `durable=False`: resolve once the transaction is committed — visible to every
-        connection, kept through a crash of this process — without waiting for it to reach
-        the disk (SQLite: the WAL's fsync, `store.writer`; PostgreSQL: the WAL flush,
-        `synchronous_commit = off`). A power loss before the next durable commit may take
-        it back; that next durable commit makes it durable too, since both databases append
-        every commit to one log in order. For work that nothing answered to a client rests
-        on until a later durable commit does: a call's hold, whose settle is durable.
+        `durable=False` (SQLite): resolve once the transaction is committed — visible to
+        every connection, kept through a crash of this process, since the WAL append is in
+        the kernel's page cache — without waiting for its fsync (`store.writer`). Only a
+        power loss or an OS crash before the next durable commit can take it back, and that
+        takes this process down with it; the next durable commit makes it durable too, since
+        the WAL is one append-only file. For work that nothing answered to a client rests on
+        until a later durable commit does: a call's hold, whose settle is durable. On
+        PostgreSQL every commit is durable: an asynchronous commit there is lost when the
+        database server alone crashes or restarts, while this process lives on and would
+        settle a hold that is gone.
 
         `now_if_idle` (SQLite): a short job that never blocks may run at once on the calling
         thread when the writer is idle and SQLite's write lock is free this instant (never
@@ -136,7 +133,7 @@ class Database:
         if self.writer is not None:
             return self.writer.submit(function, args, durable=durable, now_if_idle=now_if_idle)
         return asyncio.ensure_future(
-            anyio.to_thread.run_sync(self._transact_alone, function, durable, *args, abandon_on_cancel=False)
+            anyio.to_thread.run_sync(self._transact_alone, function, *args, abandon_on_cancel=False)
         )
 
     async def transact(self, function: Callable[..., T], *args: Any, now_if_idle: bool = False) -> T:
@@ -150,8 +147,8 @@ class Database:
                 await wait_out(future)
             raise
 
-    def _transact_alone(self, function: Callable[..., T], durable: bool, *args: Any) -> T:
-        with self.write(durable=durable) as session:
+    def _transact_alone(self, function: Callable[..., T], *args: Any) -> T:
+        with self.write() as session:
             return function(session, *args)
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:

@@ -51,7 +51,7 @@ Checkpoints off the writer's path (for a database on file): SQLite copies the WA
 file (a checkpoint: thousands of pages and two fsyncs, several milliseconds) inside the
 COMMIT that crosses `wal_autocheckpoint` pages, so one batch in a hundred would keep its
 callers and every queued job waiting for it. The writer's connection has the automatic
-checkpoint off; every `CHECKPOINT_COMMITS` commits it wakes a checkpoint thread, which runs
+checkpoint off; every so many commits it wakes a checkpoint thread, which runs
 a PASSIVE checkpoint on a connection of its own — concurrently with the writer's next
 batches, as WAL mode allows (it copies only frames no reader still needs, and never waits
 for a lock). Other connections (reads, other processes) keep their automatic checkpoints.
@@ -78,10 +78,12 @@ logger = logging.getLogger("lava_mcp.store.writer")
 
 # At most this many jobs share one commit (each caller's wait stays bounded under a flood).
 MAX_BATCH_JOBS = 256
-# The checkpoint thread runs after this many of the writer's commits (at FULL: see above).
-# A commit of one call appends ~6 pages, a batch of many more, so this keeps the WAL near
-# SQLite's own default of 1,000 pages between checkpoints.
+# The checkpoint thread runs after CHECKPOINT_COMMITS of the writer's commits at first (a
+# commit of one call appends ~12 pages, a batch many more), then after as many as keep the
+# WAL near CHECKPOINT_FRAMES pages between checkpoints (SQLite's own default: 1,000).
 CHECKPOINT_COMMITS = 128
+CHECKPOINT_FRAMES = 1000
+MIN_CHECKPOINT_COMMITS, MAX_CHECKPOINT_COMMITS = 4, 1024
 
 
 @dataclass(slots=True)
@@ -95,6 +97,8 @@ class _Job:
 
 # (job, succeeded, its result or its exception)
 _Outcome = tuple[_Job, bool, Any]
+# (answered only once the WAL is on disk, the outcomes)
+_Answers = tuple[bool, list[_Outcome]]
 
 
 class Writer:
@@ -129,6 +133,7 @@ class Writer:
         self._checkpoint_due = threading.Event()
         self._checkpoint_stop = False
         self._checkpointed_at = 0  # self.commits when the checkpoint thread was last woken
+        self.checkpoint_every = CHECKPOINT_COMMITS  # commits between checkpoints (adapted)
         self.checkpoints = 0  # PASSIVE checkpoints run by the checkpoint thread (tests)
         self._write_lock = write_lock
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -173,13 +178,21 @@ class Writer:
             now_if_idle
             and alone  # (with other jobs in flight, this one waits to share their next commit)
             and self._on_file
+            and self._session is not None  # (opening one may wait for a pooled connection)
             and self._jobs.empty()
             and self._write_lock.acquire(blocking=False)
         ):
+            answers: list[_Answers] = []
             try:
-                ran = self._commit_locked([job], wait=False)
+                ran = self._commit_locked([job], answers, wait=False)
+            except BaseException as error:  # nothing of it committed; the session goes
+                self._discard_session()
+                answers, ran = [(False, [(job, False, error)])], []
+                if not isinstance(error, Exception):
+                    raise
             finally:
                 self._write_lock.release()
+                self._deliver(answers)
             if ran is None:  # another connection holds SQLite's write lock: the writer waits
                 self._jobs.put(job)
             return future
@@ -268,9 +281,15 @@ class Writer:
                     if connection is None:
                         main_file = str(wal)[: -len("-wal")]
                         connection = sqlite3.connect(main_file, isolation_level=None, check_same_thread=False)
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    _, frames, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.checkpoints += 1
-                except sqlite3.Error:  # the next one tries again; SQLite's WAL stays correct
+                    # Commits count, not pages: keep the WAL near CHECKPOINT_FRAMES pages
+                    # between checkpoints whatever the batches' sizes.
+                    if frames > 2 * CHECKPOINT_FRAMES:
+                        self.checkpoint_every = max(MIN_CHECKPOINT_COMMITS, self.checkpoint_every // 2)
+                    elif frames < CHECKPOINT_FRAMES // 2:
+                        self.checkpoint_every = min(MAX_CHECKPOINT_COMMITS, self.checkpoint_every * 2)
+                except Exception:  # the next one tries again; SQLite's WAL stays correct
                     logger.exception("could not checkpoint %s", wal)
                     if connection is not None:
                         connection.close()
@@ -300,70 +319,87 @@ class Writer:
                     self._commit(batch)
                 except BaseException as error:  # never leave a caller waiting on a dead thread
                     logger.exception("the SQLite writer failed a batch of %d jobs", len(batch))
-                    self._discard_session()
+                    with self._write_lock:  # (the loop's thread may use the session too)
+                        self._discard_session()
                     self._answer([(job, False, error) for job in batch])
                 if stopping:
                     return
         finally:
-            self._discard_session()
+            with self._write_lock:
+                self._discard_session()
 
     def _commit(self, batch: list[_Job]) -> None:
         jobs = batch
         while jobs:
-            with self._write_lock:
-                left = self._commit_locked(jobs, wait=True)
+            answers: list[_Answers] = []
+            try:
+                with self._write_lock:
+                    left = self._commit_locked(jobs, answers, wait=True)
+            finally:
+                self._deliver(answers)  # once the lock is free (a caller may write at once)
             jobs = left or []
 
-    def _commit_locked(self, jobs: list[_Job], *, wait: bool) -> list[_Job] | None:
-        """Run `jobs` in one transaction and answer them (the caller holds the write lock).
+    def _commit_locked(self, jobs: list[_Job], answers: list[_Answers], *, wait: bool) -> list[_Job] | None:
+        """Run `jobs` in one transaction (the caller holds the write lock) and add what to
+        answer to `answers`, for the caller to `_deliver` once it has let go of the lock.
         Returns the jobs to run again in a new transaction (one job aborted this one) or [];
         without `wait`, None when another connection holds SQLite's write lock (nothing was
-        done and nobody answered)."""
+        done)."""
         session, driver = self._open_session()
         cursor = driver.cursor()
-        try:
-            if wait:
+        if not wait:
+            # Take SQLite's lock only if it is free this instant: never wait on this thread.
+            cursor.execute("PRAGMA busy_timeout=0")
+            try:
                 cursor.execute("BEGIN IMMEDIATE")
-            else:
-                cursor.execute("PRAGMA busy_timeout=0")
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                finally:
-                    cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        except Exception as error:  # the lock was not granted: every caller decides
-            if not wait:
-                return None  # (the writer tries again, waiting for the lock)
-            self._discard_session()  # (a fresh one next time, whatever went wrong)
-            self._answer([(job, False, error) for job in jobs])
-            return []
+                began = True
+            except sqlite3.Error:
+                began = False
+            # (A restore that fails raises: the caller discards the session.)
+            cursor.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+            if not began:
+                return None  # the writer tries again, waiting for the lock
+        else:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+            except Exception as error:  # the lock was not granted: every caller decides
+                self._discard_session()  # (a fresh one next time, whatever went wrong)
+                answers.append((False, [(job, False, error) for job in jobs]))
+                return []
         outcomes, aborted = self._run_jobs(session, driver, cursor, jobs)
         if aborted is not None:
             # The transaction is gone, nothing of it committed and nobody answered:
             # answer the job that broke it and run the others again.
             self._discard_session()
-            self._answer([aborted])
+            answers.append((False, [aborted]))
             return [job for job in jobs if job is not aborted[0]]
         try:
             cursor.execute("COMMIT")
         except Exception as error:
             self._discard_session()
-            self._answer([(job, False, error) for job in jobs])
+            answers.append((False, [(job, False, error) for job in jobs]))
             return []
         self.commits += 1
         self.committed_jobs += len(jobs)
-        if self._on_file and self.commits - self._checkpointed_at >= CHECKPOINT_COMMITS:
+        if self._on_file and self.commits - self._checkpointed_at >= self.checkpoint_every:
             self._checkpointed_at = self.commits
             self._checkpoint_due.set()
         if not self._sync_wal:
-            self._answer(outcomes)
+            answers.append((False, outcomes))
             return []
-        committed = [outcome for outcome in outcomes if not outcome[0].durable]
-        if committed:
-            self._answer(committed)  # committed is all they asked for
-        if len(committed) < len(outcomes):
-            # The durable ones are answered once the WAL is on disk.
-            self._synced.put([outcome for outcome in outcomes if outcome[0].durable])
+        # Committed is all a job not `durable` asked for; the others wait for the fsync.
+        answers.append((False, [outcome for outcome in outcomes if not outcome[0].durable]))
+        answers.append((True, [outcome for outcome in outcomes if outcome[0].durable]))
         return []
+
+    def _deliver(self, answers: list[_Answers]) -> None:
+        for after_fsync, outcomes in answers:
+            if not outcomes:
+                continue
+            if after_fsync:
+                self._synced.put(outcomes)  # answered once the WAL is on disk
+            else:
+                self._answer(outcomes)
 
     def _run_jobs(
         self, session: Session, driver: Any, cursor: Any, jobs: list[_Job]
@@ -400,7 +436,7 @@ class Writer:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
         for outcome in outcomes:
             by_loop.setdefault(outcome[0].loop, []).append(outcome)
-        here = asyncio._get_running_loop()
+        here = asyncio._get_running_loop()  # (None off an event loop; CPython's and uvloop's)
         for loop, answers in by_loop.items():
             if loop is here:
                 loop.call_soon(_resolve, answers)
@@ -438,6 +474,7 @@ class Writer:
                     if self._sync_wal:
                         driver.execute("PRAGMA synchronous=FULL")
                     driver.execute("PRAGMA wal_autocheckpoint=1000")
+                    driver.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
                 except Exception:
                     session.connection().invalidate()
             session.close()  # rolls back whatever is left on the driver

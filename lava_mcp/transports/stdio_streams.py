@@ -23,6 +23,7 @@ import stat
 import sys
 from collections.abc import AsyncIterator
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 
@@ -107,6 +108,11 @@ async def stdio_pipes() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
     if sys.platform == "win32" or loop is None or not (_loop_can_serve(0) and _loop_can_serve(1)):
         yield None
         return
+    if os.path.samestat(os.fstat(0), os.fstat(1)):
+        # One socket both ways (inetd, systemd socket activation, socat): asyncio's write
+        # pipe takes the socket's readability for the peer closing it. The SDK copes.
+        yield None
+        return
     try:
         os.fstat(2)  # stdout is diverted to stderr: it must be open
     except OSError:
@@ -138,12 +144,21 @@ async def stdio_pipes() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
         writer = asyncio.StreamWriter(writing, protocol, None, loop)
         yield PipeLines(reader), PipeWriter(writer)
     finally:
+        if len(transports) == 2:
+            # The last answers still buffered reach the pipe first (up to 5 s: the reader
+            # may be gone), while the fds are still non-blocking and the loop still runs.
+            with anyio.CancelScope(shield=True):
+                for _ in range(5000):
+                    if transports[1].is_closing() or not writing.get_write_buffer_size():
+                        break
+                    await anyio.sleep(0.001)
         for transport in transports:
             transport.close()
         # O_NONBLOCK belongs to the pipe's open file, shared with the wire fds: undo it.
         for wire, fd in ((wire_in, 0), (wire_out, 1)):
             with contextlib.suppress(OSError):
                 os.set_blocking(wire, True)
+            with contextlib.suppress(OSError):
                 os.dup2(wire, fd)
             os.close(wire)
 
@@ -151,7 +166,12 @@ async def stdio_pipes() -> AsyncIterator[tuple[PipeLines, PipeWriter] | None]:
 async def run_stdio(server: MCPServer) -> None:
     """Serve `server` on stdin and stdout: `MCPServer.run_stdio_async()`, on loop-driven
     pipes where it can (module docstring)."""
-    lowlevel = server._lowlevel_server  # mcp 2.3 has no public way to give run_stdio_async streams
+    # mcp 2.3 has no public way to give run_stdio_async streams; a release that renames this
+    # attribute gets the SDK's own transport.
+    lowlevel = getattr(server, "_lowlevel_server", None)
+    if lowlevel is None:
+        await server.run_stdio_async()
+        return
     async with stdio_pipes() as pipes:
         stdin, stdout = pipes if pipes is not None else (None, None)
         async with stdio_server(stdin, stdout) as (read_stream, write_stream):  # type: ignore[arg-type]

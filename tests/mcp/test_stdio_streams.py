@@ -151,3 +151,21 @@ def test_stdin_from_a_file_is_left_to_the_sdk(tmp_path: Path) -> None:
     from_pipe = subprocess.run([sys.executable, taking], input=b"{}\n", capture_output=True, timeout=60)
     assert from_file.stderr.decode() == "left to the SDK", from_file.stderr
     assert from_pipe.stderr.decode() == "taken", from_pipe.stderr
+
+
+def test_one_socket_for_stdin_and_stdout_is_left_to_the_sdk(tmp_path: Path) -> None:
+    """inetd, systemd socket activation, socat: asyncio's write pipe would take the socket's
+    readability for the peer closing it, so the SDK's transport serves it."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        taken = subprocess.run(
+            [sys.executable, script(tmp_path, "takes.py", TAKES_PIPES)],
+            stdin=theirs,
+            stdout=theirs,
+            capture_output=False,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    assert taken.stderr.decode() == "left to the SDK", taken.stderr
