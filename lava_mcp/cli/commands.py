@@ -54,6 +54,8 @@ def serve(
     if port:
         config.port = port
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # (Alembic, imported only when the ledger needs migrating, logs each plugin it loads.)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     runtime = Runtime.build(config)
     runtime.db.upgrade()
     mode = config.payments_mode
