@@ -182,7 +182,7 @@ class Metering:
         self.resolved_listeners: list[Callable[[str], None]] = []
         # Called with the request id when a call's client left and its upstream is drained.
         self.draining_listeners: list[Callable[[str], None]] = []
-        # The request ids of the calls opened and not yet resolved (settled, failed, voided).
+        # The request ids of the calls holding money: from their hold until they are resolved.
         self._open_calls: set[str] = set()
 
     async def call(
@@ -292,48 +292,13 @@ class Metering:
         Raises: BadRequest/NotFound (nothing recorded); InsufficientBalance,
         SpendLimitReached, Forbidden, RateLimited (recorded as a refused request).
         """
-        request_id = request_id or new_id("req")
-        self._open_calls.add(request_id)
-        try:
-            return await self._open(
-                request_id,
-                wallet_id,
-                service_id,
-                model,
-                body,
-                endpoint,
-                max_cost_micros,
-                spend_key,
-                request_shape,
-            )
-        except BaseException:
-            self._open_calls.discard(request_id)
-            raise
-
-    def _alone(self) -> bool:
-        """Whether this process has no metered call open but one: its writes may then
-        commit at once instead of waiting to share a commit (`Database.submit`)."""
-        return len(self._open_calls) <= 1
-
-    async def _open(
-        self,
-        request_id: str,
-        wallet_id: str,
-        service_id: object,
-        model: object,
-        body: object,
-        endpoint: str,
-        max_cost_micros: int | None,
-        spend_key: SpendKey | None,
-        request_shape: str | None,
-    ) -> Ticket:
         service = self.catalog.get(service_id)
         model_name = _model_name(service, model, body)
         prices.require_price(service, model_name)
         prepared = self._prepare(service, model_name, body)
         bound = prices.bound_cost(service, model_name, prepared)
         ticket = Ticket(
-            request_id=request_id,
+            request_id=request_id or new_id("req"),
             wallet_id=wallet_id,
             service=service,
             model=model_name,
@@ -387,13 +352,16 @@ class Metering:
     ) -> Ticket | LavaError | spend_keys.RateLimitMoved:
         """The hold's transaction. A caller that leaves while it commits gets no ticket, so
         a hold it took is voided at once (not left to expire)."""
+        self._open_calls.add(ticket.request_id)  # open from its hold until it is resolved
         # On SQLite committed, not yet durable: the settle's durable commit makes it so
         # (`Database.submit`).
         job = self.db.submit(
             self._open_job, ticket, endpoint, spend_key, durable=False, now_if_idle=self._alone()
         )
+        admitted: Ticket | LavaError | spend_keys.RateLimitMoved | None = None
         try:
-            return await asyncio.shield(job)
+            admitted = await asyncio.shield(job)
+            return admitted
         except asyncio.CancelledError:
             with anyio.CancelScope(shield=True):
                 await wait_out(job)
@@ -404,6 +372,14 @@ class Metering:
                     )
                     self._resolved(taken)
             raise
+        finally:
+            if not isinstance(admitted, Ticket):  # refused, failed or cancelled: not open
+                self._open_calls.discard(ticket.request_id)
+
+    def _alone(self) -> bool:
+        """Whether this process has no metered call open but one: its writes may then
+        commit at once instead of waiting to share a commit (`Database.submit`)."""
+        return len(self._open_calls) <= 1
 
     def charge(self, ticket: Ticket, usage: shapes.Usage | None) -> Charge:
         """What `ticket` is charged for `usage` (None: no usable usage) by the charging rule."""

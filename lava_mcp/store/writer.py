@@ -174,30 +174,30 @@ class Writer:
         with self._counting:
             alone = self._unanswered == 0
             self._unanswered += 1
-        if (
-            now_if_idle
-            and alone  # (with other jobs in flight, this one waits to share their next commit)
-            and self._on_file
-            and self._session is not None  # (opening one may wait for a pooled connection)
-            and self._jobs.empty()
-            and self._write_lock.acquire(blocking=False)
-        ):
-            answers: list[_Answers] = []
-            try:
-                ran = self._commit_locked([job], answers, wait=False)
-            except BaseException as error:  # nothing of it committed; the session goes
-                self._discard_session()
-                answers, ran = [(False, [(job, False, error)])], []
-                if not isinstance(error, Exception):
-                    raise
-            finally:
-                self._write_lock.release()
-                self._deliver(answers)
-            if ran is None:  # another connection holds SQLite's write lock: the writer waits
-                self._jobs.put(job)
-            return future
-        self._jobs.put(job)
+        # (With other jobs in flight, this one waits to share their next commit.)
+        if not (now_if_idle and alone and self._on_file and self._jobs.empty() and self._run_now(job)):
+            self._jobs.put(job)
         return future
+
+    def _run_now(self, job: _Job) -> bool:
+        """Run `job` at once on this thread if neither this process nor another holds the
+        write lock this instant; False (nothing done) otherwise, for the writer to run it."""
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        answers: list[_Answers] = []
+        try:
+            if self._session is None:  # opening one may wait for a pooled connection
+                return False
+            return self._commit_locked([job], answers, wait=False) is not None
+        except BaseException as error:  # nothing of it committed; the session goes
+            self._discard_session()
+            answers = [(False, [(job, False, error)])]
+            if not isinstance(error, Exception):
+                raise
+            return True
+        finally:
+            self._write_lock.release()
+            self._deliver(answers)
 
     def stop(self) -> None:
         """Finish the jobs already queued, then stop the threads (a later job starts them again)."""

@@ -58,6 +58,15 @@ def open_call(metering: Metering, wallet_id: str, key: SpendKey | None = None) -
     )
 
 
+def funded_runtime(settings: Settings, synchronous: str, name: str) -> tuple[Runtime, str]:
+    """A migrated runtime at `synchronous` with a wallet holding $1.00 (its id)."""
+    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": synchronous}))
+    runtime.db.upgrade()
+    created = wallet.create_wallet(runtime.db, name=name)
+    fund(runtime, created.wallet_id, "1.00")
+    return runtime, created.wallet_id
+
+
 def writer_of(runtime: Runtime) -> Writer:
     assert runtime.db.writer is not None
     return runtime.db.writer
@@ -396,13 +405,10 @@ async def test_healthz_answers_while_another_connection_holds_the_write_lock(
     lock in the writer thread, and meanwhile the event loop serves `/healthz`. (Run on the
     event loop, the call would stall it in SQLite's busy handler until the lock came free
     or the busy timeout ran out: a lone call tries the lock on the loop, never waiting.)"""
-    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": synchronous}))
+    runtime, wallet_id = funded_runtime(settings, synchronous, "blocked")
     try:
-        runtime.db.upgrade()
-        new_wallet = wallet.create_wallet(runtime.db, name="blocked")
-        fund(runtime, new_wallet.wallet_id, "1.00")
         # A first call opens the writer's session: the next, alone, tries the lock on the loop.
-        await runtime.metering.settle(await open_call(runtime.metering, new_wallet.wallet_id), USAGE)
+        await runtime.metering.settle(await open_call(runtime.metering, wallet_id), USAGE)
         app = build_app(runtime, migrate=False)
         blocker = sqlite3.connect(tmp_path / "lava.db", isolation_level=None)
         async with httpx.AsyncClient(
@@ -410,7 +416,7 @@ async def test_healthz_answers_while_another_connection_holds_the_write_lock(
         ) as client:
             try:
                 blocker.execute("BEGIN IMMEDIATE")
-                calling = asyncio.ensure_future(open_call(runtime.metering, new_wallet.wallet_id))
+                calling = asyncio.ensure_future(open_call(runtime.metering, wallet_id))
                 await asyncio.sleep(0)  # the call runs up to its hold, which waits for the lock
                 answer = await client.get("/healthz")
                 assert answer.status_code == 200 and answer.json()["status"] == "ok"
@@ -419,7 +425,7 @@ async def test_healthz_answers_while_another_connection_holds_the_write_lock(
                 blocker.execute("COMMIT")
                 blocker.close()
             ticket = await calling
-        assert ledger_state(runtime.db, new_wallet.wallet_id).held_micros == ticket.hold_micros
+        assert ledger_state(runtime.db, wallet_id).held_micros == ticket.hold_micros
         await runtime.metering.settle(ticket, USAGE)
         assert verify.verify(runtime.db) == []
     finally:
@@ -458,18 +464,15 @@ async def test_at_full_the_writer_syncs_the_wal_itself_and_the_pool_stays_at_ful
     """At `synchronous=FULL` the writer's connection commits at NORMAL and its sync thread
     fsyncs the WAL before answering; every other connection stays at FULL, the writer's own
     too once it is handed back to the pool (here: after a job whose flush aborted a batch)."""
-    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": "FULL"}))
+    runtime, wallet_id = funded_runtime(settings, "FULL", "full")
     db, metering = runtime.db, runtime.metering
-    db.upgrade()
-    created = wallet.create_wallet(db, name="full")
-    fund(runtime, created.wallet_id, "1.00")
     writer = writer_of(runtime)
-    tickets = await asyncio.gather(*(open_call(metering, created.wallet_id) for _ in range(20)))
+    tickets = await asyncio.gather(*(open_call(metering, wallet_id) for _ in range(20)))
     await asyncio.gather(*(metering.settle(ticket, USAGE) for ticket in tickets))
     with pytest.raises(Exception, match="UNIQUE"):
-        await db.transact(_add_a_duplicate_record, tickets[0].request_id, created.wallet_id)
+        await db.transact(_add_a_duplicate_record, tickets[0].request_id, wallet_id)
     assert writer.committed_jobs >= 40
-    state = ledger_state(db, created.wallet_id)
+    state = ledger_state(db, wallet_id)
     assert (state.balance_micros, state.held_micros) == (1_000_000 - 20 * COST_MICROS, 0)
     pool = db.engine.pool
     idle = [db.engine.connect() for _ in range(pool.checkedin())]  # type: ignore[attr-defined]
@@ -509,14 +512,11 @@ async def test_at_full_a_hold_is_answered_at_commit_and_a_settle_once_the_wal_is
     """A hold is committed before the upstream call but its caller does not wait for the
     fsync (`Database.submit(durable=False)`): the WAL is one append-only file, so the fsync
     its settle waits for makes it durable too. A settle is answered only once on disk."""
-    runtime = Runtime.build(settings.model_copy(update={"sqlite_synchronous": "FULL"}))
+    runtime, wallet_id = funded_runtime(settings, "FULL", "gated")
     db, metering = runtime.db, runtime.metering
-    db.upgrade()
-    created = wallet.create_wallet(db, name="gated")
-    fund(runtime, created.wallet_id, "1.00")
     gate = GatedFsync(monkeypatch)
     # Any fsync would stick in the gate: the hold is answered without waiting for one.
-    opening = asyncio.ensure_future(open_call(metering, created.wallet_id))
+    opening = asyncio.ensure_future(open_call(metering, wallet_id))
     await asyncio.wait({opening}, timeout=30)
     if not opening.done():
         gate.release.set()
